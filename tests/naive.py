@@ -1,0 +1,161 @@
+"""Slow, obvious reference implementations of DESIGN.md §2 and §3.
+
+Every kernel must agree with these. They use plain numpy and scipy, one
+monitor and one value at a time, and are written to be read, not to be fast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+from scipy.spatial import distance
+
+METRICS = (
+    "kl",
+    "kl_reverse",
+    "js",
+    "psi",
+    "hellinger",
+    "entropy_reference",
+    "entropy_live",
+    "cross_entropy",
+    "p_value",
+)
+
+
+def smoothed(counts: np.ndarray, smoothing: float) -> np.ndarray:
+    """p_i = (c_i + a) / (C + K a)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return (counts + smoothing) / (counts.sum() + counts.size * smoothing)
+
+
+def g_test_p_value(reference: np.ndarray, live: np.ndarray) -> float:
+    """§3 p_value: G-test of homogeneity on the raw 2xK table."""
+    reference = np.asarray(reference, dtype=np.float64)
+    live = np.asarray(live, dtype=np.float64)
+    keep = (reference + live) > 0
+    r, q = reference[keep], live[keep]
+    if keep.sum() <= 1:
+        return 1.0
+    big_r, big_l = r.sum(), q.sum()
+    n = big_r + big_l
+    expected_r = (r + q) * big_r / n
+    expected_l = (r + q) * big_l / n
+    g = 0.0
+    for ri, ei in zip(r, expected_r, strict=True):
+        if ri > 0:
+            g += ri * math.log(ri / ei)
+    for li, fi in zip(q, expected_l, strict=True):
+        if li > 0:
+            g += li * math.log(li / fi)
+    g *= 2.0
+    return float(stats.chi2.sf(max(g, 0.0), keep.sum() - 1))
+
+
+def divergences_one(
+    reference: Sequence[float], live: Sequence[float], smoothing: float = 0.5, base: str = "e"
+) -> dict[str, float]:
+    """Every §3 divergence for one monitor, via scipy."""
+    reference = np.asarray(reference, dtype=np.float64)
+    live = np.asarray(live, dtype=np.float64)
+    if reference.sum() == 0 or live.sum() == 0:
+        return {name: math.nan for name in METRICS}
+    p = smoothed(reference, smoothing)
+    q = smoothed(live, smoothing)
+    log_base = 2.0 if base == "2" else None
+    kl = float(stats.entropy(p, q, base=log_base))
+    kl_reverse = float(stats.entropy(q, p, base=log_base))
+    js = float(distance.jensenshannon(p, q, base=log_base) ** 2)
+    psi = float(stats.entropy(p, q) + stats.entropy(q, p))
+    hellinger = float(math.sqrt(max(0.0, 1.0 - float(np.sum(np.sqrt(p * q))))))
+    entropy_reference = float(stats.entropy(p, base=log_base))
+    entropy_live = float(stats.entropy(q, base=log_base))
+    return {
+        "kl": kl,
+        "kl_reverse": kl_reverse,
+        "js": js,
+        "psi": psi,
+        "hellinger": hellinger,
+        "entropy_reference": entropy_reference,
+        "entropy_live": entropy_live,
+        "cross_entropy": entropy_reference + kl,
+        "p_value": g_test_p_value(reference, live),
+    }
+
+
+def value_bin_positions(edges: Sequence[float]) -> np.ndarray:
+    """Positions of the value bins [underflow, regular..., overflow] (§3)."""
+    edges = np.asarray(edges, dtype=np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    return np.concatenate([[edges[0]], centres, [edges[-1]]])
+
+
+def wasserstein_one(
+    reference: Sequence[float], live: Sequence[float], edges: Sequence[float]
+) -> float:
+    """§3 wasserstein over value-bin counts, normalised by the reference's std."""
+    reference = np.asarray(reference, dtype=np.float64)
+    live = np.asarray(live, dtype=np.float64)
+    if reference.sum() == 0 or live.sum() == 0:
+        return math.nan
+    positions = value_bin_positions(edges)
+    w1 = stats.wasserstein_distance(positions, positions, reference, live)
+    weights = reference / reference.sum()
+    mean = float(np.sum(weights * positions))
+    std = math.sqrt(float(np.sum(weights * (positions - mean) ** 2)))
+    if std == 0.0:
+        return math.nan
+    return float(w1 / std)
+
+
+# --- binning (§2) -----------------------------------------------------------
+# Numeric layout: [underflow, regular 0..n-1, overflow, missing, invalid].
+# Categorical layout: [categories 0..c-1, other, missing, invalid].
+
+
+def uniform_bin(value: float, lo: float, hi: float, count: int) -> int:
+    """Index in the numeric layout of one float value, uniform bins.
+
+    A regular bin index is ``floor((v - lo) * (count / (hi - lo)))``, clamped
+    to ``count - 1`` against rounding for values just below ``hi``.
+    """
+    if math.isnan(value):
+        return count + 2
+    if value < lo:
+        return 0
+    if value >= hi:
+        return count + 1
+    index = math.floor((value - lo) * (count / (hi - lo)))
+    return 1 + min(max(index, 0), count - 1)
+
+
+def edges_bin(value: float, edges: Sequence[float]) -> int:
+    """Index in the numeric layout of one float value, explicit edges."""
+    n = len(edges) - 1
+    if math.isnan(value):
+        return n + 2
+    if value < edges[0]:
+        return 0
+    if value >= edges[-1]:
+        return n + 1
+    return 1 + int(np.searchsorted(np.asarray(edges), value, side="right")) - 1
+
+
+def histogram_uniform(values: Sequence[float], lo: float, hi: float, count: int) -> np.ndarray:
+    """Counts over the numeric layout (invalid bin stays 0: floats are never invalid)."""
+    out = np.zeros(count + 4)
+    for v in values:
+        out[uniform_bin(float(v), lo, hi, count)] += 1
+    return out
+
+
+def histogram_edges(values: Sequence[float], edges: Sequence[float]) -> np.ndarray:
+    """Counts over the numeric layout for explicit edges."""
+    n = len(edges) - 1
+    out = np.zeros(n + 4)
+    for v in values:
+        out[edges_bin(float(v), edges)] += 1
+    return out
