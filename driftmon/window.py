@@ -1,0 +1,165 @@
+"""Live windows: the recent data of one stream, as counts over its bins (DESIGN.md §4).
+
+A stream's monitors own a contiguous slice of the engine's packed bin arrays.
+A window keeps the live counts of that slice up to date incrementally, so an
+evaluation reads them as they stand and its cost never depends on the window
+length:
+
+- :class:`PaneWindow` (``{length, panes}``): a ring ``[pane, bin]`` of time
+  panes; the live counts are the sum of the newest ``panes`` panes, the
+  current one included. A pane that falls out is subtracted whole.
+- :class:`SampleWindow` (``{samples: N}``): a ring of the last N rows' bin
+  indices ``[row, feature]``; each new row evicts the oldest once the ring is
+  full, so the live counts are exactly those of the last N rows.
+
+Counts are float64 holding whole numbers (exact up to 2**53 rows).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NOT_REACHED = -1
+"""Index of a feature a row did not reach (a CloudEvent maps only some features)."""
+
+
+class PaneWindow:
+    """A time window of ``panes`` panes, each ``pane_width_s`` seconds wide.
+
+    ``live`` is the caller's array (usually a view into the engine's packed
+    live counts) and is kept equal to ``pane_counts.sum(axis=0)``. Panes are
+    numbered by ``floor(time / pane_width_s)``; slot ``n % panes`` of the ring
+    holds pane ``n``.
+    """
+
+    def __init__(self, live: np.ndarray, panes: int, pane_width_s: float) -> None:
+        if panes < 1:
+            raise ValueError(f"panes must be >= 1, got {panes}")
+        if not pane_width_s > 0:
+            raise ValueError(f"pane_width_s must be > 0, got {pane_width_s}")
+        self.live = live
+        self.panes = panes
+        self.pane_width_s = pane_width_s
+        self.pane_counts = np.zeros((panes, live.shape[0]), dtype=np.float64)
+        self.current_pane: int | None = None
+
+    def pane_of(self, now: float) -> int:
+        """The number of the pane that holds time ``now`` (seconds)."""
+        return math.floor(now / self.pane_width_s)
+
+    def advance(self, now: float) -> None:
+        """Rotate to the pane holding ``now``, dropping panes that fell out whole.
+
+        Time never runs backwards for a window: a ``now`` older than the
+        current pane leaves it where it is (late rows land in the current pane).
+        """
+        pane = self.pane_of(now)
+        if self.current_pane is None:
+            self.current_pane = pane
+            return
+        steps = pane - self.current_pane
+        if steps <= 0:
+            return
+        if steps >= self.panes:
+            # A gap longer than the window: everything in it has expired.
+            self.pane_counts[:] = 0.0
+            self.live[:] = 0.0
+        else:
+            for n in range(self.current_pane + 1, pane + 1):
+                slot = n % self.panes
+                self.live -= self.pane_counts[slot]
+                self.pane_counts[slot] = 0.0
+        self.current_pane = pane
+
+    def add(self, counts: np.ndarray, now: float) -> None:
+        """Add a batch's ``counts`` (over this window's bins) at time ``now``."""
+        self.advance(now)
+        assert self.current_pane is not None
+        self.pane_counts[self.current_pane % self.panes] += counts
+        self.live += counts
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that restore this window (checkpoints)."""
+        current = -1 if self.current_pane is None else self.current_pane
+        return {
+            "pane_counts": self.pane_counts.copy(),
+            "current_pane": np.array([current], dtype=np.int64),
+        }
+
+    def restore(self, state: dict[str, np.ndarray], now: float) -> None:
+        """Load arrays written by :meth:`state`, then drop panes expired by ``now``."""
+        pane_counts = np.asarray(state["pane_counts"], dtype=np.float64)
+        if pane_counts.shape != self.pane_counts.shape:
+            raise ValueError(
+                f"pane_counts has shape {pane_counts.shape}, expected {self.pane_counts.shape}"
+            )
+        self.pane_counts[:] = pane_counts
+        current = int(state["current_pane"][0])
+        self.current_pane = None if current < 0 else current
+        self.live[:] = self.pane_counts.sum(axis=0)
+        self.advance(now)
+
+
+class SampleWindow:
+    """Exactly the last ``samples`` rows of a stream.
+
+    ``live`` is the caller's array over the stream's bins. Each row is stored
+    as one bin index per feature, relative to the start of the stream's slice
+    (``NOT_REACHED`` for a feature the row did not reach).
+    """
+
+    def __init__(self, live: np.ndarray, samples: int, n_features: int) -> None:
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        self.live = live
+        self.samples = samples
+        self.ring = np.full((samples, n_features), NOT_REACHED, dtype=np.int32)
+        self.head = 0  # slot of the next row
+        self.filled = 0
+
+    def add_rows(self, indices: np.ndarray) -> None:
+        """Append rows given as bin indices ``int32[rows, features]``."""
+        n = indices.shape[0]
+        if n == 0:
+            return
+        if n > self.samples:
+            # Only the newest `samples` rows survive; the others would be added
+            # and evicted within this same call.
+            indices = indices[n - self.samples :]
+            n = self.samples
+        slots = (self.head + np.arange(n)) % self.samples
+        n_bins = self.live.shape[0]
+        evicted = self.ring[slots]
+        evicted = evicted[evicted >= 0]
+        if evicted.size:
+            self.live -= np.bincount(evicted, minlength=n_bins)
+        added = indices[indices >= 0]
+        if added.size:
+            self.live += np.bincount(added, minlength=n_bins)
+        self.ring[slots] = indices
+        self.head = int((self.head + n) % self.samples)
+        self.filled = min(self.samples, self.filled + n)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that restore this window (checkpoints)."""
+        return {
+            "ring": self.ring.copy(),
+            "head": np.array([self.head, self.filled], dtype=np.int64),
+        }
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Load arrays written by :meth:`state`."""
+        ring = np.asarray(state["ring"])
+        if ring.shape != self.ring.shape:
+            raise ValueError(f"ring has shape {ring.shape}, expected {self.ring.shape}")
+        n_bins = self.live.shape[0]
+        if ring.size and (ring.max() >= n_bins or ring.min() < NOT_REACHED):
+            raise ValueError("ring holds bin indices outside the stream's bins")
+        self.ring[:] = ring
+        self.head, self.filled = (int(v) for v in state["head"][:2])
+        if not (0 <= self.head < self.samples and 0 <= self.filled <= self.samples):
+            raise ValueError("ring head or fill count out of range")
+        valid = self.ring[self.ring >= 0]
+        self.live[:] = np.bincount(valid, minlength=n_bins)
