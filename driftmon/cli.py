@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from driftmon import __version__
+from driftmon.config import ConfigError, describe, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +22,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming data-drift monitor with Prometheus metrics.",
     )
     parser.add_argument("--version", action="version", version=f"driftmon {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check",
+        help="validate a config file",
+        description="Validate a config file: exit 0, or 1 with one line per error naming its path.",
+    )
+    check.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
+    check.set_defaults(handler=_check)
     return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``driftmon check -c FILE``: ``FILE: ok (summary)`` on stdout, or errors on stderr."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{args.config}: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: ok ({describe(config)})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
