@@ -8,6 +8,8 @@ The public Python API is small (DESIGN.md §9):
 
 from __future__ import annotations
 
+from driftmon.divergence import divergences, wasserstein
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "divergences", "wasserstein"]

@@ -1,0 +1,604 @@
+"""Divergence kernels: every DESIGN.md §3 metric for all monitors in one pass.
+
+Layout (shared with the engine): the monitors' bins are concatenated into
+float64 arrays of length ``B``; monitor ``m`` owns bins
+``bin_offsets[m]:bin_offsets[m + 1]`` (``K_m = bin_offsets[m+1] - bin_offsets[m]``
+may differ between monitors), with smoothing pseudo-count ``smoothing[m]``.
+
+The reference side changes only when a reference is (re)loaded, so
+:func:`prepare_reference` computes it once into ``reference_bins[4, B]`` (rows
+raw count ``r``, ``p``, ``ln p``, ``sqrt p``) and ``reference_monitors[2, M]``
+(total ``R``, ``H(P)`` in nats). :func:`divergence_pass` (serial) and
+:func:`divergence_pass_parallel` (``prange`` over chunks of monitors, worth it
+above a few thousand bins) then fill ``out[9, M]`` (rows :data:`ROWS`) for a
+live array. Per bin that is four logs (``ln q``, ``ln m`` and the G-test's
+two) and one square root; each monitor's bins go through one branch-free loop
+that writes the per-bin terms to a small scratch table, which LLVM vectorises
+(the logs are :func:`~driftmon.kernels.special.log_branchless`, not calls),
+and the terms are then summed in bin order.
+
+Numerics (DESIGN §3), for one monitor, ``a`` its smoothing:
+
+- ``p_i = (r_i + a) / (R + K a)``, as a product by the inverse of the
+  denominator. The live side uses the very same arithmetic, so identical
+  counts give KL = 0 exactly.
+- A side has mass in a bin iff ``r_i + a > 0`` (``l_i + a > 0``); its terms are
+  0 otherwise. A bin with mass on the reference side only makes ``kl`` +Inf
+  (never clipped); with ``a > 0`` that cannot happen. If ``p_i`` underflows to
+  0 while having mass (a subnormal smoothing), ``ln p_i`` is taken as
+  ``ln(r_i + a) - ln(R + K a)`` so that it stays finite; monitors where such
+  an underflow could occur on the live side take a scalar path with the same
+  safeguards (:func:`_monitor_terms_careful`).
+- ``js`` uses ``ln m_i = ln((p_i + q_i) / 2)``; ``psi = kl + kl_reverse`` in
+  nats always; ``hellinger = sqrt(½ Σ (√p_i - √q_i)²)``, which equals
+  ``sqrt(1 - Σ √(p_i q_i))`` for proper distributions and does not cancel
+  catastrophically when P ≈ Q. Rounding noise past the mathematical bounds
+  (KL, JS, H² < 0; JS > ln 2; H² > 1) is clamped to the bound.
+- ``log_scale`` (1 for nats, 1/ln 2 for bits) multiplies ``kl``,
+  ``kl_reverse``, ``js``, the entropies and ``cross_entropy = H(P) + KL``.
+- ``p_value``: G-test of homogeneity on the raw counts,
+  ``G/2 = Σ r ln(r/E) + l ln(l/F)`` over the ``K'`` bins with ``s = r + l > 0``,
+  evaluated as ``r (ln(r/s) - ln(R/N)) + l (ln(l/s) - ln(L/N))``: every log
+  is of a correctly rounded quotient, so a bin whose counts are in the
+  proportion of the totals contributes exactly 0 when the counts are whole
+  numbers (no rounding noise posing as drift), and the error is a few ulps of
+  ``r`` per bin, like scipy's. ``p = chi2_sf(G, K' - 1)``, 1 when ``K' <= 1``.
+- A monitor with ``R = 0`` or ``L = 0`` gets NaN in all nine rows; no other
+  input gives NaN (the public wrappers reject non-finite counts and totals
+  that overflow).
+
+Wasserstein (numeric monitors, DESIGN §3): :func:`prepare_wasserstein_reference`
+caches, per numeric monitor, the gaps between consecutive value-bin positions,
+the reference CDF at each gap and the reference total and standard deviation;
+:func:`wasserstein_pass` computes ``Σ |CDF_P - CDF_Q| gap / std``.
+
+Every kernel is ``@njit(nogil=True, cache=True, error_model="numpy")``: IEEE
+division (``x / 0`` is ``inf``, never an exception, and no zero test per
+division in the loops); never ``fastmath``, which would assume away the +Inf
+that KL legitimately returns. Pure functions over arrays; imports only numpy,
+numba and sibling kernels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from driftmon.kernels.special import chi2_sf, log_branchless
+
+ROWS = (
+    "kl",
+    "kl_reverse",
+    "js",
+    "psi",
+    "hellinger",
+    "entropy_reference",
+    "entropy_live",
+    "cross_entropy",
+    "p_value",
+)
+"""The rows of a pass's ``out[9, M]``, in order (DESIGN §3 names)."""
+
+N_ROWS = len(ROWS)
+REF_COUNT, REF_P, REF_LOG_P, REF_SQRT_P = 0, 1, 2, 3
+"""Rows of ``reference_bins[4, B]``."""
+MON_TOTAL, MON_ENTROPY = 0, 1
+"""Rows of ``reference_monitors[2, M]``."""
+
+# Rows of the per-monitor scratch table of per-bin terms.
+_KL, _KL_REVERSE, _ENTROPY_LIVE, _JS, _HELLINGER_SQ, _G_HALF = 0, 1, 2, 3, 4, 5
+_N_TERMS = 6
+
+_PARALLEL_CHUNKS = 64
+_LN2 = math.log(2.0)
+_LARGEST = 1.7976931348623157e308
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _total(counts: np.ndarray, lo: int, hi: int) -> float:
+    """``Σ counts[lo:hi]`` with four running sums (a single one is latency-bound)."""
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    i = lo
+    while i + 4 <= hi:
+        s0 += counts[i]
+        s1 += counts[i + 1]
+        s2 += counts[i + 2]
+        s3 += counts[i + 3]
+        i += 4
+    while i < hi:
+        s0 += counts[i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _safe_inverse(denominator: float) -> float:
+    """``1 / denominator``, or 0 when that overflows (a subnormal denominator)."""
+    inverse = 1.0 / denominator
+    return inverse if inverse <= _LARGEST else 0.0
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _normalise(shifted: float, denominator: float, inverse: float) -> float:
+    """``shifted / denominator`` as a product by ``inverse`` (from :func:`_safe_inverse`).
+
+    Both sides of a comparison go through this function, so identical counts
+    give bit-identical ``p`` and ``q``; the division is kept for the
+    subnormal denominators whose inverse overflows.
+    """
+    if inverse > 0.0:
+        return shifted * inverse
+    return shifted / denominator
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _log_share(share: float, shifted: float, log_denominator: float) -> float:
+    """``ln(share)`` for ``share = shifted / denominator``, finite whenever ``shifted > 0``.
+
+    ``ln(share)`` itself is the accurate one (``ln(shifted) - ln(denominator)``
+    cancels when the two are close, e.g. a bin holding nearly all of a big
+    window); the difference of logs is used only when ``share`` underflowed
+    to 0, so that a positive smoothing never turns into ``ln 0 = -inf``.
+    """
+    if share > 0.0:
+        return log_branchless(share)
+    return log_branchless(shifted) - log_denominator
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _log_quotient(numerator: float, denominator: float) -> float:
+    """``ln(numerator / denominator)`` for ``0 < numerator <= denominator`` finite."""
+    quotient = numerator / denominator
+    if quotient > 0.0:
+        return log_branchless(quotient)
+    return log_branchless(numerator) - log_branchless(denominator)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def prepare_reference(
+    reference_counts: np.ndarray, bin_offsets: np.ndarray, smoothing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference side of every monitor, computed once per reference.
+
+    ``reference_counts``: float64[B] raw counts; ``bin_offsets``: int64[M+1];
+    ``smoothing``: float64[M]. Returns ``(reference_bins[4, B],
+    reference_monitors[2, M])`` as described in the module docstring. A
+    monitor with ``R = 0`` gets zeros in its bins and NaN entropy (a pass
+    reports it as NaN anyway).
+    """
+    n_monitors = bin_offsets.shape[0] - 1
+    reference_bins = np.zeros((4, reference_counts.shape[0]))
+    reference_monitors = np.empty((2, n_monitors))
+    for m in range(n_monitors):
+        lo = bin_offsets[m]
+        hi = bin_offsets[m + 1]
+        total = _total(reference_counts, lo, hi)
+        reference_monitors[MON_TOTAL, m] = total
+        for i in range(lo, hi):
+            reference_bins[REF_COUNT, i] = reference_counts[i]
+        if total == 0.0 or hi == lo:
+            reference_monitors[MON_ENTROPY, m] = math.nan
+            continue
+        a = smoothing[m]
+        denominator = total + (hi - lo) * a
+        log_denominator = log_branchless(denominator)
+        inverse = _safe_inverse(denominator)
+        entropy = 0.0
+        for i in range(lo, hi):
+            shifted = reference_counts[i] + a
+            p = _normalise(shifted, denominator, inverse)
+            log_p = _log_share(p, shifted, log_denominator)
+            reference_bins[REF_P, i] = p
+            reference_bins[REF_LOG_P, i] = log_p
+            reference_bins[REF_SQRT_P, i] = math.sqrt(p)
+            if shifted > 0.0:
+                entropy -= p * log_p
+        reference_monitors[MON_ENTROPY, m] = max(entropy, 0.0)
+    return reference_bins, reference_monitors
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _monitor_terms_fast(
+    lo: int,
+    hi: int,
+    live_counts: np.ndarray,
+    a: float,
+    inverse: float,
+    log_share_r: float,
+    log_share_l: float,
+    reference_bins: np.ndarray,
+    terms: np.ndarray,
+) -> tuple[int, int]:
+    """Per-bin terms of one monitor into ``terms[6, :K]``, without a branch.
+
+    Returns ``(non-empty bins, suspicious bins)``: a bin is suspicious when
+    a quotient with a positive numerator underflowed to 0, whose log here
+    would be -inf; the caller then redoes the monitor carefully.
+    """
+    nonempty = 0
+    suspicious = 0
+    for k in range(hi - lo):
+        i = lo + k
+        r = reference_bins[REF_COUNT, i]
+        p = reference_bins[REF_P, i]
+        log_p = reference_bins[REF_LOG_P, i]
+        sqrt_p = reference_bins[REF_SQRT_P, i]
+        count = live_counts[i]
+        shifted = count + a
+        q = shifted * inverse
+        log_q = log_branchless(q)
+        p_has_mass = log_p > -math.inf
+        q_has_mass = shifted > 0.0
+        half_mixture = 0.5 * (p + q)
+        log_m = log_branchless(half_mixture)
+        both = r + count
+        share_r = r / both
+        share_l = count / both
+
+        kl_term = p * (log_p - log_q) if q_has_mass else math.inf
+        terms[_KL, k] = kl_term if p_has_mass else 0.0
+        kl_reverse_term = q * (log_q - log_p) if p_has_mass else math.inf
+        terms[_KL_REVERSE, k] = kl_reverse_term if q_has_mass else 0.0
+        terms[_ENTROPY_LIVE, k] = -q * log_q if q_has_mass else 0.0
+        js_p = p * (log_p - log_m) if p_has_mass else 0.0
+        js_q = q * (log_q - log_m) if q_has_mass else 0.0
+        terms[_JS, k] = js_p + js_q
+        root_gap = sqrt_p - math.sqrt(q)
+        terms[_HELLINGER_SQ, k] = root_gap * root_gap
+        g_r = r * (log_branchless(share_r) - log_share_r) if r > 0.0 else 0.0
+        g_l = count * (log_branchless(share_l) - log_share_l) if count > 0.0 else 0.0
+        terms[_G_HALF, k] = g_r + g_l
+
+        nonempty += 1 if both > 0.0 else 0
+        underflow = (
+            (q_has_mass and q == 0.0)
+            or ((p_has_mass or q_has_mass) and half_mixture == 0.0)
+            or (r > 0.0 and share_r == 0.0)
+            or (count > 0.0 and share_l == 0.0)
+        )
+        suspicious += 1 if underflow else 0
+    return nonempty, suspicious
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _monitor_terms_careful(
+    lo: int,
+    hi: int,
+    live_counts: np.ndarray,
+    a: float,
+    denominator: float,
+    inverse: float,
+    log_denominator: float,
+    log_share_r: float,
+    log_share_l: float,
+    reference_bins: np.ndarray,
+    terms: np.ndarray,
+) -> int:
+    """:func:`_monitor_terms_fast` with every underflow guarded; returns the non-empty bins.
+
+    Equal to the fast loop wherever nothing underflows (same formulas), and
+    finite wherever the mathematics is.
+    """
+    nonempty = 0
+    for k in range(hi - lo):
+        i = lo + k
+        r = reference_bins[REF_COUNT, i]
+        p = reference_bins[REF_P, i]
+        log_p = reference_bins[REF_LOG_P, i]
+        sqrt_p = reference_bins[REF_SQRT_P, i]
+        count = live_counts[i]
+        shifted = count + a
+        q = _normalise(shifted, denominator, inverse)
+        log_q = _log_share(q, shifted, log_denominator)
+        p_has_mass = log_p > -math.inf
+        q_has_mass = shifted > 0.0
+        for row in range(_N_TERMS):
+            terms[row, k] = 0.0
+        if p_has_mass:
+            terms[_KL, k] = p * (log_p - log_q) if q_has_mass else math.inf
+        if q_has_mass:
+            terms[_KL_REVERSE, k] = q * (log_q - log_p) if p_has_mass else math.inf
+            terms[_ENTROPY_LIVE, k] = -q * log_q
+        mixture = p + q
+        if mixture > 0.0:
+            log_m = _log_share(0.5 * mixture, mixture, _LN2)
+            if p_has_mass:
+                terms[_JS, k] += p * (log_p - log_m)
+            if q_has_mass:
+                terms[_JS, k] += q * (log_q - log_m)
+        root_gap = sqrt_p - math.sqrt(q)
+        terms[_HELLINGER_SQ, k] = root_gap * root_gap
+        both = r + count
+        if both > 0.0:
+            nonempty += 1
+            if r > 0.0:
+                terms[_G_HALF, k] += r * (_log_quotient(r, both) - log_share_r)
+            if count > 0.0:
+                terms[_G_HALF, k] += count * (_log_quotient(count, both) - log_share_l)
+    return nonempty
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _sum_row(terms: np.ndarray, row: int, n_bins: int) -> float:
+    """``Σ terms[row, :n_bins]`` with eight interleaved partial sums, added pairwise.
+
+    A fixed order (bin ``k`` goes to partial sum ``k % 8``), so the result
+    does not depend on the machine, while the eight independent adds per
+    step can be one vector add instead of a latency-bound scalar chain.
+    """
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    full = n_bins - n_bins % 8
+    for k in range(0, full, 8):
+        s0 += terms[row, k]
+        s1 += terms[row, k + 1]
+        s2 += terms[row, k + 2]
+        s3 += terms[row, k + 3]
+        s4 += terms[row, k + 4]
+        s5 += terms[row, k + 5]
+        s6 += terms[row, k + 6]
+        s7 += terms[row, k + 7]
+    tail = 0.0
+    for k in range(full, n_bins):
+        tail += terms[row, k]
+    return (((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))) + tail
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _monitor_pass(
+    m: int,
+    live_counts: np.ndarray,
+    bin_offsets: np.ndarray,
+    smoothing: np.ndarray,
+    reference_bins: np.ndarray,
+    reference_monitors: np.ndarray,
+    log_scale: float,
+    terms: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Fill column ``m`` of ``out[9, M]`` (see :func:`divergence_pass`); ``terms`` is scratch."""
+    lo = bin_offsets[m]
+    hi = bin_offsets[m + 1]
+    ref_total = reference_monitors[MON_TOTAL, m]
+    live_total = _total(live_counts, lo, hi)
+    if ref_total == 0.0 or live_total == 0.0 or hi == lo:
+        for row in range(N_ROWS):
+            out[row, m] = math.nan
+        return
+    a = smoothing[m]
+    denominator = live_total + (hi - lo) * a
+    inverse = _safe_inverse(denominator)
+    # The G-test's shares of the raw totals, computed as the per-bin shares
+    # are, so that a bin in proportion contributes exactly 0.
+    grand_total = ref_total + live_total
+    log_share_r = _log_quotient(ref_total, grand_total)
+    log_share_l = _log_quotient(live_total, grand_total)
+
+    suspicious = 1
+    if inverse > 0.0:
+        nonempty, suspicious = _monitor_terms_fast(
+            lo, hi, live_counts, a, inverse, log_share_r, log_share_l, reference_bins, terms
+        )
+    if suspicious > 0:
+        nonempty = _monitor_terms_careful(
+            lo, hi, live_counts, a, denominator, inverse, log_branchless(denominator),
+            log_share_r, log_share_l, reference_bins, terms,
+        )
+
+    n_bins = hi - lo
+    kl = _sum_row(terms, _KL, n_bins)
+    kl_reverse = _sum_row(terms, _KL_REVERSE, n_bins)
+    entropy_live = _sum_row(terms, _ENTROPY_LIVE, n_bins)
+    js = _sum_row(terms, _JS, n_bins)
+    hellinger_sq = _sum_row(terms, _HELLINGER_SQ, n_bins)
+    g_half = _sum_row(terms, _G_HALF, n_bins)
+
+    kl = max(kl, 0.0)
+    kl_reverse = max(kl_reverse, 0.0)
+    js = min(max(0.5 * js, 0.0), _LN2)
+    entropy_reference = reference_monitors[MON_ENTROPY, m]
+    out[0, m] = kl * log_scale
+    out[1, m] = kl_reverse * log_scale
+    out[2, m] = js * log_scale
+    out[3, m] = kl + kl_reverse
+    out[4, m] = math.sqrt(min(max(0.5 * hellinger_sq, 0.0), 1.0))
+    out[5, m] = entropy_reference * log_scale
+    out[6, m] = max(entropy_live, 0.0) * log_scale
+    out[7, m] = (entropy_reference + kl) * log_scale
+    if nonempty <= 1:
+        out[8, m] = 1.0
+    else:
+        out[8, m] = chi2_sf(max(2.0 * g_half, 0.0), nonempty - 1.0)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _max_bins(bin_offsets: np.ndarray) -> int:
+    """The largest K of the layout (at least 1)."""
+    largest = 1
+    for m in range(bin_offsets.shape[0] - 1):
+        largest = max(largest, bin_offsets[m + 1] - bin_offsets[m])
+    return largest
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def divergence_pass(
+    live_counts: np.ndarray,
+    bin_offsets: np.ndarray,
+    smoothing: np.ndarray,
+    reference_bins: np.ndarray,
+    reference_monitors: np.ndarray,
+    log_scale: float,
+    out: np.ndarray,
+) -> None:
+    """Every §3 divergence of every monitor into ``out[9, M]`` (rows :data:`ROWS`), serially.
+
+    ``live_counts``: float64[B]; ``bin_offsets``: int64[M+1]; ``smoothing``:
+    float64[M]; ``reference_bins``, ``reference_monitors``: from
+    :func:`prepare_reference` with the same offsets and smoothing;
+    ``log_scale``: 1.0 (nats) or 1/ln 2 (bits).
+    """
+    terms = np.empty((_N_TERMS, _max_bins(bin_offsets)))
+    for m in range(bin_offsets.shape[0] - 1):
+        _monitor_pass(
+            m, live_counts, bin_offsets, smoothing, reference_bins, reference_monitors,
+            log_scale, terms, out,
+        )
+
+
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
+def divergence_pass_parallel(
+    live_counts: np.ndarray,
+    bin_offsets: np.ndarray,
+    smoothing: np.ndarray,
+    reference_bins: np.ndarray,
+    reference_monitors: np.ndarray,
+    log_scale: float,
+    out: np.ndarray,
+) -> None:
+    """:func:`divergence_pass` with chunks of monitors spread over numba's threads.
+
+    Same arguments and results, bit for bit (each monitor is computed by one
+    thread in the same way). Worth its thread start-up only above a few
+    thousand bins.
+    """
+    n_monitors = bin_offsets.shape[0] - 1
+    # A fixed number of chunks (not one per thread) balances uneven K and
+    # keeps the result independent of the thread count.
+    n_chunks = min(n_monitors, _PARALLEL_CHUNKS)
+    max_bins = _max_bins(bin_offsets)
+    for chunk in prange(n_chunks):
+        terms = np.empty((_N_TERMS, max_bins))
+        for m in range(chunk * n_monitors // n_chunks, (chunk + 1) * n_monitors // n_chunks):
+            _monitor_pass(
+                m, live_counts, bin_offsets, smoothing, reference_bins, reference_monitors,
+                log_scale, terms, out,
+            )
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _value_position(edges: np.ndarray, lo: int, hi: int, k: int) -> float:
+    """Position of value bin ``k`` of the monitor whose edges are ``edges[lo:hi]``."""
+    if k == 0:
+        return edges[lo]
+    if k == hi - lo:
+        return edges[hi - 1]
+    return (edges[lo + k - 1] + edges[lo + k]) / 2.0
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def prepare_wasserstein_reference(
+    reference_counts: np.ndarray,
+    starts: np.ndarray,
+    edge_offsets: np.ndarray,
+    edges: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference side of every numeric monitor's Wasserstein distance.
+
+    Numeric monitor ``j`` has regular-bin edges
+    ``edges[edge_offsets[j]:edge_offsets[j+1]]`` (``n + 1`` of them, ``n >= 1``)
+    and ``n + 2`` value bins ``reference_counts[starts[j] : starts[j] + n + 2]``
+    (underflow, regular, overflow) at positions ``e_0``, the bin centres,
+    ``e_n``. Returns ``(gaps, reference_cdf, reference_monitors[2, J])``:
+    ``gaps[edge_offsets[j] + k]`` is position ``k+1`` minus position ``k``,
+    ``reference_cdf`` at the same index is the reference mass at positions
+    ``<= k``, and ``reference_monitors`` holds the total and the standard
+    deviation (in the units of the edges; NaN when the total is 0).
+    """
+    n_numeric = starts.shape[0]
+    gaps = np.empty(edges.shape[0])
+    reference_cdf = np.zeros(edges.shape[0])
+    reference_monitors = np.empty((2, n_numeric))
+    for j in range(n_numeric):
+        lo = edge_offsets[j]
+        hi = edge_offsets[j + 1]
+        n_value_bins = hi - lo + 1
+        start = starts[j]
+        for k in range(hi - lo):
+            gaps[lo + k] = _value_position(edges, lo, hi, k + 1) - _value_position(
+                edges, lo, hi, k
+            )
+        total = 0.0
+        for k in range(n_value_bins):
+            total += reference_counts[start + k]
+        reference_monitors[0, j] = total
+        if total == 0.0:
+            reference_monitors[1, j] = math.nan
+            continue
+        cumulative = 0.0
+        for k in range(hi - lo):
+            cumulative += reference_counts[start + k]
+            reference_cdf[lo + k] = cumulative / total
+        mean = 0.0
+        for k in range(n_value_bins):
+            mean += reference_counts[start + k] / total * _value_position(edges, lo, hi, k)
+        variance = 0.0
+        for k in range(n_value_bins):
+            deviation = _value_position(edges, lo, hi, k) - mean
+            variance += (reference_counts[start + k] / total) * (deviation * deviation)
+        reference_monitors[1, j] = math.sqrt(variance)
+    return gaps, reference_cdf, reference_monitors
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def wasserstein_pass(
+    live_counts: np.ndarray,
+    starts: np.ndarray,
+    edge_offsets: np.ndarray,
+    gaps: np.ndarray,
+    reference_cdf: np.ndarray,
+    reference_monitors: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """§3 normalised W1 of every numeric monitor into ``out[J]``.
+
+    Arguments as in :func:`prepare_wasserstein_reference`, whose results
+    ``gaps``, ``reference_cdf`` and ``reference_monitors`` are passed here.
+    NaN when either side's value-bin total is 0 or the reference's standard
+    deviation is 0.
+    """
+    for j in range(starts.shape[0]):
+        lo = edge_offsets[j]
+        hi = edge_offsets[j + 1]
+        start = starts[j]
+        ref_total = reference_monitors[0, j]
+        ref_std = reference_monitors[1, j]
+        live_total = 0.0
+        for k in range(hi - lo + 1):
+            live_total += live_counts[start + k]
+        if ref_total == 0.0 or live_total == 0.0 or not ref_std > 0.0:
+            out[j] = math.nan
+            continue
+        distance = 0.0
+        cumulative = 0.0
+        for k in range(hi - lo):
+            cumulative += live_counts[start + k]
+            distance += abs(reference_cdf[lo + k] - cumulative / live_total) * gaps[lo + k]
+        out[j] = distance / ref_std
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) every kernel of this module once, on tiny inputs."""
+    reference = np.array([3.0, 1.0, 0.0, 2.0, 2.0])
+    live = np.array([1.0, 1.0, 1.0, 0.0, 4.0])
+    bin_offsets = np.array([0, 2, 5], dtype=np.int64)
+    smoothing = np.array([0.5, 0.0])
+    reference_bins, reference_monitors = prepare_reference(reference, bin_offsets, smoothing)
+    out = np.empty((N_ROWS, 2))
+    divergence_pass(live, bin_offsets, smoothing, reference_bins, reference_monitors, 1.0, out)
+    divergence_pass_parallel(
+        live, bin_offsets, smoothing, reference_bins, reference_monitors, 1.0, out
+    )
+    starts = np.array([0, 1], dtype=np.int64)
+    edge_offsets = np.array([0, 2, 5], dtype=np.int64)
+    edges = np.array([0.0, 1.0, -1.0, 0.0, 2.0])
+    gaps, reference_cdf, wasserstein_monitors = prepare_wasserstein_reference(
+        reference, starts, edge_offsets, edges
+    )
+    distances = np.empty(2)
+    wasserstein_pass(
+        live, starts, edge_offsets, gaps, reference_cdf, wasserstein_monitors, distances
+    )
