@@ -8,11 +8,20 @@ its result into an exit status.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from driftmon import __version__
-from driftmon.config import ConfigError, describe, load_config
+from driftmon.config import (
+    Config,
+    ConfigError,
+    StreamConfig,
+    describe,
+    load_config,
+    parse_listen,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,16 +40,258 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
     check.set_defaults(handler=_check)
+
+    run = commands.add_parser(
+        "run",
+        help="run the daemon",
+        description="Run the daemon: HTTP ingest, /metrics, alerts, checkpoints. "
+        "TERM/INT drain and checkpoint; HUP reloads the config.",
+    )
+    run.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
+    _add_daemon_options(run)
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the daemon on the bundled demo config, fed by a synthetic producer",
+        description="Run the daemon on the bundled demo config (two streams), fed by a built-in "
+        "producer that injects drift after a while, and print the URLs to open.",
+    )
+    _add_daemon_options(demo)
+    demo.add_argument(
+        "--drift-after",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="when the producer injects drift (default 30)",
+    )
+    demo.set_defaults(handler=_demo, listen=None)
+
+    replay = commands.add_parser(
+        "replay",
+        help="run the engine over a file of rows",
+        description="Run the engine over a file (CSV, NDJSON, JSON array); print one JSON line "
+        "per evaluation and monitor. On event time when the stream has time_field; otherwise "
+        "one evaluation at the end.",
+    )
+    replay.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
+    replay.add_argument("--stream", required=True, help="the stream the rows belong to")
+    replay.add_argument("--input", required=True, metavar="DATA", help="the rows to replay")
+    replay.add_argument("--format", choices=["csv", "ndjson", "json"], help="default: by suffix")
+    replay.set_defaults(handler=_replay)
+
+    reference = commands.add_parser("reference", help="reference snapshots")
+    reference_commands = reference.add_subparsers(dest="reference_command", metavar="COMMAND")
+    build = reference_commands.add_parser(
+        "build",
+        help="build a reference snapshot from a file of rows",
+        description="Bin a file of rows with a stream's features (learning quantile edges and "
+        "top-k categories) and write the snapshot that `reference: {snapshot: PATH}` loads.",
+    )
+    build.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
+    build.add_argument("--stream", required=True, help="the stream whose features to use")
+    build.add_argument("--input", required=True, metavar="DATA", help="CSV, NDJSON or JSON rows")
+    build.add_argument("--format", choices=["csv", "ndjson", "json"], help="default: by suffix")
+    build.add_argument("-o", "--output", required=True, metavar="OUT", help="the snapshot to write")
+    build.set_defaults(handler=_reference_build)
+    reference.set_defaults(handler=lambda _args: _usage(reference))
     return parser
+
+
+def _add_daemon_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="override server.listen (port 0: any free port)"
+    )
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="one line per record"
+    )
+
+
+def _with_listen(config: Config, listen: str | None) -> Config | None:
+    """``config`` with ``--listen`` applied, or ``None`` after printing why it is bad."""
+    if listen is None:
+        return config
+    try:
+        host, port = parse_listen(listen)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"--listen: {error}", file=sys.stderr)
+        return None
+    return dataclasses.replace(
+        config, server=dataclasses.replace(config.server, host=host, port=port)
+    )
+
+
+def serve(config_path: Path, config: Config, state_dir: Path | None = None, **hooks: object) -> int:
+    """Run a daemon for ``config`` until TERM/INT; returns the exit status."""
+    import asyncio
+
+    from driftmon.daemon import Daemon
+
+    try:
+        daemon = Daemon(config_path, config, state_dir=state_dir)
+    except (OSError, ValueError) as exc:
+        print(f"driftmon: {exc}", file=sys.stderr)
+        return 1
+    return asyncio.run(daemon.serve_forever(**hooks))  # type: ignore[arg-type]
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``driftmon run -c FILE``."""
+    from driftmon.daemon import configure_logging
+
+    configure_logging(args.log_format)
+    config = _load(args.config)
+    if config is None:
+        return 1
+    config = _with_listen(config, args.listen)
+    if config is None:
+        return 2
+    return serve(Path(args.config), config)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """``driftmon demo``: daemon + synthetic producer, state in a temporary directory."""
+    import asyncio
+    import tempfile
+
+    from driftmon.daemon import configure_logging
+    from driftmon.demo import demo_config_path
+
+    configure_logging(args.log_format)
+    path = demo_config_path()
+    config = _load(str(path))
+    if config is None:
+        return 1
+    config = _with_listen(config, args.listen)
+    if config is None:
+        return 2
+    with tempfile.TemporaryDirectory(prefix="driftmon-demo-") as state_dir:
+        return asyncio.run(_demo_main(path, config, Path(state_dir), args.drift_after))
+
+
+async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s: float) -> int:
+    import asyncio
+
+    from driftmon.daemon import Daemon
+    from driftmon.demo import DemoTimings, produce
+
+    daemon = Daemon(path, config, state_dir=state_dir)
+    stop = asyncio.Event()
+    producers: list[asyncio.Task[object]] = []
+
+    def on_drift() -> None:
+        print(
+            "driftmon demo: drift injected now (shop basket_value and device, fraud-model); "
+            "watch driftmon_alert_firing turn to 1 within a minute",
+            flush=True,
+        )
+
+    def on_listening(url: str) -> None:
+        print(
+            f"driftmon demo: serving on {url}\n"
+            f"  metrics:   {url}/metrics   (driftmon_js_divergence, driftmon_alert_firing, ...)\n"
+            f"  monitors:  {url}/api/v1/monitors\n"
+            f"  state in:  {state_dir}\n"
+            f"A producer posts rows to two streams; drift starts after {drift_after_s:g} s. "
+            "Ctrl-C stops.",
+            flush=True,
+        )
+        timings = DemoTimings(drift_after_s=drift_after_s)
+        producers.append(
+            asyncio.create_task(produce(url, timings=timings, stop=stop, on_drift=on_drift))
+        )
+
+    try:
+        return await daemon.serve_forever(on_listening=on_listening)
+    finally:
+        stop.set()
+        for task in producers:
+            await task
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _load(path: str) -> Config | None:
+    """The config at ``path``, or ``None`` after printing its errors."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for error in exc.errors:
+            print(f"{path}: {error}", file=sys.stderr)
+        return None
+
+
+def _stream(config: Config, name: str, path: str) -> StreamConfig | None:
+    try:
+        return config.stream(name)
+    except KeyError:
+        known = ", ".join(s.name for s in config.streams)
+        print(f"{path}: no stream {name!r} (streams: {known})", file=sys.stderr)
+        return None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """``driftmon replay``: JSON lines on stdout."""
+    from driftmon.reference import ReferenceError
+    from driftmon.replay import replay
+
+    config = _load(args.config)
+    if config is None or _stream(config, args.stream, args.config) is None:
+        return 1
+    try:
+        replay(config, args.stream, Path(args.input), sys.stdout, data_format=args.format)
+    except (ReferenceError, ValueError, OSError) as exc:
+        print(f"driftmon replay: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _reference_build(args: argparse.Namespace) -> int:
+    """``driftmon reference build``: write a snapshot, print a one-line summary."""
+    from driftmon.parse import read_table
+    from driftmon.reference import (
+        ReferenceError,
+        build_reference,
+        numeric_fields,
+        save_snapshot,
+    )
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    stream = _stream(config, args.stream, args.config)
+    if stream is None:
+        return 1
+    try:
+        batch = read_table(
+            Path(args.input),
+            [f.name for f in stream.features],
+            format=args.format,
+            numeric_fields=numeric_fields(stream),
+        )
+        if batch.n_rows == 0:
+            raise ReferenceError(f"{args.input}: no rows")
+        reference = build_reference(stream, batch.n_rows, batch.columns)
+        save_snapshot(Path(args.output), stream, reference)
+    except (ReferenceError, ValueError, OSError) as exc:
+        print(f"driftmon reference build: {exc}", file=sys.stderr)
+        return 1
+    bins = sum(b.n_bins for b in reference.binners)
+    print(
+        f"{args.output}: reference of stream {stream.name!r}, {reference.rows} rows, "
+        f"{len(reference.binners)} features, {bins} bins"
+    )
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     """``driftmon check -c FILE``: ``FILE: ok (summary)`` on stdout, or errors on stderr."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for error in exc.errors:
-            print(f"{args.config}: {error}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     print(f"{args.config}: ok ({describe(config)})")
     return 0

@@ -722,6 +722,15 @@ def _read_listen(value: object, path: str, errs: _Errors) -> tuple[str, int] | N
     return host, int(port_text)
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"host:port"`` → ``(host, port)``, as ``server.listen`` reads it; ``ConfigError`` if bad."""
+    errs = _Errors()
+    result = _read_listen(text, "listen", errs)
+    if result is None:
+        raise ConfigError(errs.lines)
+    return result
+
+
 # --- paths -------------------------------------------------------------------
 
 

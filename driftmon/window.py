@@ -119,8 +119,13 @@ class SampleWindow:
         self.head = 0  # slot of the next row
         self.filled = 0
 
-    def add_rows(self, indices: np.ndarray) -> None:
-        """Append rows given as bin indices ``int32[rows, features]``."""
+    def add_rows(self, indices: np.ndarray, counts: np.ndarray | None = None) -> None:
+        """Append rows given as bin indices ``int32[rows, features]``.
+
+        ``counts``, when given, is the caller's count of those same rows over
+        this window's bins (``np.bincount`` of the reached indices, as the
+        engine gets it while binning); it saves counting them again.
+        """
         n = indices.shape[0]
         if n == 0:
             return
@@ -129,17 +134,23 @@ class SampleWindow:
             # and evicted within this same call.
             indices = indices[n - self.samples :]
             n = self.samples
-        slots = (self.head + np.arange(n)) % self.samples
+            counts = None
         n_bins = self.live.shape[0]
-        evicted = self.ring[slots]
-        evicted = evicted[evicted >= 0]
-        if evicted.size:
-            self.live -= np.bincount(evicted, minlength=n_bins)
-        added = indices[indices >= 0]
-        if added.size:
-            self.live += np.bincount(added, minlength=n_bins)
-        self.ring[slots] = indices
-        self.head = int((self.head + n) % self.samples)
+        # The slots to overwrite as at most two contiguous runs of the ring
+        # (slices, not fancy indexing: no gather or scatter copies).
+        stop = self.head + n
+        runs = [(self.head, min(stop, self.samples), 0)]
+        if stop > self.samples:
+            runs.append((0, stop - self.samples, self.samples - self.head))
+        for start, end, taken in runs:
+            slots = self.ring[start:end]
+            # Slots at or past `filled` were never written while the ring fills
+            # up (it fills from slot 0): nothing to evict there.
+            if start < self.filled:
+                self.live -= _bincount(slots, n_bins)
+            slots[:] = indices[taken : taken + end - start]
+        self.live += _bincount(indices, n_bins) if counts is None else counts
+        self.head = int(stop % self.samples)
         self.filled = min(self.samples, self.filled + n)
 
     def state(self) -> dict[str, np.ndarray]:
@@ -163,3 +174,11 @@ class SampleWindow:
             raise ValueError("ring head or fill count out of range")
         valid = self.ring[self.ring >= 0]
         self.live[:] = np.bincount(valid, minlength=n_bins)
+
+
+def _bincount(indices: np.ndarray, n_bins: int) -> np.ndarray:
+    """Occurrences of each bin in ``indices``, ``NOT_REACHED`` entries left out."""
+    flat = indices.reshape(-1)
+    if flat.size and flat.min() < 0:
+        flat = flat[flat >= 0]
+    return np.bincount(flat, minlength=n_bins)

@@ -1,0 +1,798 @@
+"""The engine: every monitor's counts in a few packed arrays (DESIGN.md §1–§5, §11).
+
+Monitors are views (an offset and a length) into three float64 arrays of
+``B`` bins for all monitors together: ``reference``, ``live`` (the sum of
+each stream's window) and ``ingested`` (every value ever binned, for the
+ingest counters). A stream's monitors are contiguous, so a stream's window
+works on one slice. One kernel call evaluates every monitor.
+
+Ingest is split in two so that ingest workers can bin in parallel:
+:meth:`Engine.bin_batch` (no shared state touched; runs the ``nogil``
+binning kernels into a buffer the batch owns) and :meth:`Engine.apply` (adds
+that buffer to the window; callers serialise it, it costs O(bins)).
+:meth:`Engine.ingest` does both.
+
+A stream with a ``warmup`` reference collects its first N rows as raw values
+(layouts such as quantile edges may need them whole), then learns its
+layouts, freezes the reference and packs its monitors; rows after the N-th
+feed the live window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from driftmon.alerting import AlertTable, RuleParams, advance
+from driftmon.binning import NumericBinner
+from driftmon.config import AlertRule, Config, SampleWindow, StreamConfig, TimeWindow
+from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
+from driftmon.reference import (
+    Binner,
+    Reference,
+    ReferenceError,
+    build_reference,
+    features_hash,
+    layout_key,
+    load_reference_file,
+    load_snapshot,
+)
+from driftmon.window import NOT_REACHED, PaneWindow
+from driftmon.window import SampleWindow as SampleRing
+
+ALL_METRICS: tuple[str, ...] = (*METRICS, "wasserstein")
+"""Every per-monitor value an evaluation publishes, in the order of :attr:`Evaluation.values`."""
+
+# Packing generations are unique across Engine instances, so a batch binned
+# against one engine is binned again when applied to the engine a reload made.
+_GENERATIONS = itertools.count(1)
+
+
+class UnknownStreamError(KeyError):
+    """Rows for a stream the config does not name."""
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """One (stream, feature) pair: a view of ``n_bins`` bins at ``offset``."""
+
+    stream: str
+    feature: str
+    type: str
+    index: int
+    offset: int
+    binner: Binner
+    smoothing: float
+
+    @property
+    def n_bins(self) -> int:
+        """Number of bins, special bins included."""
+        return self.binner.n_bins
+
+    @property
+    def bins(self) -> slice:
+        """This monitor's bins in the packed arrays."""
+        return slice(self.offset, self.offset + self.binner.n_bins)
+
+
+@dataclass(frozen=True)
+class AlertPair:
+    """One alert rule applied to one monitor."""
+
+    rule: AlertRule
+    monitor: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An immutable result of one evaluation pass.
+
+    ``values[name]`` is float64[M] for every name of :data:`ALL_METRICS`; NaN
+    means absent (no reference, an empty window, or ``wasserstein`` of a
+    categorical monitor).
+    """
+
+    time: float
+    monitors: tuple[Monitor, ...]
+    values: Mapping[str, np.ndarray]
+    window_samples: np.ndarray
+    reference_samples: np.ndarray
+    alert_pairs: tuple[AlertPair, ...]
+    alerts: AlertTable
+    duration_s: float
+
+    def firing_rules(self, monitor: int) -> list[str]:
+        """Names of the rules firing for monitor number ``monitor``."""
+        return [
+            pair.rule.name
+            for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True)
+            if pair.monitor == monitor and state == 2
+        ]
+
+
+@dataclass
+class BinnedBatch:
+    """A batch binned against one packing of the engine (see :meth:`Engine.bin_batch`)."""
+
+    stream: str
+    n_rows: int
+    columns: Mapping[str, Sequence[object] | np.ndarray]
+    generation: int
+    counts: np.ndarray | None = None  # float64 over the stream's bins (pane windows)
+    indices: np.ndarray | None = None  # int32 [rows, features] (sample windows)
+
+
+@dataclass
+class _Stream:
+    """Runtime state of one stream."""
+
+    config: StreamConfig
+    reference: Reference | None
+    monitors: tuple[Monitor, ...] = ()
+    start: int = 0
+    stop: int = 0
+    window: PaneWindow | SampleRing | None = None
+    warmup_rows: int = 0
+    warmup_columns: dict[str, list[object]] = field(default_factory=dict)
+    rows_total: int = 0
+    unknown_fields_total: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def stream_fingerprint(stream: StreamConfig) -> str:
+    """A hash of what a stream's reference depends on: its features and reference spec."""
+    spec = stream.reference
+    text = repr((features_hash(stream), spec.kind, str(spec.path), spec.format, spec.warmup_rows))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_reference(stream: StreamConfig) -> Reference | None:
+    """The stream's reference as its config says, or ``None`` for a warmup still to collect."""
+    spec = stream.reference
+    if spec.kind == "warmup":
+        return None
+    assert spec.path is not None
+    if spec.kind == "snapshot":
+        return load_snapshot(spec.path, stream)
+    return load_reference_file(stream, spec.path, spec.format)
+
+
+class Engine:
+    """All monitors of one config, their windows, references and alert states.
+
+    Not thread-safe: the daemon serialises :meth:`apply`, :meth:`evaluate` and
+    reloads; :meth:`bin_batch` only reads immutable layout state and may run in
+    several threads at once.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        now: float | None = None,
+        references: Mapping[str, Reference | None] | None = None,
+    ) -> None:
+        """Build the engine; reads reference files unless ``references`` gives them.
+
+        Raises :class:`~driftmon.reference.ReferenceError` when a reference
+        cannot be loaded.
+        """
+        self.config = config
+        self.now = time.time() if now is None else now
+        self.log_base = config.engine.log_base
+        self.generation = 0
+        self._streams: dict[str, _Stream] = {}
+        for stream_config in config.streams:
+            if references is not None and stream_config.name in references:
+                reference = references[stream_config.name]
+            else:
+                reference = load_reference(stream_config)
+            self._streams[stream_config.name] = _Stream(stream_config, reference)
+        self._pack()
+
+    # --- layout ---------------------------------------------------------------
+
+    def _pack(self) -> None:
+        """(Re)build the packed arrays from the streams' layouts; windows start empty."""
+        monitors: list[Monitor] = []
+        offset = 0
+        reference_parts: list[np.ndarray] = []
+        for stream in self._streams.values():
+            stream.start = offset
+            stream_monitors: list[Monitor] = []
+            if stream.reference is not None:
+                for feature, binner, counts in zip(
+                    stream.config.features,
+                    stream.reference.binners,
+                    stream.reference.counts,
+                    strict=True,
+                ):
+                    monitor = Monitor(
+                        stream=stream.name,
+                        feature=feature.name,
+                        type=feature.type,
+                        index=len(monitors),
+                        offset=offset,
+                        binner=binner,
+                        smoothing=feature.smoothing,
+                    )
+                    monitors.append(monitor)
+                    stream_monitors.append(monitor)
+                    reference_parts.append(counts)
+                    offset += binner.n_bins
+            stream.monitors = tuple(stream_monitors)
+            stream.stop = offset
+        self.monitors: tuple[Monitor, ...] = tuple(monitors)
+        self.n_bins = offset
+        self.reference = (
+            np.concatenate(reference_parts) if reference_parts else np.zeros(0, dtype=np.float64)
+        )
+        self.live = np.zeros(offset, dtype=np.float64)
+        self.ingested = np.zeros(offset, dtype=np.float64)
+        for stream in self._streams.values():
+            stream.window = self._new_window(stream)
+        self.bin_offsets = np.array(
+            [m.offset for m in monitors] + [offset], dtype=np.int64
+        )
+        self.reference_samples = (
+            np.add.reduceat(self.reference, self.bin_offsets[:-1])
+            if monitors
+            else np.zeros(0, dtype=np.float64)
+        )
+        smoothing = np.array([m.smoothing for m in monitors], dtype=np.float64)
+        self._divergence = PackedDivergence(
+            self.reference, self.bin_offsets, smoothing, base=self.log_base
+        )
+        numeric = [m for m in monitors if isinstance(m.binner, NumericBinner)]
+        self._numeric_index = np.array([m.index for m in numeric], dtype=np.int64)
+        self._wasserstein = PackedWasserstein(
+            self.reference,
+            np.array([m.offset for m in numeric], dtype=np.int64),
+            [np.asarray(m.binner.edges, dtype=np.float64) for m in numeric],  # type: ignore[union-attr]
+        )
+        self._build_alert_pairs(previous=None)
+        self.generation = next(_GENERATIONS)
+
+    def _new_window(self, stream: _Stream) -> PaneWindow | SampleRing | None:
+        if not stream.monitors:
+            return None
+        live = self.live[stream.start : stream.stop]
+        window = stream.config.window
+        if isinstance(window, TimeWindow):
+            return PaneWindow(live, window.panes, window.pane_width_s)
+        assert isinstance(window, SampleWindow)
+        return SampleRing(live, window.samples, len(stream.monitors))
+
+    def _build_alert_pairs(self, previous: Mapping[tuple[str, str, str], tuple] | None) -> None:
+        from fnmatch import fnmatchcase
+
+        pairs: list[AlertPair] = []
+        for rule in self.config.alerts:
+            for monitor in self.monitors:
+                if not fnmatchcase(monitor.stream, rule.stream_pattern):
+                    continue
+                if not fnmatchcase(monitor.feature, rule.feature_pattern):
+                    continue
+                if rule.metric == "wasserstein" and monitor.type != "numeric":
+                    continue
+                pairs.append(AlertPair(rule, monitor.index))
+        self.alert_pairs: tuple[AlertPair, ...] = tuple(pairs)
+        self._alert_params = RuleParams.from_rules([p.rule for p in pairs])
+        self._alert_metric_rows = np.array(
+            [ALL_METRICS.index(p.rule.metric) for p in pairs], dtype=np.int64
+        )
+        self._alert_monitors = np.array([p.monitor for p in pairs], dtype=np.int64)
+        table = AlertTable.empty(len(pairs))
+        if previous:
+            state = table.state.copy()
+            active_at = table.active_at.copy()
+            fired_at = table.fired_at.copy()
+            cleared_at = table.cleared_at.copy()
+            for i, pair in enumerate(pairs):
+                monitor = self.monitors[pair.monitor]
+                kept = previous.get((pair.rule.name, monitor.stream, monitor.feature))
+                if kept is not None and kept[0] == pair.rule:
+                    state[i], active_at[i], fired_at[i], cleared_at[i] = kept[1:]
+            table = AlertTable(state, active_at, fired_at, cleared_at)
+        self.alerts = table
+
+    def alert_states(self) -> dict[tuple[str, str, str], tuple]:
+        """(rule, stream, feature) → (rule, state, active_at, fired_at, cleared_at)."""
+        table = self.alerts
+        result: dict[tuple[str, str, str], tuple] = {}
+        for i, pair in enumerate(self.alert_pairs):
+            monitor = self.monitors[pair.monitor]
+            result[(pair.rule.name, monitor.stream, monitor.feature)] = (
+                pair.rule,
+                int(table.state[i]),
+                float(table.active_at[i]),
+                float(table.fired_at[i]),
+                float(table.cleared_at[i]),
+            )
+        return result
+
+    # --- ingest ---------------------------------------------------------------
+
+    def stream_config(self, name: str) -> StreamConfig:
+        """The config of stream ``name``; :class:`UnknownStreamError` when there is none."""
+        try:
+            return self._streams[name].config
+        except KeyError:
+            raise UnknownStreamError(name) from None
+
+    def bin_batch(
+        self,
+        stream_name: str,
+        n_rows: int,
+        columns: Mapping[str, Sequence[object] | np.ndarray],
+    ) -> BinnedBatch:
+        """Bin one batch of rows (one column per feature it reaches) without applying it.
+
+        A feature absent from ``columns`` is not reached by these rows (its
+        counts do not change); a feature present with ``None`` values counts
+        them as missing. Touches no shared state.
+        """
+        stream = self._streams.get(stream_name)
+        if stream is None:
+            raise UnknownStreamError(stream_name)
+        for name, values in columns.items():
+            if len(values) != n_rows:
+                raise ValueError(f"column {name!r} has {len(values)} values, expected {n_rows}")
+        batch = BinnedBatch(stream_name, n_rows, columns, self.generation)
+        if stream.reference is None or n_rows == 0:
+            return batch  # warming up: apply() decides what goes where
+        self._bin_into(stream, batch, 0)
+        return batch
+
+    def _bin_into(self, stream: _Stream, batch: BinnedBatch, first_row: int) -> None:
+        """Bin rows ``first_row:`` of ``batch`` for ``stream``'s current layout."""
+        size = stream.stop - stream.start
+        if isinstance(stream.window, SampleRing):
+            shape = (batch.n_rows - first_row, len(stream.monitors))
+            columns = [batch.columns.get(monitor.feature) for monitor in stream.monitors]
+            if all(values is not None for values in columns):
+                indices = np.empty(shape, dtype=np.int32)  # every cell is written below
+            else:
+                indices = np.full(shape, NOT_REACHED, dtype=np.int32)
+            counts = np.zeros(size, dtype=np.float64)
+            for j, (monitor, values) in enumerate(zip(stream.monitors, columns, strict=True)):
+                if values is None:
+                    continue
+                if first_row:
+                    values = values[first_row:]
+                rel = monitor.offset - stream.start
+                layout_index = monitor.binner.index_values(values)
+                np.add(layout_index, np.int32(rel), out=indices[:, j])
+                view = counts[rel : rel + monitor.n_bins]
+                binner = monitor.binner
+                if _is_float_column(binner, values) and getattr(binner, "kind", "") == "uniform":
+                    # The uniform counting kernel reads the floats again faster
+                    # than np.bincount reads the indices (it widens them to
+                    # int64); the explicit-edges kernel does not (bench_engine).
+                    _add_values(binner, values, view)
+                else:
+                    view += np.bincount(layout_index, minlength=monitor.n_bins)
+            batch.indices = indices
+            batch.counts = counts
+        else:
+            counts = np.zeros(size, dtype=np.float64)
+            for monitor in stream.monitors:
+                values = batch.columns.get(monitor.feature)
+                if values is None:
+                    continue
+                rel = monitor.offset - stream.start
+                view = counts[rel : rel + monitor.n_bins]
+                _add_values(monitor.binner, values[first_row:] if first_row else values, view)
+            batch.counts = counts
+
+    def apply(self, batch: BinnedBatch, now: float, *, unknown_fields: int = 0) -> None:
+        """Add a binned batch to its stream's window at time ``now``.
+
+        A batch binned against an older packing (a reload or a frozen warmup
+        happened in between) is binned again first.
+        """
+        stream = self._streams.get(batch.stream)
+        if stream is None:
+            raise UnknownStreamError(batch.stream)
+        self.now = max(self.now, now)
+        stream.rows_total += batch.n_rows
+        stream.unknown_fields_total += unknown_fields
+        first_row = 0
+        if stream.reference is None:
+            first_row = self._feed_warmup(stream, batch)
+            if stream.reference is None or first_row >= batch.n_rows:
+                return
+            self._bin_into(stream, batch, first_row)
+        elif batch.generation != self.generation or batch.counts is None:
+            self._bin_into(stream, batch, 0)
+        assert batch.counts is not None and stream.window is not None
+        self.ingested[stream.start : stream.stop] += batch.counts
+        if isinstance(stream.window, SampleRing):
+            assert batch.indices is not None
+            stream.window.add_rows(batch.indices, batch.counts)
+        else:
+            stream.window.add(batch.counts, now)
+
+    def ingest(
+        self,
+        stream_name: str,
+        n_rows: int,
+        columns: Mapping[str, Sequence[object] | np.ndarray],
+        now: float,
+        *,
+        unknown_fields: int = 0,
+    ) -> None:
+        """Bin and apply one batch (single-threaded use: replay, tests)."""
+        self.apply(self.bin_batch(stream_name, n_rows, columns), now, unknown_fields=unknown_fields)
+
+    def _feed_warmup(self, stream: _Stream, batch: BinnedBatch) -> int:
+        """Take the batch's first rows into the warmup; returns how many rows it took."""
+        spec = stream.config.reference
+        assert spec.warmup_rows is not None
+        take = min(batch.n_rows, spec.warmup_rows - stream.warmup_rows)
+        for feature in stream.config.features:
+            values = batch.columns.get(feature.name)
+            column = stream.warmup_columns.setdefault(feature.name, [])
+            # Rows that do not reach a feature are left out of its reference, as
+            # they are left out of its live window (they are not `missing`).
+            if values is not None:
+                column.extend(_as_objects(values[:take]))
+        stream.warmup_rows += take
+        if stream.warmup_rows >= spec.warmup_rows:
+            self._freeze(stream)
+        return take
+
+    def _freeze(self, stream: _Stream) -> None:
+        """Turn the collected warmup rows into the stream's frozen reference."""
+        try:
+            stream.reference = build_reference(
+                stream.config, stream.warmup_rows, stream.warmup_columns
+            )
+        except ReferenceError:
+            # The warmup rows cannot define a layout (e.g. no valid category at
+            # all): keep collecting a fresh warmup rather than fail ingest.
+            stream.warmup_rows = 0
+            stream.warmup_columns = {}
+            return
+        stream.warmup_columns = {}
+        self._repack()
+        # The warmup rows were ingested values too: count them by kind.
+        for monitor, counts in zip(stream.monitors, stream.reference.counts, strict=True):
+            self.ingested[monitor.bins] += counts
+
+    def _repack(self) -> None:
+        """Re-pack after a layout change, keeping every unchanged monitor's state."""
+        kept_windows = {name: self.export_window(name) for name in self._streams}
+        kept_ingested = {
+            (m.stream, m.feature): (layout_key(m.binner), self.ingested[m.bins].copy())
+            for m in self.monitors
+        }
+        kept_alerts = self.alert_states()
+        self._pack()
+        for name, exported in kept_windows.items():
+            if exported is not None:
+                self.restore_window(name, exported, self.now)
+        for monitor in self.monitors:
+            kept = kept_ingested.get((monitor.stream, monitor.feature))
+            if kept is not None and kept[0] == layout_key(monitor.binner):
+                self.ingested[monitor.bins] = kept[1]
+        self._build_alert_pairs(previous=kept_alerts)
+
+    # --- window state (reload and checkpoints) --------------------------------
+
+    def export_window(self, stream_name: str) -> WindowState | None:
+        """A copy of the stream's window, per monitor, independent of the packing."""
+        stream = self._streams[stream_name]
+        if stream.window is None:
+            return None
+        layouts = tuple(
+            (m.feature, layout_key(m.binner), m.offset - stream.start) for m in stream.monitors
+        )
+        return WindowState(
+            window=stream.config.window,
+            layouts=layouts,
+            arrays=stream.window.state(),
+        )
+
+    def restore_window(self, stream_name: str, state: WindowState, now: float) -> list[str]:
+        """Adopt a window exported earlier for the monitors whose layout is unchanged.
+
+        Returns the names of the features whose state was kept; the others
+        start empty. A window whose kind or size changed starts empty whole.
+        """
+        stream = self._streams.get(stream_name)
+        if stream is None or stream.window is None or state.window != stream.config.window:
+            return []
+        old = {feature: (key, rel) for feature, key, rel in state.layouts}
+        kept: list[str] = []
+        if isinstance(stream.window, SampleRing):
+            old_ring = np.asarray(state.arrays["ring"])
+            ring = np.full_like(stream.window.ring, NOT_REACHED)
+            for j, monitor in enumerate(stream.monitors):
+                previous = old.get(monitor.feature)
+                if previous is None or previous[0] != layout_key(monitor.binner):
+                    continue
+                old_j = [f for f, _, _ in state.layouts].index(monitor.feature)
+                column = old_ring[:, old_j]
+                shift = (monitor.offset - stream.start) - previous[1]
+                ring[:, j] = np.where(column >= 0, column + shift, NOT_REACHED)
+                kept.append(monitor.feature)
+            stream.window.restore({"ring": ring, "head": state.arrays["head"]})
+        else:
+            old_panes = np.asarray(state.arrays["pane_counts"], dtype=np.float64)
+            panes = np.zeros_like(stream.window.pane_counts)
+            for monitor in stream.monitors:
+                previous = old.get(monitor.feature)
+                if previous is None or previous[0] != layout_key(monitor.binner):
+                    continue
+                rel = monitor.offset - stream.start
+                panes[:, rel : rel + monitor.n_bins] = old_panes[
+                    :, previous[1] : previous[1] + monitor.n_bins
+                ]
+                kept.append(monitor.feature)
+            stream.window.restore(
+                {"pane_counts": panes, "current_pane": state.arrays["current_pane"]}, now
+            )
+        return kept
+
+    # --- reload and checkpoints ------------------------------------------------
+
+    def reconfigure(self, config: Config, now: float) -> Engine:
+        """A new engine for ``config`` that keeps this one's state where it still applies.
+
+        A stream whose reference spec and features are unchanged keeps its
+        reference (no file is read again) or its warmup progress; every
+        monitor whose bin layout and window are unchanged keeps its window
+        contents; every (rule, monitor) pair whose rule is unchanged keeps its
+        alert state. Raises :class:`~driftmon.reference.ReferenceError` (and
+        leaves this engine untouched) when a new reference cannot be loaded.
+        """
+        engine = Engine(config, now=now, references=reusable_references(self, config))
+        engine.adopt(self.export_state(), now)
+        engine.take_counters(self)
+        return engine
+
+    def take_counters(self, previous: Engine) -> None:
+        """Continue ``previous``'s ingest counters (rows, unknown fields, values by bin).
+
+        Per-bin counts carry over for monitors whose layout is unchanged, so a
+        reload does not reset ``driftmon_ingest_*_total`` for them.
+        """
+        for name, stream in self._streams.items():
+            old = previous._streams.get(name)
+            if old is not None:
+                stream.rows_total = old.rows_total
+                stream.unknown_fields_total = old.unknown_fields_total
+        old_monitors = {(m.stream, m.feature): m for m in previous.monitors}
+        for monitor in self.monitors:
+            old_monitor = old_monitors.get((monitor.stream, monitor.feature))
+            if old_monitor is not None and layout_key(old_monitor.binner) == layout_key(
+                monitor.binner
+            ):
+                self.ingested[monitor.bins] = previous.ingested[old_monitor.bins]
+
+    def export_state(self) -> EngineState:
+        """Everything a restart or reload must keep, independent of the packing."""
+        streams = {}
+        for name, stream in self._streams.items():
+            streams[name] = StreamState(
+                fingerprint=stream_fingerprint(stream.config),
+                reference=stream.reference,
+                window=self.export_window(name),
+                warmup_rows=stream.warmup_rows,
+                warmup_columns={k: list(v) for k, v in stream.warmup_columns.items()},
+            )
+        return EngineState(streams=streams, alerts=self.alert_states())
+
+    def adopt(self, state: EngineState, now: float) -> None:
+        """Take over exported state for the streams, monitors and rules it still fits.
+
+        Window contents and alert states go to monitors whose layout is
+        unchanged (a monitor whose layout changed starts fresh, DESIGN.md §10).
+        A ``warmup`` stream with unchanged features and reference spec takes
+        over the reference frozen before (kept across restarts, §4), or resumes
+        its warmup. Panes that expired by ``now`` are dropped.
+        """
+        adopted_reference = False
+        for name, kept in state.streams.items():
+            stream = self._streams.get(name)
+            if (
+                stream is None
+                or stream.reference is not None
+                or kept.fingerprint != stream_fingerprint(stream.config)
+            ):
+                continue
+            if kept.reference is not None:
+                stream.reference = kept.reference
+                adopted_reference = True
+            else:
+                stream.warmup_rows = kept.warmup_rows
+                stream.warmup_columns = {k: list(v) for k, v in kept.warmup_columns.items()}
+        if adopted_reference:
+            self._pack()
+        for name, kept in state.streams.items():
+            if name in self._streams and kept.window is not None:
+                self.restore_window(name, kept.window, now)
+        self.advance_windows(now)
+        self._build_alert_pairs(previous=self._alerts_of_unchanged_monitors(state))
+
+    def _alerts_of_unchanged_monitors(
+        self, state: EngineState
+    ) -> dict[tuple[str, str, str], tuple]:
+        """``state.alerts`` without the entries of monitors whose bin layout changed."""
+        exported_layouts = {
+            (name, feature): key
+            for name, kept in state.streams.items()
+            if kept.window is not None
+            for feature, key, _ in kept.window.layouts
+        }
+        layouts = {(m.stream, m.feature): layout_key(m.binner) for m in self.monitors}
+        return {
+            key: value
+            for key, value in state.alerts.items()
+            if (key[1], key[2]) in layouts
+            and exported_layouts.get((key[1], key[2])) == layouts[(key[1], key[2])]
+        }
+
+    # --- evaluation -----------------------------------------------------------
+
+    def advance_windows(self, now: float) -> None:
+        """Rotate every time window to ``now``, dropping expired panes."""
+        self.now = max(self.now, now)
+        for stream in self._streams.values():
+            if isinstance(stream.window, PaneWindow):
+                stream.window.advance(now)
+
+    def evaluate(self, now: float) -> Evaluation:
+        """One evaluation pass at time ``now``: divergences, samples and alert states."""
+        started = time.perf_counter()
+        self.advance_windows(now)
+        m = len(self.monitors)
+        table = self._divergence.evaluate(self.live)
+        values = {name: table[i].copy() for i, name in enumerate(METRICS)}
+        wasserstein = np.full(m, math.nan)
+        if self._numeric_index.size:
+            wasserstein[self._numeric_index] = self._wasserstein.evaluate(self.live)
+        values["wasserstein"] = wasserstein
+        window_samples = (
+            np.add.reduceat(self.live, self.bin_offsets[:-1]) if m else np.zeros(0)
+        )
+        if self.alert_pairs:
+            metric_matrix = np.vstack([values[name] for name in ALL_METRICS])
+            self.alerts = advance(
+                self.alerts,
+                self._alert_params,
+                value=metric_matrix[self._alert_metric_rows, self._alert_monitors],
+                p_value=values["p_value"][self._alert_monitors],
+                samples=window_samples[self._alert_monitors],
+                now=now,
+            )
+        for array in (*values.values(), window_samples):
+            array.flags.writeable = False
+        return Evaluation(
+            time=now,
+            monitors=self.monitors,
+            values=values,
+            window_samples=window_samples,
+            reference_samples=self.reference_samples,
+            alert_pairs=self.alert_pairs,
+            alerts=self.alerts,
+            duration_s=time.perf_counter() - started,
+        )
+
+    # --- introspection --------------------------------------------------------
+
+    def monitor(self, stream: str, feature: str) -> Monitor:
+        """The monitor of (stream, feature); ``KeyError`` when it is not packed."""
+        for monitor in self._streams[stream].monitors if stream in self._streams else ():
+            if monitor.feature == feature:
+                return monitor
+        raise KeyError((stream, feature))
+
+    def stream_rows(self, stream: str) -> int:
+        """Rows accepted for ``stream`` since the engine started."""
+        return self._streams[stream].rows_total
+
+    def unknown_fields(self, stream: str) -> int:
+        """Values under unmonitored fields seen for ``stream`` since start."""
+        return self._streams[stream].unknown_fields_total
+
+    def warmup_progress(self, stream: str) -> tuple[int, int] | None:
+        """(rows collected, rows needed) while ``stream`` warms up, else ``None``."""
+        s = self._streams[stream]
+        if s.reference is not None or s.config.reference.warmup_rows is None:
+            return None
+        return s.warmup_rows, s.config.reference.warmup_rows
+
+    def stream_names(self) -> list[str]:
+        """Every stream of the config, in config order."""
+        return list(self._streams)
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """A stream's window contents, described per monitor so it survives re-packing."""
+
+    window: TimeWindow | SampleWindow
+    layouts: tuple[tuple[str, tuple[object, ...], int], ...]  # feature, layout key, offset
+    arrays: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """One stream's exported state (see :meth:`Engine.export_state`).
+
+    ``fingerprint`` identifies the stream's features and reference spec
+    (:func:`stream_fingerprint`): a warmup resumes only under the same one.
+    """
+
+    fingerprint: str
+    reference: Reference | None
+    window: WindowState | None
+    warmup_rows: int
+    warmup_columns: Mapping[str, list[object]]
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """The engine's exported state: streams and alert states by (rule, stream, feature)."""
+
+    streams: Mapping[str, StreamState]
+    alerts: Mapping[tuple[str, str, str], tuple]
+
+
+def _as_objects(values: Sequence[object] | np.ndarray) -> list[object]:
+    if isinstance(values, np.ndarray):
+        return list(values.tolist())
+    return list(values)
+
+
+def _is_float_column(binner: Binner, values: Sequence[object] | np.ndarray) -> bool:
+    """Whether ``values`` can take the numeric kernels' float64 fast path."""
+    return (
+        isinstance(binner, NumericBinner)
+        and isinstance(values, np.ndarray)
+        and values.dtype == np.float64
+        and values.ndim == 1
+    )
+
+
+def _add_values(
+    binner: Binner, values: Sequence[object] | np.ndarray, counts: np.ndarray
+) -> None:
+    """Bin a column into ``counts``: the fast float path for float arrays."""
+    if _is_float_column(binner, values):
+        assert isinstance(binner, NumericBinner) and isinstance(values, np.ndarray)
+        binner.add(np.ascontiguousarray(values), counts)
+    else:
+        binner.add_values(values, counts)
+
+
+
+def reusable_references(engine: Engine, config: Config) -> dict[str, Reference | None]:
+    """References of ``engine`` that a new engine for ``config`` may take over unchanged.
+
+    A stream keeps its reference (or its not-yet-frozen warmup, as ``None``)
+    when its reference spec and features are the same in both configs
+    (smoothing aside: it changes no layout and no count); the new engine then
+    reads no file for it.
+    """
+    reusable: dict[str, Reference | None] = {}
+    for stream_config in config.streams:
+        old = engine._streams.get(stream_config.name)
+        if (
+            old is not None
+            and old.config.reference == stream_config.reference
+            and features_hash(old.config) == features_hash(stream_config)
+        ):
+            reusable[stream_config.name] = old.reference
+    return reusable
