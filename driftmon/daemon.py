@@ -1,0 +1,536 @@
+"""The long-running service: ingest workers, evaluation and checkpoint loops, reloads.
+
+:class:`Daemon` owns one :class:`~driftmon.engine.Engine` behind a lock and
+everything around it (DESIGN.md §6, §10, §11):
+
+- **Ingest.** A request's body is parsed and binned in a pool of
+  ``ingest.workers`` threads: parsing holds the GIL, binning runs ``nogil``
+  kernels into a buffer the batch owns, so several batches bin at once. Only
+  the final ``apply`` — adding that buffer to the stream's window, O(bins) —
+  takes the engine lock. A request is answered 200 once its rows are
+  applied, so an acknowledged row is in the window (and in the next
+  checkpoint). Two bounds keep a flood from growing memory: rows parsed but
+  not yet applied (``ingest.queue_rows``) and bytes of bodies waiting for a
+  worker; past either the answer is 503 with ``Retry-After``.
+- **Evaluation** every ``engine.evaluate_every`` on the wall clock, in a
+  thread, publishing an immutable :class:`~driftmon.engine.Evaluation`.
+- **Checkpoints** every ``state.checkpoint_every`` and at shutdown: the
+  engine's state is exported under the lock (a copy) and written outside it.
+- **Lifecycle.** Signal handlers only enqueue; :meth:`Daemon.serve_forever`
+  dispatches: TERM/INT drain and checkpoint, HUP reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from driftmon.binning import NumericBinner
+from driftmon.checkpoint import (
+    CHECKPOINT_NAME,
+    remove_stale_temporaries,
+    restore_or_move_aside,
+    write_checkpoint,
+)
+from driftmon.config import Config, ConfigError, load_config
+from driftmon.engine import Engine, Evaluation, reusable_references
+from driftmon.exporter import DurationHistogram, Status, new_registry
+from driftmon.parse import Batch, parse_body
+from driftmon.reference import ReferenceError
+
+log = logging.getLogger("driftmon")
+
+RETRY_AFTER_S = 1
+"""What a 503 asks the client to wait before trying again."""
+
+
+class QueueFull(Exception):
+    """The ingest queue cannot take this request now; retry later."""
+
+
+class NotReady(Exception):
+    """References are still loading or state is being restored."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one accepted request did."""
+
+    rows: int
+    unknown_fields: int
+
+
+def read_token(path: Path | None) -> bytes | None:
+    """The bearer token in ``path`` (surrounding whitespace stripped), or ``None``."""
+    if path is None:
+        return None
+    token = path.read_bytes().strip()
+    if not token:
+        raise ValueError(f"{path}: the auth token file is empty")
+    return token
+
+
+class Daemon:
+    """One driftmon process: the engine, its loops and its configuration.
+
+    ``clock`` returns Unix seconds; tests may pass their own.
+    """
+
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.clock = clock
+        self.state_dir = state_dir if state_dir is not None else config.state.dir
+        self.engine: Engine | None = None
+        self.latest: Evaluation | None = None
+        self.ready = False
+        self.reload_ok = True
+        self.token = read_token(config.server.auth_token_file)
+        self._lock = threading.Lock()  # the engine and the counters below
+        self._queue_rows = 0
+        self._pending_bytes = 0
+        self._requests: Counter[int] = Counter()
+        self._dropped_events: Counter[str] = Counter()
+        self._durations = DurationHistogram()
+        self._checkpoint_last_success: float | None = None
+        self._checkpoint_failures = 0
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.ingest.worker_count, thread_name_prefix="driftmon-ingest"
+        )
+        self._events: asyncio.Queue[str] | None = None
+        self.registry = new_registry(self.status)
+
+    # --- start ----------------------------------------------------------------
+
+    def load_state(self) -> None:
+        """Build the engine: references loaded, checkpoint restored (blocking; call in a thread).
+
+        Raises :class:`~driftmon.reference.ReferenceError` when a reference
+        cannot be loaded; a bad checkpoint is moved aside and the engine
+        starts empty.
+        """
+        now = self.clock()
+        loaded = None
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            for stale in remove_stale_temporaries(self.state_dir):
+                log.info("removed stale temporary file %s", stale)
+            loaded, reason = restore_or_move_aside(self.state_dir)
+            if reason is not None:
+                log.error("checkpoint unusable, starting empty: %s", reason)
+                if (self.state_dir / CHECKPOINT_NAME).exists():
+                    # It could not be moved aside: never overwrite it.
+                    log.error("checkpoints disabled: %s is still in the way", CHECKPOINT_NAME)
+                    self.state_dir = None
+        references = {}
+        if loaded is not None:
+            # A warmup reference frozen before the restart is part of the state.
+            from driftmon.engine import stream_fingerprint
+
+            for stream in self.config.streams:
+                kept = loaded.state.streams.get(stream.name)
+                if (
+                    stream.reference.kind == "warmup"
+                    and kept is not None
+                    and kept.reference is not None
+                    and kept.fingerprint == stream_fingerprint(stream)
+                ):
+                    references[stream.name] = kept.reference
+        engine = Engine(self.config, now=now, references=references)
+        if loaded is not None:
+            engine.adopt(loaded.state, now)
+            log.info("restored state from %s (saved at %.3f)", loaded.path, loaded.saved_at)
+        with self._lock:
+            self.engine = engine
+        self.evaluate()
+        self.ready = True
+
+    # --- ingest ---------------------------------------------------------------
+
+    def check_token(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header passes (always, with no token configured)."""
+        if self.token is None:
+            return True
+        if not authorization or not authorization.startswith("Bearer "):
+            return False
+        offered = authorization[len("Bearer ") :].strip().encode()
+        return hmac.compare_digest(offered, self.token)
+
+    def has_stream(self, name: str) -> bool:
+        """Whether the config names stream ``name``."""
+        return any(s.name == name for s in self.config.streams)
+
+    def count_request(self, code: int) -> None:
+        """Count one ingest request answered with ``code``."""
+        with self._lock:
+            self._requests[code] += 1
+
+    async def ingest(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
+        """Parse, bin and apply one request body in the worker pool.
+
+        Raises :class:`~driftmon.parse.BodyError` (nothing applied),
+        :class:`QueueFull`, :class:`NotReady` or
+        :class:`~driftmon.engine.UnknownStreamError`.
+        """
+        if not self.ready:
+            raise NotReady()
+        limit = max(64 * 1024 * 1024, 4 * self.config.server.max_body_bytes)
+        with self._lock:
+            if self._pending_bytes + len(body) > limit:
+                raise QueueFull("too many request bytes waiting for an ingest worker")
+            self._pending_bytes += len(body)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._pool, self._ingest_job, stream, body, content_type
+            )
+        finally:
+            with self._lock:
+                self._pending_bytes -= len(body)
+
+    def _ingest_job(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
+        engine = self.engine
+        if engine is None:
+            raise NotReady()
+        fields = [f.name for f in engine.stream_config(stream).features]
+        batch = parse_body(body, content_type, fields)
+        return self.ingest_batch(stream, batch)
+
+    def ingest_batch(self, stream: str, batch: Batch) -> IngestResult:
+        """Bin and apply an already-parsed batch (worker threads; CloudEvents)."""
+        engine = self.engine
+        if engine is None:
+            raise NotReady()
+        capacity = self.config.ingest.queue_rows
+        with self._lock:
+            if self._queue_rows + batch.n_rows > capacity and self._queue_rows > 0:
+                raise QueueFull(f"ingest queue holds {self._queue_rows} of {capacity} rows")
+            self._queue_rows += batch.n_rows
+        try:
+            binned = engine.bin_batch(stream, batch.n_rows, batch.columns)
+            with self._lock:
+                current = self.engine
+                assert current is not None
+                if current is not engine:
+                    # A reload swapped the engine while this batch was binned.
+                    binned = current.bin_batch(stream, batch.n_rows, batch.columns)
+                current.apply(binned, self.clock(), unknown_fields=batch.unknown_fields)
+        finally:
+            with self._lock:
+                self._queue_rows -= batch.n_rows
+        return IngestResult(batch.n_rows, batch.unknown_fields)
+
+    # --- evaluation and status ------------------------------------------------
+
+    def evaluate(self) -> Evaluation:
+        """One evaluation pass now; publishes and returns it."""
+        with self._lock:
+            assert self.engine is not None
+            previous = self.latest
+            evaluation = self.engine.evaluate(self.clock())
+            self.latest = evaluation
+            self._durations.observe(evaluation.duration_s)
+        _log_transitions(previous, evaluation)
+        return evaluation
+
+    def status(self) -> Status:
+        """The picture one scrape shows (consistent: taken under the lock)."""
+        with self._lock:
+            engine = self.engine
+            if engine is None:
+                rows: dict[str, int] = {}
+                kinds: list[tuple[str, str, dict[str, float]]] = []
+                unknown: dict[str, int] = {}
+                warmup: dict[str, tuple[int, int]] = {}
+            else:
+                names = engine.stream_names()
+                rows = {s: engine.stream_rows(s) for s in names}
+                unknown = {s: engine.unknown_fields(s) for s in names}
+                kinds = value_kinds(engine)
+                warmup = {}
+                for name in names:
+                    progress = engine.warmup_progress(name)
+                    if progress is not None:
+                        warmup[name] = progress
+            return Status(
+                evaluation=self.latest,
+                stream_rows=rows,
+                value_kinds=kinds,
+                unknown_fields=unknown,
+                requests_by_code=dict(self._requests),
+                evaluation_durations=DurationHistogram(
+                    self._durations.bounds,
+                    list(self._durations.counts),
+                    self._durations.total_s,
+                    self._durations.n,
+                ),
+                queue_rows=self._queue_rows,
+                queue_capacity_rows=self.config.ingest.queue_rows,
+                config_reload_ok=self.reload_ok,
+                checkpoint_last_success_s=self._checkpoint_last_success,
+                checkpoint_failures=self._checkpoint_failures,
+                warmup=warmup,
+                dropped_events=dict(self._dropped_events),
+            )
+
+    def monitor_detail(self, stream: str, feature: str) -> dict[str, object] | None:
+        """Bin labels with reference and live counts of one monitor, or ``None``."""
+        with self._lock:
+            if self.engine is None:
+                return None
+            try:
+                monitor = self.engine.monitor(stream, feature)
+            except KeyError:
+                return None
+            return {
+                "bins": monitor.binner.bin_labels(),
+                "reference_counts": self.engine.reference[monitor.bins].tolist(),
+                "live_counts": self.engine.live[monitor.bins].tolist(),
+            }
+
+    # --- checkpoints ----------------------------------------------------------
+
+    def checkpoint(self) -> bool:
+        """Write a checkpoint now (blocking); ``False`` (logged, counted) when it fails."""
+        if self.state_dir is None:
+            return False
+        with self._lock:
+            if self.engine is None:
+                return False
+            state = self.engine.export_state()
+        saved_at = self.clock()
+        try:
+            path = write_checkpoint(self.state_dir, state, saved_at=saved_at)
+        except (OSError, ValueError) as exc:
+            with self._lock:
+                self._checkpoint_failures += 1
+            log.error("checkpoint failed: %s", exc)
+            return False
+        with self._lock:
+            self._checkpoint_last_success = saved_at
+        log.debug("checkpoint written to %s", path)
+        return True
+
+    # --- reload ---------------------------------------------------------------
+
+    def reload(self) -> list[str]:
+        """Re-read the config file (blocking); the errors, or ``[]`` once applied.
+
+        On any error the old config and engine stay in place and
+        ``driftmon_config_last_reload_successful`` drops to 0.
+        """
+        try:
+            config = load_config(self.config_path)
+            token = read_token(config.server.auth_token_file)
+            with self._lock:
+                old = self.engine
+            assert old is not None
+            engine = Engine(config, now=self.clock(), references=reusable_references(old, config))
+        except ConfigError as exc:
+            return self._reload_failed(exc.errors)
+        except (ReferenceError, OSError, ValueError) as exc:
+            return self._reload_failed([str(exc)])
+        if config.server != self.config.server:
+            log.warning("server settings (listen, body size) change only at restart")
+        with self._lock:
+            assert self.engine is not None
+            engine.adopt(self.engine.export_state(), self.clock())
+            engine.take_counters(self.engine)
+            self.engine = engine
+            self.config = config
+            self.token = token
+            self.reload_ok = True
+        log.info("config reloaded from %s", self.config_path)
+        self.evaluate()
+        return []
+
+    def _reload_failed(self, errors: list[str]) -> list[str]:
+        self.reload_ok = False
+        for error in errors:
+            log.error("reload failed, keeping the running config: %s: %s", self.config_path, error)
+        return errors
+
+    # --- the main loop --------------------------------------------------------
+
+    def request(self, event: str) -> None:
+        """Ask the main loop to ``"stop"`` or ``"reload"`` (signal-handler safe)."""
+        if self._events is not None:
+            self._events.put_nowait(event)
+
+    async def serve_forever(self, on_listening: Callable[[str], None] | None = None) -> int:
+        """Serve until TERM/INT (or :meth:`request` ``"stop"``); returns the exit status."""
+        from aiohttp import web
+
+        from driftmon.server import make_app
+
+        self._events = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        for signum, event in (
+            (signal.SIGTERM, "stop"),
+            (signal.SIGINT, "stop"),
+            (signal.SIGHUP, "reload"),
+        ):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self._events.put_nowait, event)
+        app = make_app(self)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        server = self.config.server
+        site = web.TCPSite(runner, server.host, server.port, reuse_address=True)
+        await site.start()
+        url = _bound_url(site, server.host)
+        log.info("listening on %s", url)
+        if on_listening is not None:
+            on_listening(url)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            try:
+                await asyncio.to_thread(self.load_state)
+            except ReferenceError as exc:
+                log.error("cannot start: %s", exc)
+                return 1
+            log.info("ready: %d monitors", len(self.latest.monitors) if self.latest else 0)
+            tasks.append(asyncio.create_task(self._every(self._evaluate_every, self.evaluate)))
+            if self.state_dir is not None:
+                tasks.append(
+                    asyncio.create_task(self._every(self._checkpoint_every, self.checkpoint))
+                )
+            while True:
+                event = await self._events.get()
+                if event == "stop":
+                    break
+                if event == "reload":
+                    await asyncio.to_thread(self.reload)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.ready = False
+            # Stop taking requests, let the ones in flight finish, then drain the pool.
+            await runner.cleanup()
+            await asyncio.to_thread(self._pool.shutdown, wait=True)
+            if self.engine is not None and self.state_dir is not None:
+                await asyncio.to_thread(self.checkpoint)
+            log.info("stopped")
+        return 0
+
+    def _evaluate_every(self) -> float:
+        return self.config.engine.evaluate_every_s
+
+    def _checkpoint_every(self) -> float:
+        return self.config.state.checkpoint_every_s
+
+    async def _every(self, period_s: Callable[[], float], work: Callable[[], object]) -> None:
+        """Run ``work`` in a thread at every multiple of ``period_s()`` on the wall clock."""
+        while True:
+            period = period_s()
+            now = time.time()
+            await asyncio.sleep(period - math.fmod(now, period))
+            try:
+                await asyncio.to_thread(work)
+            except Exception:  # a failed pass must not end the loop
+                log.exception("periodic %s failed", getattr(work, "__name__", "task"))
+
+
+def _bound_url(site: object, host: str) -> str:
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else 0
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def value_kinds(engine: Engine) -> list[tuple[str, str, dict[str, float]]]:
+    """Values binned since start per monitor and kind (``driftmon_ingest_values_total``)."""
+    result = []
+    for monitor in engine.monitors:
+        counts = engine.ingested[monitor.bins]
+        binner = monitor.binner
+        if isinstance(binner, NumericBinner):
+            n = binner.n_regular
+            kinds = {
+                "ok": float(np.sum(counts[1 : n + 1])),
+                "underflow": float(counts[0]),
+                "overflow": float(counts[n + 1]),
+                "missing": float(counts[n + 2]),
+                "invalid": float(counts[n + 3]),
+            }
+        else:
+            c = len(binner.categories)
+            kinds = {
+                "ok": float(np.sum(counts[:c])),
+                "other": float(counts[c]),
+                "missing": float(counts[c + 1]),
+                "invalid": float(counts[c + 2]),
+            }
+        result.append((monitor.stream, monitor.feature, kinds))
+    return result
+
+
+def _log_transitions(previous: Evaluation | None, current: Evaluation) -> None:
+    """Log alerts that started or stopped firing."""
+    before: dict[tuple[str, str, str], int] = {}
+    if previous is not None:
+        for pair, state in zip(previous.alert_pairs, previous.alerts.state, strict=True):
+            m = previous.monitors[pair.monitor]
+            before[(pair.rule.name, m.stream, m.feature)] = int(state)
+    for pair, state in zip(current.alert_pairs, current.alerts.state, strict=True):
+        m = current.monitors[pair.monitor]
+        key = (pair.rule.name, m.stream, m.feature)
+        was = before.get(key, 0)
+        if state == 2 and was != 2:
+            value = float(current.values[pair.rule.metric][pair.monitor])
+            log.warning("alert %s firing for %s/%s: %s = %.6g", *key, pair.rule.metric, value)
+        elif was == 2 and state != 2:
+            log.info("alert %s resolved for %s/%s", *key)
+
+
+def configure_logging(log_format: str, level: str = "INFO") -> None:
+    """One line per record: plain text, or JSON objects with ``--log-format json``."""
+    import json
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            entry = {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+            if record.exc_info:
+                entry["exception"] = self.formatException(record.exc_info)
+            return json.dumps(entry)
+
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("DRIFTMON_LOG_LEVEL", level))

@@ -1,0 +1,223 @@
+"""The HTTP API (DESIGN.md §6): one aiohttp application over a :class:`~driftmon.daemon.Daemon`.
+
+Handlers translate between HTTP and the daemon and nothing else: status
+codes, error bodies (``{"error": "..."}`` naming the line, position or
+field), auth, and the ingest request counter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from driftmon.daemon import Daemon, NotReady, QueueFull
+from driftmon.engine import ALL_METRICS, UnknownStreamError
+from driftmon.exporter import exposition
+from driftmon.parse import BodyError, UnsupportedMediaType
+
+DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon", Daemon)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(
+    payload: object, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json({"error": message}, status=status, headers=headers)
+
+
+def _unavailable(message: str) -> web.Response:
+    return _error(503, message, headers={"Retry-After": "1"})
+
+
+def _unauthorized() -> web.Response:
+    return _error(
+        401,
+        "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+        headers={"WWW-Authenticate": 'Bearer realm="driftmon"'},
+    )
+
+
+def _counted(handler: Handler) -> Handler:
+    """Count every answer of an ingest handler in ``driftmon_ingest_requests_total``."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        daemon = request.app[DAEMON_KEY]
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            daemon.count_request(exc.status)
+            raise
+        daemon.count_request(response.status)
+        return response
+
+    return wrapper
+
+
+async def read_body(request: web.Request, daemon: Daemon) -> bytes | web.Response:
+    """The request body, or the 413 answer when it is over ``server.max_body_bytes``."""
+    limit = daemon.config.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _error(413, f"body of {request.content_length} bytes is over the limit of {limit}")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"body is over the limit of {limit} bytes")
+
+
+@_counted
+async def ingest_rows(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/streams/{stream}/rows``."""
+    daemon = request.app[DAEMON_KEY]
+    if not daemon.check_token(request.headers.get("Authorization")):
+        return _unauthorized()
+    stream = request.match_info["stream"]
+    if not daemon.has_stream(stream):
+        return _error(404, f"unknown stream {stream!r}")
+    body = await read_body(request, daemon)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        result = await daemon.ingest(stream, body, request.headers.get("Content-Type"))
+    except UnsupportedMediaType as exc:
+        return _error(415, str(exc))
+    except BodyError as exc:
+        return _error(400, str(exc))
+    except UnknownStreamError:
+        return _error(404, f"unknown stream {stream!r}")
+    except QueueFull as exc:
+        return _unavailable(f"ingest queue full: {exc}; retry later")
+    except NotReady:
+        return _unavailable("not ready: references are loading or state is being restored")
+    return _json({"rows": result.rows})
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """``GET /metrics``: text 0.0.4, or OpenMetrics when the Accept header asks for it."""
+    daemon = request.app[DAEMON_KEY]
+    body, content_type = exposition(daemon.registry, request.headers.get("Accept"))
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def healthy(request: web.Request) -> web.StreamResponse:
+    """``GET /-/healthy``: 200 while the process runs."""
+    return web.Response(text="driftmon is healthy.\n")
+
+
+async def ready(request: web.Request) -> web.StreamResponse:
+    """``GET /-/ready``: 200 once references are loaded and state restored, else 503."""
+    if request.app[DAEMON_KEY].ready:
+        return web.Response(text="driftmon is ready.\n")
+    return web.Response(status=503, text="driftmon is not ready.\n")
+
+
+async def reload(request: web.Request) -> web.StreamResponse:
+    """``POST /-/reload``: 200, or 400 with the errors and the old config kept."""
+    import asyncio
+
+    daemon = request.app[DAEMON_KEY]
+    if not daemon.check_token(request.headers.get("Authorization")):
+        return _unauthorized()
+    if not daemon.ready:
+        return _unavailable("not ready")
+    errors = await asyncio.to_thread(daemon.reload)
+    if errors:
+        return _json({"error": "config not reloaded; the old one stays", "errors": errors}, 400)
+    return _json({"status": "reloaded"})
+
+
+def _number(value: float) -> float | str | None:
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return value
+
+
+def _monitors_payload(
+    daemon: Daemon, only: tuple[str, str] | None = None
+) -> list[dict[str, object]]:
+    evaluation = daemon.latest
+    if evaluation is None:
+        return []
+    alerts: dict[int, list[dict[str, object]]] = {}
+    states = ("inactive", "pending", "firing")
+    for i, pair in enumerate(evaluation.alert_pairs):
+        table = evaluation.alerts
+        alerts.setdefault(pair.monitor, []).append(
+            {
+                "rule": pair.rule.name,
+                "metric": pair.rule.metric,
+                "severity": pair.rule.severity,
+                "state": states[int(table.state[i])],
+                "active_at": _number(float(table.active_at[i])),
+                "fired_at": _number(float(table.fired_at[i])),
+            }
+        )
+    result = []
+    for monitor in evaluation.monitors:
+        if only is not None and (monitor.stream, monitor.feature) != only:
+            continue
+        i = monitor.index
+        result.append(
+            {
+                "stream": monitor.stream,
+                "feature": monitor.feature,
+                "type": monitor.type,
+                "samples": int(evaluation.window_samples[i]),
+                "reference_samples": int(evaluation.reference_samples[i]),
+                "evaluated_at": evaluation.time,
+                "divergences": {
+                    name: _number(float(evaluation.values[name][i])) for name in ALL_METRICS
+                },
+                "alerts": alerts.get(i, []),
+            }
+        )
+    return result
+
+
+async def monitors(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/monitors``: every monitor's samples, divergences and alert states."""
+    daemon = request.app[DAEMON_KEY]
+    return _json({"log_base": daemon.config.engine.log_base, "monitors": _monitors_payload(daemon)})
+
+
+async def monitor(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/monitors/{stream}/{feature}``: the above plus bins and counts."""
+    daemon = request.app[DAEMON_KEY]
+    key = (request.match_info["stream"], request.match_info["feature"])
+    found = _monitors_payload(daemon, key)
+    detail = daemon.monitor_detail(*key)
+    if not found or detail is None:
+        return _error(404, f"no monitor {key[0]}/{key[1]}")
+    return _json({**found[0], **detail})
+
+
+def make_app(daemon: Daemon) -> web.Application:
+    """The aiohttp application of one daemon."""
+    # The body limit is enforced by read_body (413 with a message); aiohttp's own
+    # limit is set just above it so that it never answers first.
+    app = web.Application(client_max_size=daemon.config.server.max_body_bytes + 1)
+    app[DAEMON_KEY] = daemon
+    app.router.add_post("/v1/streams/{stream}/rows", ingest_rows)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    app.router.add_get("/api/v1/monitors", monitors)
+    app.router.add_get("/api/v1/monitors/{stream}/{feature}", monitor)
+    return app
