@@ -32,10 +32,11 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -47,12 +48,14 @@ from driftmon.checkpoint import (
     write_checkpoint,
 )
 from driftmon.config import Config, ConfigError, load_config
-from driftmon.engine import Engine, Evaluation, reusable_references
+from driftmon.engine import Engine, Evaluation, UnknownStreamError, reusable_references
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.parse import Batch, parse_body
 from driftmon.reference import ReferenceError
 
 log = logging.getLogger("driftmon")
+
+T = TypeVar("T")
 
 RETRY_AFTER_S = 1
 """What a 503 asks the client to wait before trying again."""
@@ -108,6 +111,9 @@ class Daemon:
         self.reload_ok = True
         self.token = read_token(config.server.auth_token_file)
         self._lock = threading.Lock()  # the engine and the counters below
+        # One checkpoint at a time: the one written at shutdown must not be overtaken by a
+        # periodic one still being written (its older state would be renamed over the newer).
+        self._checkpoint_lock = threading.Lock()
         self._queue_rows = 0
         self._pending_bytes = 0
         self._requests: Counter[int] = Counter()
@@ -169,12 +175,19 @@ class Daemon:
     # --- ingest ---------------------------------------------------------------
 
     def check_token(self, authorization: str | None) -> bool:
-        """Whether an ``Authorization`` header passes (always, with no token configured)."""
+        """Whether an ``Authorization`` header passes (always, with no token configured).
+
+        The scheme is matched case-insensitively (RFC 9110 §11.1: ``bearer`` is
+        ``Bearer``); a header that is not valid UTF-8 simply does not match.
+        """
         if self.token is None:
             return True
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer":
             return False
-        offered = authorization[len("Bearer ") :].strip().encode()
+        # aiohttp decodes header bytes with surrogateescape: encode them back the same way,
+        # so that undecodable bytes compare unequal instead of raising (a 500).
+        offered = credentials.strip().encode("utf-8", "surrogateescape")
         return hmac.compare_digest(offered, self.token)
 
     def has_stream(self, name: str) -> bool:
@@ -186,6 +199,33 @@ class Daemon:
         with self._lock:
             self._requests[code] += 1
 
+    def count_dropped_events(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` CloudEvents that fed no stream (``no_stream``, ``not_mapped``, …)."""
+        with self._lock:
+            self._dropped_events[reason] += count
+
+    async def run_job(self, body_bytes: int, job: Callable[..., T], *args: object) -> T:
+        """Run ``job(*args)`` in the ingest worker pool, counting ``body_bytes`` as waiting.
+
+        Raises :class:`NotReady` before references are loaded and
+        :class:`QueueFull` when the bodies already waiting for a worker exceed
+        ``max(64 MiB, 4 × server.max_body_bytes)``: a flood queues no more
+        than that in memory.
+        """
+        if not self.ready:
+            raise NotReady()
+        limit = max(64 * 1024 * 1024, 4 * self.config.server.max_body_bytes)
+        with self._lock:
+            if self._pending_bytes + body_bytes > limit and self._pending_bytes > 0:
+                raise QueueFull("too many request bytes waiting for an ingest worker")
+            self._pending_bytes += body_bytes
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, job, *args)
+        finally:
+            with self._lock:
+                self._pending_bytes -= body_bytes
+
     async def ingest(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
         """Parse, bin and apply one request body in the worker pool.
 
@@ -193,21 +233,7 @@ class Daemon:
         :class:`QueueFull`, :class:`NotReady` or
         :class:`~driftmon.engine.UnknownStreamError`.
         """
-        if not self.ready:
-            raise NotReady()
-        limit = max(64 * 1024 * 1024, 4 * self.config.server.max_body_bytes)
-        with self._lock:
-            if self._pending_bytes + len(body) > limit:
-                raise QueueFull("too many request bytes waiting for an ingest worker")
-            self._pending_bytes += len(body)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._pool, self._ingest_job, stream, body, content_type
-            )
-        finally:
-            with self._lock:
-                self._pending_bytes -= len(body)
+        return await self.run_job(len(body), self._ingest_job, stream, body, content_type)
 
     def _ingest_job(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
         engine = self.engine
@@ -218,28 +244,51 @@ class Daemon:
         return self.ingest_batch(stream, batch)
 
     def ingest_batch(self, stream: str, batch: Batch) -> IngestResult:
-        """Bin and apply an already-parsed batch (worker threads; CloudEvents)."""
+        """Bin and apply an already-parsed batch (worker threads)."""
+        result = self.ingest_batches([(stream, batch)])[0]
+        if result is None:
+            raise UnknownStreamError(stream)
+        return result
+
+    def ingest_batches(self, batches: Sequence[tuple[str, Batch]]) -> list[IngestResult | None]:
+        """Bin and apply several batches as one: all of them are applied, or none.
+
+        The queue bound is checked once for their total rows; binning runs
+        outside the engine lock, applying all of them inside one acquisition.
+        A batch whose stream a reload removed meanwhile gives ``None`` (the
+        others still apply). Raises :class:`QueueFull` or :class:`NotReady`
+        with nothing applied.
+        """
         engine = self.engine
         if engine is None:
             raise NotReady()
+        rows = sum(batch.n_rows for _, batch in batches)
         capacity = self.config.ingest.queue_rows
         with self._lock:
-            if self._queue_rows + batch.n_rows > capacity and self._queue_rows > 0:
+            if self._queue_rows + rows > capacity and self._queue_rows > 0:
                 raise QueueFull(f"ingest queue holds {self._queue_rows} of {capacity} rows")
-            self._queue_rows += batch.n_rows
+            self._queue_rows += rows
         try:
-            binned = engine.bin_batch(stream, batch.n_rows, batch.columns)
+            binned = [engine.bin_batch(s, b.n_rows, b.columns) for s, b in batches]
+            results: list[IngestResult | None] = []
             with self._lock:
                 current = self.engine
                 assert current is not None
-                if current is not engine:
-                    # A reload swapped the engine while this batch was binned.
-                    binned = current.bin_batch(stream, batch.n_rows, batch.columns)
-                current.apply(binned, self.clock(), unknown_fields=batch.unknown_fields)
+                now = self.clock()
+                for (stream, batch), done in zip(batches, binned, strict=True):
+                    if current is not engine:
+                        # A reload swapped the engine while these batches were binned.
+                        try:
+                            done = current.bin_batch(stream, batch.n_rows, batch.columns)
+                        except UnknownStreamError:
+                            results.append(None)
+                            continue
+                    current.apply(done, now, unknown_fields=batch.unknown_fields)
+                    results.append(IngestResult(batch.n_rows, batch.unknown_fields))
         finally:
             with self._lock:
-                self._queue_rows -= batch.n_rows
-        return IngestResult(batch.n_rows, batch.unknown_fields)
+                self._queue_rows -= rows
+        return results
 
     # --- evaluation and status ------------------------------------------------
 
@@ -313,6 +362,10 @@ class Daemon:
 
     def checkpoint(self) -> bool:
         """Write a checkpoint now (blocking); ``False`` (logged, counted) when it fails."""
+        with self._checkpoint_lock:
+            return self._checkpoint_now()
+
+    def _checkpoint_now(self) -> bool:
         if self.state_dir is None:
             return False
         with self._lock:
@@ -398,7 +451,13 @@ class Daemon:
         await runner.setup()
         server = self.config.server
         site = web.TCPSite(runner, server.host, server.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", server.host, server.port, exc.strerror or exc)
+            await runner.cleanup()
+            self._pool.shutdown(wait=False)
+            return 1
         url = _bound_url(site, server.host)
         log.info("listening on %s", url)
         if on_listening is not None:

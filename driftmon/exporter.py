@@ -264,7 +264,7 @@ def _daemon_families(status: Status) -> Iterator[Metric]:
             "driftmon_last_evaluation_timestamp_seconds",
             "Unix time at the end of the last evaluation.",
         )
-        last.add_metric([], evaluation.time)
+        last.add_metric([], evaluation.time + evaluation.duration_s)
         yield last
     if status.checkpoint_last_success_s is not None:
         checkpoint = GaugeMetricFamily(

@@ -60,6 +60,10 @@ def _counted(handler: Handler) -> Handler:
         except web.HTTPException as exc:
             daemon.count_request(exc.status)
             raise
+        except Exception:
+            # aiohttp answers 500 for it; the counter must see that answer too.
+            daemon.count_request(500)
+            raise
         daemon.count_request(response.status)
         return response
 
@@ -220,4 +224,8 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/-/reload", reload)
     app.router.add_get("/api/v1/monitors", monitors)
     app.router.add_get("/api/v1/monitors/{stream}/{feature}", monitor)
+    from driftmon.cloudevents import ingest_cloudevents, ingest_cloudevents_root  # (circular)
+
+    app.router.add_post("/v1/cloudevents", ingest_cloudevents)
+    app.router.add_post("/", ingest_cloudevents_root)
     return app
