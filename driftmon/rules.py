@@ -1,0 +1,425 @@
+"""Prometheus alerting rules equivalent to a config's ``alerts:`` (DESIGN.md §5, §8).
+
+``driftmon rules -c FILE`` prints one rule group (``driftmon``) with one
+alerting rule per driftmon alert rule, so that Prometheus (and through it
+Alertmanager) raises the same alerts from the scraped series as the daemon's
+own state machine (:mod:`driftmon.alerting`) does, with the same
+``threshold``, ``for``, ``clear_below``, ``min_samples``, ``max_p_value``
+and ``keep_firing_for``.
+
+Alert names. Prometheus 2.x requires an alert name to be a valid metric
+name (``[a-zA-Z_:][a-zA-Z0-9_:]*``) while a driftmon rule name may be any
+string, so each alert is named ``Driftmon`` followed by the rule name's
+ASCII letter-and-digit runs, each with its first letter upper-cased:
+``js-high`` → ``DriftmonJsHigh``, ``psi significant`` →
+``DriftmonPsiSignificant``. When two rule names give the same alert name
+(``js-high`` and ``js_high``), the later rules in config order get ``_2``,
+``_3``, … appended (a suffix no base name can hold, so suffixed names never
+collide). The exact rule name is the ``rule`` label of every alert, next to
+``severity`` and the ``stream`` and ``feature`` of its series (plus the
+``job`` and ``instance`` labels the scrape adds).
+
+The expression, for a rule with metric series ``M`` (``driftmon_js_divergence``
+etc., selected by the rule's globs as regex label matchers), threshold ``T``,
+``clear_below`` ``C``, ``min_samples`` ``N`` and ``max_p_value`` ``P``::
+
+    (
+      (M > T)
+      or
+      (M > C and on(stream, feature) ALERTS{alertname="A", alertstate="firing"})
+    )
+    and on(stream, feature) (driftmon_window_samples >= N)
+    and on(stream, feature) (driftmon_drift_p_value < P)
+    or
+    (
+      M
+      and on(stream, feature) ALERTS{alertname="A", alertstate="firing"}
+      and on(stream, feature) (driftmon_window_samples < N)
+    )
+
+- the first branch is the condition, ``metric > threshold`` (and
+  ``p_value < max_p_value``), which starts a pending period that fires after
+  ``for``, exactly as the daemon's;
+- the ``ALERTS`` term is the ``clear_below`` hysteresis: Prometheus writes
+  an ``ALERTS`` series for each active alert at every evaluation, carrying
+  the alert's labels (so ``stream`` and ``feature``), and the rule reads the
+  one written at the previous evaluation, so an alert that is firing keeps
+  firing while the metric is above ``clear_below``; it is left out when
+  ``clear_below`` is not below ``threshold``;
+- the last branch holds a firing alert while its window has fewer than
+  ``min_samples`` rows (the daemon gives such a monitor no verdict and keeps
+  its state); both it and the samples gate are left out when
+  ``min_samples`` is 0, and the p-value gate when there is no ``max_p_value``;
+- ``for`` and ``keep_firing_for`` are Prometheus's own (``keep_firing_for``
+  needs Prometheus 2.42 or later, and is written only when it is set).
+
+Every label match is ``on(stream, feature)``, which relies on each
+(stream, feature) being exported by one daemon (DESIGN.md §11: each replica
+owns whole streams).
+
+Where Prometheus cannot follow the daemon exactly (documented, not hidden):
+
+- a monitor whose divergence series is absent (an empty window, a daemon
+  that is down, a monitor a reload removed) has no series to keep an alert
+  alive, so its alert resolves in Prometheus (after ``keep_firing_for``)
+  while the daemon holds it; an alert should not outlive its series;
+- below ``min_samples`` only a *firing* alert is held; a pending one is
+  dropped (Prometheus has no way to pause a ``for`` countdown), and a
+  ``keep_firing_for`` countdown running when the window fell below
+  ``min_samples`` starts again afterwards rather than continuing;
+- Prometheus durations have millisecond resolution, so ``for`` and
+  ``keep_firing_for`` are rounded to the nearest millisecond, and the
+  evaluation times are Prometheus's (``evaluation_interval``), not the
+  daemon's ``engine.evaluate_every``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from driftmon import __version__
+from driftmon.config import AlertRule, Config
+
+GROUP_NAME = "driftmon"
+"""The name of the one rule group ``driftmon rules`` writes."""
+
+ALERT_PREFIX = "Driftmon"
+"""What every generated alert name starts with."""
+
+METRIC_SERIES: Mapping[str, str] = {
+    "kl": "driftmon_kl_divergence",
+    "kl_reverse": "driftmon_reverse_kl_divergence",
+    "js": "driftmon_js_divergence",
+    "psi": "driftmon_psi",
+    "hellinger": "driftmon_hellinger_distance",
+    "wasserstein": "driftmon_wasserstein_distance",
+}
+"""The exported series (DESIGN.md §7) of each alert metric (§5)."""
+
+SAMPLES_SERIES = "driftmon_window_samples"
+"""The series ``min_samples`` is checked against (rows in the live window)."""
+
+P_VALUE_SERIES = "driftmon_drift_p_value"
+"""The series ``max_p_value`` is checked against (the G-test p-value, DESIGN.md §3)."""
+
+_METRIC_TITLES: Mapping[str, str] = {
+    "kl": "KL divergence",
+    "kl_reverse": "reverse KL divergence",
+    "js": "JS divergence",
+    "psi": "PSI",
+    "hellinger": "Hellinger distance",
+    "wasserstein": "Wasserstein distance",
+}
+
+_WORD = re.compile(r"[A-Za-z0-9]+")
+# Characters that mean something in an RE2 regular expression outside a class.
+_REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
+# Prometheus keeps durations as int64 milliseconds.
+_MAX_DURATION_MS = 2**63 - 1
+
+
+def alert_name(rule_name: str) -> str:
+    """The Prometheus alert name of a rule called ``rule_name``, before de-duplication.
+
+    ``Driftmon`` followed by each run of ASCII letters and digits of the name
+    with its first letter upper-cased (the rest kept): ``js-high`` →
+    ``DriftmonJsHigh``, ``3sigma`` → ``Driftmon3sigma``. Other characters
+    only separate words, so a name without ASCII letters or digits gives
+    plain ``Driftmon``. The result is always a valid Prometheus metric name.
+    """
+    words = _WORD.findall(rule_name)
+    return ALERT_PREFIX + "".join(word[:1].upper() + word[1:] for word in words)
+
+
+def alert_names(rules: Sequence[AlertRule]) -> dict[str, str]:
+    """``{rule name: alert name}`` for ``rules``, every alert name distinct.
+
+    A name :func:`alert_name` already gave to an earlier rule (in the order
+    of ``rules``) gets the first free suffix ``_2``, ``_3``, …; base names
+    never hold ``_``, so a suffixed name cannot collide with a base one.
+    Rule names must be distinct (the config loader ensures it); a repeated
+    one raises ``ValueError``.
+    """
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for rule in rules:
+        if rule.name in names:
+            raise ValueError(f"rules: the rule name {rule.name!r} appears twice")
+        base = alert_name(rule.name)
+        candidate, suffix = base, 1
+        while candidate in taken:
+            suffix += 1
+            candidate = f"{base}_{suffix}"
+        taken.add(candidate)
+        names[rule.name] = candidate
+    return names
+
+
+def glob_regex(pattern: str) -> str:
+    """An RE2 regular expression matching exactly the names the glob ``pattern`` matches.
+
+    The glob is read as ``fnmatch.fnmatchcase`` reads it (the config's
+    ``match:`` semantics): ``*`` any run of characters, ``?`` one
+    character, ``[seq]`` / ``[!seq]`` a character (not) in ``seq`` with
+    ``a-z`` ranges, an unclosed ``[`` a literal, everything else literal
+    (backslash included). The result is unanchored, for a PromQL ``=~``
+    matcher, which anchors the regex at both ends itself. ``.`` does not
+    match a newline, which no stream or feature name may hold.
+    """
+    parts: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        i += 1
+        if char == "*":
+            if not parts or parts[-1] != ".*":
+                parts.append(".*")
+        elif char == "?":
+            parts.append(".")
+        elif char == "[":
+            end = i
+            if end < n and pattern[end] == "!":
+                end += 1
+            if end < n and pattern[end] == "]":
+                end += 1
+            while end < n and pattern[end] != "]":
+                end += 1
+            if end >= n:
+                parts.append("\\[")
+            else:
+                parts.append(_glob_class(pattern[i:end]))
+                i = end + 1
+        else:
+            parts.append("\\" + char if char in _REGEX_SPECIAL else char)
+    return "".join(parts)
+
+
+def _glob_class(body: str) -> str:
+    """The regex of the glob bracket expression ``[body]`` (brackets stripped)."""
+    negate = body.startswith("!")
+    if negate:
+        body = body[1:]
+    items: list[str] = []
+    i = 0
+    while i < len(body):
+        # "a-z" is a range unless the "-" is the last character ("[a-]" holds "a" and "-").
+        if i + 2 < len(body) and body[i + 1] == "-":
+            low, high = body[i], body[i + 2]
+            if low <= high:  # fnmatch drops reversed ranges: they hold nothing
+                items.append(f"{_class_char(low)}-{_class_char(high)}")
+            i += 3
+        else:
+            items.append(_class_char(body[i]))
+            i += 1
+    if not items:
+        # \s\S is every character, in RE2 and in Python's re alike.
+        return "[\\s\\S]" if negate else "[^\\s\\S]"
+    return ("[^" if negate else "[") + "".join(items) + "]"
+
+
+def _class_char(char: str) -> str:
+    """One literal character in a regex class; ASCII punctuation escaped (RE2 and ``re`` agree)."""
+    return "\\" + char if char.isascii() and not char.isalnum() else char
+
+
+def promql_string(text: str) -> str:
+    """``text`` as a double-quoted PromQL string literal (Go escapes, which JSON's are)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _label_matchers(rule: AlertRule) -> list[str]:
+    """The ``stream``/``feature`` matchers of ``rule``'s globs; ``*`` needs none."""
+    matchers = []
+    for label, pattern in (("stream", rule.stream_pattern), ("feature", rule.feature_pattern)):
+        regex = glob_regex(pattern)
+        if regex == ".*":
+            continue
+        if not any(char in pattern for char in "*?["):
+            matchers.append(f"{label}={promql_string(pattern)}")
+        else:
+            matchers.append(f"{label}=~{promql_string(regex)}")
+    return matchers
+
+
+def _selector(metric: str, matchers: Sequence[str]) -> str:
+    return f"{metric}{{{', '.join(matchers)}}}" if matchers else metric
+
+
+def _number(value: float) -> str:
+    """A PromQL number literal for a finite float, exact (shortest round-trip digits)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def prometheus_duration(seconds: float) -> str:
+    """A Prometheus duration string for ``seconds``: ``0s``, ``500ms``, ``1m30s``, ``2d3h``.
+
+    Rounded to the nearest millisecond (Prometheus's resolution); units
+    ``d h m s ms``, largest first. Raises ``ValueError`` for a negative or
+    non-finite value, or one past Prometheus's largest duration (~292 years).
+    """
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"seconds: must be finite and >= 0, got {seconds!r}")
+    total_ms = round(seconds * 1000)
+    if total_ms > _MAX_DURATION_MS:
+        raise ValueError(f"seconds: {seconds!r} is longer than Prometheus can represent")
+    if total_ms == 0:
+        return "0s"
+    parts = []
+    for unit, unit_ms in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        count, total_ms = divmod(total_ms, unit_ms)
+        if count:
+            parts.append(f"{count}{unit}")
+    if total_ms:
+        parts.append(f"{total_ms}ms")
+    return "".join(parts)
+
+
+def rule_expression(rule: AlertRule, alert: str) -> str:
+    """The PromQL expression of ``rule``'s alert, named ``alert`` (see the module docstring).
+
+    Multi-line and indented for reading in a rule file; the ``alert`` name is
+    needed because the hysteresis and the ``min_samples`` hold read the
+    alert's own ``ALERTS`` series.
+    """
+    matchers = _label_matchers(rule)
+    metric = _selector(METRIC_SERIES[rule.metric], matchers)
+    firing = _selector("ALERTS", [f"alertname={promql_string(alert)}", 'alertstate="firing"'])
+    samples = _selector(SAMPLES_SERIES, matchers)
+    on = "and on(stream, feature)"
+    condition = f"({metric} > {_number(rule.threshold)})"
+    if rule.clear_threshold < rule.threshold:
+        condition = (
+            "(\n"
+            f"  {condition}\n"
+            "  or\n"
+            f"  ({metric} > {_number(rule.clear_threshold)} {on} {firing})\n"
+            ")"
+        )
+    lines = [condition]
+    if rule.min_samples > 0:
+        lines.append(f"{on} ({samples} >= {rule.min_samples})")
+    if rule.max_p_value is not None:
+        p_value = _selector(P_VALUE_SERIES, matchers)
+        lines.append(f"{on} ({p_value} < {_number(rule.max_p_value)})")
+    if rule.min_samples > 0:
+        lines += [
+            "or",
+            "(",
+            f"  {metric}",
+            f"  {on} {firing}",
+            f"  {on} ({samples} < {rule.min_samples})",
+            ")",
+        ]
+    return "\n".join(lines)
+
+
+def _template_text(text: str) -> str:
+    """``text`` as literal text in a Prometheus (Go) template: each ``{`` written as an action.
+
+    Rule labels and annotations are templates, so a rule name holding
+    ``{{`` would otherwise be executed rather than shown.
+    """
+    return text.replace("{", '{{"{"}}') if "{" in text else text
+
+
+def _description(rule: AlertRule) -> str:
+    series = METRIC_SERIES[rule.metric]
+    text = f'driftmon alert rule "{rule.name}": fires when {series} > {_number(rule.threshold)}'
+    if rule.max_p_value is not None:
+        text += f" and {P_VALUE_SERIES} < {_number(rule.max_p_value)}"
+    if rule.for_s > 0:
+        text += f" for {prometheus_duration(rule.for_s)}"
+    if rule.min_samples > 0:
+        text += f", once the live window holds at least {rule.min_samples} rows"
+    text += f"; resolves at or below {_number(rule.clear_threshold)}"
+    if rule.max_p_value is not None:
+        text += " or when the drift stops being significant"
+    if rule.keep_firing_for_s > 0:
+        text += f", {prometheus_duration(rule.keep_firing_for_s)} after the condition clears"
+    return _template_text(text + ".")
+
+
+def summary_template(rule: AlertRule) -> str:
+    """The ``summary`` annotation of ``rule``'s alert: the metric, the monitor and the value."""
+    title = _METRIC_TITLES[rule.metric]
+    series = METRIC_SERIES[rule.metric]
+    return (
+        f"{title} ({series}) of {{{{ $labels.stream }}}}/{{{{ $labels.feature }}}} "
+        "is {{ $value }}"
+    )
+
+
+def alerting_rule(rule: AlertRule, alert: str) -> dict[str, Any]:
+    """One entry of a rule group's ``rules:`` for ``rule``, alerting as ``alert``."""
+    entry: dict[str, Any] = {
+        "alert": alert,
+        "expr": _Block(rule_expression(rule, alert)),
+        "for": prometheus_duration(rule.for_s),
+    }
+    if rule.keep_firing_for_s > 0:
+        entry["keep_firing_for"] = prometheus_duration(rule.keep_firing_for_s)
+    entry["labels"] = {
+        "severity": _template_text(rule.severity),
+        "rule": _template_text(rule.name),
+    }
+    entry["annotations"] = {
+        "summary": summary_template(rule),
+        "description": _description(rule),
+    }
+    return entry
+
+
+def rules_document(config: Config, group: str = GROUP_NAME) -> dict[str, Any]:
+    """The rule file of ``config``'s alerts as a mapping: ``{"groups": [one group]}``.
+
+    The group is named ``group`` and holds one alerting rule per alert rule,
+    in config order; a config without alerts gives a group with no rules.
+    Raises ``ValueError`` naming the rule when a duration cannot be written
+    as a Prometheus duration.
+    """
+    names = alert_names(config.alerts)
+    rules = []
+    for rule in config.alerts:
+        try:
+            rules.append(alerting_rule(rule, names[rule.name]))
+        except ValueError as exc:
+            raise ValueError(f"alert rule {rule.name!r}: {exc}") from exc
+    return {"groups": [{"name": group, "rules": rules}]}
+
+
+def render_rules(config: Config, group: str = GROUP_NAME) -> str:
+    """:func:`rules_document` as the YAML text of a Prometheus rule file, with a header comment."""
+    header = (
+        f"# Prometheus alerting rules generated by driftmon {__version__} (`driftmon rules`)\n"
+        "# from the alerts of a driftmon config: regenerate rather than edit.\n"
+    )
+    body = yaml.dump(
+        rules_document(config, group),
+        Dumper=_RuleDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=2**16,  # long lines stay whole: a folded template is harder to read
+    )
+    return header + body
+
+
+class _Block(str):
+    """A string written as a YAML literal block (``|``): expressions stay readable."""
+
+
+class _RuleDumper(yaml.SafeDumper):
+    """A safe dumper that writes :class:`_Block` strings as literal blocks."""
+
+
+def _represent_block(dumper: yaml.SafeDumper, value: _Block) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style="|")
+
+
+_RuleDumper.add_representer(_Block, _represent_block)
