@@ -95,6 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", required=True, metavar="OUT", help="the snapshot to write")
     build.set_defaults(handler=_reference_build)
     reference.set_defaults(handler=lambda _args: _usage(reference))
+
+    rules = commands.add_parser(
+        "rules",
+        help="print Prometheus alerting rules equivalent to the config's alerts",
+        description="Print a Prometheus rule file (one group, `driftmon`) whose alerting rules "
+        "are equivalent to the config's alerts; exit 1 with one line per error on a bad config.",
+    )
+    rules.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
+    rules.set_defaults(handler=_rules)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="print the Grafana dashboard of a config",
+        description="Print the Grafana dashboard JSON (schema 41, Grafana 11.6) of a config: "
+        "divergences with the alert thresholds drawn, alerts, samples, ingest and daemon health.",
+    )
+    dashboard.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
+    dashboard.add_argument("--uid", help="dashboard uid (default: driftmon-<config file stem>)")
+    dashboard.add_argument("--title", help="dashboard title (default: driftmon: <config stem>)")
+    dashboard.set_defaults(handler=_dashboard)
     return parser
 
 
@@ -285,6 +305,38 @@ def _reference_build(args: argparse.Namespace) -> int:
         f"{args.output}: reference of stream {stream.name!r}, {reference.rows} rows, "
         f"{len(reference.binners)} features, {bins} bins"
     )
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    """``driftmon rules -c FILE``: the rule file on stdout, or errors on stderr."""
+    from driftmon.rules import render_rules
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    try:
+        text = render_rules(config)
+    except ValueError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """``driftmon dashboard -c FILE``: the dashboard JSON on stdout, or errors on stderr."""
+    from driftmon.dashboard import dashboard_json
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    try:
+        text = dashboard_json(config, uid=args.uid, title=args.title)
+    except ValueError as exc:
+        print(f"driftmon dashboard: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
     return 0
 
 
