@@ -545,7 +545,8 @@ def _decode_ndjson(src: _Source, max_depth: int) -> list[dict[str, object]]:
         offset = 0
         for index, line in enumerate(io.BytesIO(work)):
             if line.strip(_LINE_BLANKS):
-                row, _ = _load_document(src, line, offset, max_depth)
+                # Without its newline, so an error at the end of the line names this line.
+                row, _ = _load_document(src, line.rstrip(b"\r\n"), offset, max_depth)
                 rows.append(row)
                 row_lines.append(src.first_line + index)
             offset += len(line)

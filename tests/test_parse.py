@@ -842,3 +842,9 @@ def test_chunk_arguments_are_checked_before_reading(
 ) -> None:
     with pytest.raises(ValueError, match=f"^{argument}: "):
         iter_table_chunks(tmp_path / "not-read.csv", ["a"], **kwargs)  # type: ignore[arg-type]
+
+
+def test_ndjson_error_at_the_end_of_a_line_names_that_line() -> None:
+    body = b'{"x": 1}\n{"x": 2}\n{"x": \n'
+    with pytest.raises(BodyError, match=r"^line 3, column 7: invalid JSON"):
+        parse_body(body, "application/x-ndjson", ["x"])
