@@ -1,0 +1,765 @@
+"""A non-blocking Python client for driftmon's ingest API (DESIGN.md §6).
+
+A model service calls :meth:`Client.log` once per prediction; the call
+copies the row into an in-memory buffer and returns (well under a
+microsecond of work, whether or not the daemon is up). A background daemon
+thread batches the buffered rows and posts them to
+``POST {url}/v1/streams/{stream}/rows`` as columnar JSON,
+``{"columns": {"age": [...], "region": [...]}}``, over one kept-alive HTTP
+connection (the standard library's :mod:`http.client`; the only dependency
+is :mod:`orjson`).
+
+Delivery rules:
+
+- A batch is sent when ``batch_rows`` rows wait, when the oldest waiting row
+  has waited ``flush_every`` seconds, on :meth:`Client.flush`, and on
+  :meth:`Client.close`.
+- Columns are the union of the batch's keys; a row without a key sends
+  ``null`` there, which the daemon counts as ``missing`` exactly as an
+  absent field (DESIGN.md §2). NaN and ±Infinity are sent as the
+  ``NaN``/``Infinity`` literals the daemon accepts (orjson would silently
+  write ``null``, turning an overflow into a missing value).
+- 503 (queue full, not ready), 408, 429, 500, 502, 504 and connection
+  errors are retried with capped exponential backoff and jitter, never
+  sooner than a ``Retry-After`` asks. Any other answer (400, 401, 404,
+  413, ...) is final: the batch's rows are counted in
+  ``rows_rejected`` and never retried.
+- The buffer holds at most ``max_buffer_rows`` rows, the batch on the wire
+  included; past that the OLDEST rows are dropped and counted in
+  ``rows_dropped``, so an outage costs memory up to a bound and the daemon
+  gets the freshest data when it returns.
+- Delivery is at least once: a row is counted in ``rows_sent`` only once
+  the daemon answered 200. If a connection breaks after the daemon applied
+  a batch but before its answer arrived, the batch is sent again.
+
+``client.stats`` is a consistent :class:`ClientStats` snapshot; at any time
+``rows_logged == rows_sent + rows_dropped + rows_rejected + rows_pending``.
+
+The client is thread-safe and fork-aware: after ``os.fork()`` the child gets
+an empty buffer, zeroed stats and, once it logs, its own sender thread (the
+parent keeps sending what it had buffered).
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import http.client
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+log = logging.getLogger("driftmon.client")
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP answers after which a batch is sent again; every other non-2xx answer is final."""
+
+INITIAL_BACKOFF_S = 0.1
+"""The first wait after a failed attempt; it doubles with each failure in a row."""
+
+MAX_RETRY_AFTER_S = 300.0
+"""The longest ``Retry-After`` honoured; a larger (or garbled) one is cut to this."""
+
+ATEXIT_CLOSE_TIMEOUT_S = 5.0
+"""How long the interpreter's exit waits for a client's buffered rows to be acknowledged."""
+
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """A consistent snapshot of a :class:`Client`'s counters (all counts are rows or requests).
+
+    ``rows_logged``: rows given to ``log``/``log_many`` (after ``close`` too).
+    ``rows_sent``: rows in requests the daemon answered with a 2xx.
+    ``rows_dropped``: rows discarded by the client: the oldest rows past
+    ``max_buffer_rows``, rows still buffered when ``close`` gave up, rows
+    logged after ``close``.
+    ``rows_rejected``: rows in requests the daemon refused for good (400,
+    401, 404, 413, ...), or that could not be encoded as JSON at all.
+    ``requests``: HTTP requests attempted, failed connections included.
+    ``retries``: attempts that repeated a failed one.
+    ``last_error``: the latest failure, e.g. ``"HTTP 404: unknown stream 'x'"``
+    or ``"ConnectionRefusedError: [Errno 111] Connection refused"``;
+    ``None`` until something fails (it is not cleared by a later success).
+    """
+
+    rows_logged: int
+    rows_sent: int
+    rows_dropped: int
+    rows_rejected: int
+    requests: int
+    retries: int
+    last_error: str | None
+
+    @property
+    def rows_pending(self) -> int:
+        """Rows logged but not yet sent, dropped or rejected (buffered or on the wire)."""
+        return self.rows_logged - self.rows_sent - self.rows_dropped - self.rows_rejected
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where batches go: a parsed, checked ``url`` and ``stream``."""
+
+    url: str
+    https: bool
+    host: str
+    port: int | None
+    path: str
+
+
+class _Verdict(enum.Enum):
+    SENT = "sent"
+    REJECTED = "rejected"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    verdict: _Verdict
+    error: str | None = None
+    retry_after_s: float | None = None
+
+
+def _target(url: object, stream: object) -> _Target:
+    """Check ``url`` and ``stream`` and build the ingest URL; ``ValueError`` names the argument."""
+    if not isinstance(url, str):
+        raise ValueError(f"url: expected a string like 'http://127.0.0.1:9108', got {url!r}")
+    if not isinstance(stream, str) or not stream:
+        raise ValueError(f"stream: expected a non-empty stream name, got {stream!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"url: expected an http:// or https:// URL, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"url: no host in {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"url: give the daemon's base URL, without ?query or #fragment: {url!r}")
+    if parts.username or parts.password:
+        raise ValueError("url: credentials in the URL are not supported; use token=...")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"url: bad port in {url!r}") from None
+    prefix = parts.path.rstrip("/")
+    path = f"{prefix}/v1/streams/{quote(stream, safe='')}/rows"
+    return _Target(url, parts.scheme == "https", parts.hostname, port, path)
+
+
+def _positive(name: str, value: object, *, integer: bool) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type:
+        kind = "an integer" if integer else "a number of seconds"
+        raise ValueError(f"{name}: expected {kind}, got {value!r}")
+    assert isinstance(value, int | float)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}: must be > 0 and finite, got {value!r}")
+
+
+# --- encoding -----------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly stand-in for a value neither encoder knows (the ``default`` hook).
+
+    numpy scalars and arrays become Python numbers and lists, enums their
+    value, dates ISO 8601 text, other numbers (``Decimal``, ``Fraction``)
+    floats; anything else its ``str()``, which the daemon counts as
+    ``invalid`` in a numeric feature (DESIGN.md §2) rather than losing the row.
+    """
+    if isinstance(value, enum.Enum):
+        return value.value
+    for method in ("item", "tolist"):  # numpy scalars, then arrays
+        convert = getattr(value, method, None)
+        if callable(convert):
+            try:
+                return convert()
+            except (TypeError, ValueError):
+                pass
+    isoformat = getattr(value, "isoformat", None)
+    if callable(isoformat):
+        return isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if hasattr(value, "__float__"):
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return str(value)
+
+
+def _is_non_finite(value: object) -> bool:
+    """Whether ``value`` is a scalar NaN or ±Infinity (floats, numpy floats, Decimals)."""
+    if value is None or isinstance(value, str | int):
+        return False
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if hasattr(value, "__float__"):
+        try:
+            return not math.isfinite(float(value))
+        except (TypeError, ValueError, OverflowError):
+            return False
+    return False
+
+
+def encode_rows(rows: list[dict[Any, Any]]) -> bytes:
+    """One ingest body for ``rows``: ``{"columns": {...}}`` over the union of their keys.
+
+    Columns follow the order in which keys first appear; a row without a key
+    has ``null`` there. Rows with no key at all are sent as a JSON array of
+    empty objects instead (a columns object with no column holds no rows).
+    NaN and ±Infinity are written as the literals ``NaN``/``Infinity``/
+    ``-Infinity`` (standard-library ``json``), which the daemon accepts.
+    Values neither encoder knows go through :func:`_plain`.
+
+    Raises ``ValueError`` when the rows cannot be encoded at all (a
+    circular reference). A string with a lone surrogate is sent escaped;
+    the daemon answers that body with a 400.
+    """
+    names = dict.fromkeys(itertools.chain.from_iterable(rows))
+    document: object
+    if names:
+        columns = {name: list(map(dict.get, rows, itertools.repeat(name))) for name in names}
+        document = {"columns": columns}
+        scalars: Iterable[object] = itertools.chain.from_iterable(columns.values())
+    else:
+        document = rows
+        scalars = ()
+    try:
+        body = orjson.dumps(document, default=_plain, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        body = b""
+    # orjson writes NaN and ±Infinity as null: where it wrote no null there was none.
+    if body and (b"null" not in body or not any(map(_is_non_finite, scalars))):
+        return body
+    try:
+        text = json.dumps(document, default=_plain, allow_nan=True, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"rows cannot be encoded as JSON: {exc}") from None
+    return text.encode("utf-8", "surrogatepass")
+
+
+# --- HTTP answers -------------------------------------------------------------------
+
+
+def retry_after_s(header: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait, or ``None`` when absent or unreadable.
+
+    Takes delta-seconds (``"1"``) or an HTTP date; the result is clamped to
+    ``[0, MAX_RETRY_AFTER_S]``. ``now`` (Unix seconds) is for tests.
+    """
+    if header is None:
+        return None
+    text = header.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _error_text(status: int, reason: str, body: bytes) -> str:
+    """``HTTP 404: unknown stream 'x'`` from an answer (the daemon's ``{"error": ...}``)."""
+    message = ""
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        message = body.decode("utf-8", "replace").strip()
+    else:
+        if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
+            message = decoded["error"]
+    message = " ".join(message.split())[:300] or reason
+    return f"HTTP {status}: {message}"
+
+
+# --- the client ---------------------------------------------------------------------
+
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+class Client:
+    """Buffers rows for one driftmon stream and posts them from a background thread.
+
+    ``url`` is the daemon's base URL (``http://127.0.0.1:9108``, or a path
+    prefix behind a proxy such as ``https://mon.example.com/driftmon``);
+    ``stream`` a stream of its config; ``token`` the bearer token when the
+    daemon sets ``server.auth_token_file``. ``batch_rows`` is the most rows
+    per request, ``flush_every`` (seconds) the longest a row waits for a
+    batch to fill, ``max_buffer_rows`` the most rows held (older ones are
+    dropped first). ``request_timeout`` (seconds) bounds one HTTP request;
+    ``max_backoff`` (seconds) caps the wait between retries (a
+    ``Retry-After`` may ask for longer).
+
+    Use it as a context manager, or call :meth:`close`; a client still open
+    when the interpreter exits is closed by ``atexit`` (waiting up to
+    :data:`ATEXIT_CLOSE_TIMEOUT_S`). Raises ``ValueError`` naming the
+    argument for a bad URL, stream name or setting.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        *,
+        token: str | None = None,
+        batch_rows: int = 1000,
+        flush_every: float = 1.0,
+        max_buffer_rows: int = 100_000,
+        request_timeout: float = 10.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        target = _target(url, stream)
+        if token is not None and (
+            not isinstance(token, str) or not token.strip() or not token.strip().isprintable()
+        ):
+            raise ValueError("token: expected a non-empty string of printable characters, or None")
+        _positive("batch_rows", batch_rows, integer=True)
+        _positive("flush_every", flush_every, integer=False)
+        _positive("max_buffer_rows", max_buffer_rows, integer=True)
+        _positive("request_timeout", request_timeout, integer=False)
+        _positive("max_backoff", max_backoff, integer=False)
+        self.stream = stream
+        self.batch_rows = batch_rows
+        self.flush_every = float(flush_every)
+        self.max_buffer_rows = max_buffer_rows
+        self.request_timeout = float(request_timeout)
+        self.max_backoff = float(max_backoff)
+        from driftmon import __version__
+
+        self._headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"driftmon-client/{__version__}",
+        }
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token.strip()}"
+        self._target = target
+        self._init_state()
+        _clients.add(self)
+        atexit.register(self._close_at_exit)
+
+    def _init_state(self) -> None:
+        """Fresh lock, buffer, counters and sender thread (at start and in a forked child)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # the sender waits here
+        self._settled = threading.Condition(self._lock)  # flush() waits here
+        # Every unsettled row, oldest first, the batch on the wire included: rows are
+        # numbered in log order and the buffer always holds rows [_head_seq, _end_seq).
+        # Rows logged after close() are counted but never numbered.
+        self._buffer: deque[dict[Any, Any]] = deque()
+        self._head_seq = 0
+        self._end_seq = 0
+        self._logged = 0
+        self._sent = 0
+        self._dropped = 0
+        self._rejected = 0
+        self._requests = 0
+        self._retries = 0
+        self._last_error: str | None = None
+        # The batch on the wire: its first row's number, how many of its rows are still
+        # at the buffer's front, and how many of them overflow pushed out meanwhile
+        # (settled once the answer tells whether they were sent or must be dropped).
+        self._wire_seq: int | None = None
+        self._wire_rows = 0
+        self._wire_evicted = 0
+        self._flush_to = 0  # send partial batches until every row below this is settled
+        self._flush_waiters = 0
+        self._target_changed = False
+        self._stopping = False
+        self._closed = False
+        self._connection: http.client.HTTPConnection | None = None
+        self._connection_target: _Target | None = None
+        # Started by the first row: a client that logs nothing costs no thread, and a
+        # forked child starts its own only when it logs (never between fork and exec).
+        self._thread = threading.Thread(
+            target=self._run, name=f"driftmon-client-{self.stream}", daemon=True
+        )
+        self._thread_started = False
+
+    # --- the caller's side ------------------------------------------------------------
+
+    def log(self, row: Mapping[Any, Any]) -> None:
+        """Buffer one row (feature name -> value) and return at once.
+
+        The row is copied, so changing it afterwards changes nothing sent.
+        Never blocks on the network and never raises for the daemon's state;
+        after :meth:`close` the row is counted as dropped. Raises
+        ``TypeError`` when ``row`` is not a mapping.
+        """
+        if type(row) is dict:
+            record = row.copy()
+        elif isinstance(row, Mapping):
+            record = dict(row)
+        else:
+            raise TypeError(f"row: expected a mapping of feature name to value, got {row!r:.80}")
+        with self._lock:
+            self._logged += 1
+            if self._closed:
+                self._dropped += 1
+                return
+            self._end_seq += 1
+            buffer = self._buffer
+            buffer.append(record)
+            held = len(buffer)
+            if held > self.max_buffer_rows:
+                self._evict(held - self.max_buffer_rows)
+            elif held == 1 or held == self.batch_rows:
+                self._wake_sender()
+
+    def log_many(self, rows: Iterable[Mapping[Any, Any]]) -> None:
+        """Buffer several rows at once (one lock acquisition); see :meth:`log`.
+
+        Raises ``TypeError`` (and buffers none of them) when one is not a mapping.
+        """
+        records = []
+        for index, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise TypeError(
+                    f"rows[{index}]: expected a mapping of feature name to value, got {row!r:.80}"
+                )
+            records.append(dict(row))
+        if not records:
+            return
+        with self._lock:
+            self._logged += len(records)
+            if self._closed:
+                self._dropped += len(records)
+                return
+            self._end_seq += len(records)
+            self._buffer.extend(records)
+            held = len(self._buffer)
+            if held > self.max_buffer_rows:
+                self._evict(held - self.max_buffer_rows)
+            self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        """Tell the sender thread rows wait, starting it for the first row (lock held)."""
+        if self._thread_started:
+            self._wake.notify()
+        else:
+            self._thread_started = True
+            self._thread.start()
+
+    def _evict(self, count: int) -> None:
+        """Drop the ``count`` oldest buffered rows (lock held)."""
+        buffer = self._buffer
+        for _ in range(count):
+            buffer.popleft()
+            if self._wire_rows:
+                # A row on the wire: whether it is lost depends on the answer.
+                self._wire_rows -= 1
+                self._wire_evicted += 1
+            else:
+                self._dropped += 1
+        self._head_seq += count
+        if self._flush_waiters:
+            self._settled.notify_all()
+
+    @property
+    def stats(self) -> ClientStats:
+        """A consistent snapshot of the counters (see :class:`ClientStats`)."""
+        with self._lock:
+            return ClientStats(
+                rows_logged=self._logged,
+                rows_sent=self._sent,
+                rows_dropped=self._dropped,
+                rows_rejected=self._rejected,
+                requests=self._requests,
+                retries=self._retries,
+                last_error=self._last_error,
+            )
+
+    @property
+    def url(self) -> str:
+        """The daemon's base URL. Setting it sends the next attempt there at once.
+
+        For a daemon that moved (service discovery, a restart on another
+        port); rows already buffered go to the new URL. Raises ``ValueError``
+        for a bad URL, keeping the old one.
+        """
+        with self._lock:
+            return self._target.url
+
+    @url.setter
+    def url(self, value: str) -> None:
+        target = _target(value, self.stream)
+        with self._lock:
+            self._target = target
+            self._target_changed = True
+            self._wake.notify()
+
+    def _settled_below(self, seq: int) -> bool:
+        """Whether every row numbered below ``seq`` is sent, dropped or rejected (lock held)."""
+        oldest = self._head_seq if self._wire_seq is None else self._wire_seq
+        return oldest >= seq
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send what is buffered now and wait until every row logged before the call is settled.
+
+        Settled means acknowledged by the daemon (``rows_sent``), or given up
+        on: rejected by it or dropped by the buffer bound (see ``stats``).
+        Returns ``True`` once they all are, ``False`` when ``timeout``
+        seconds pass first (``None``: no limit). Rows logged during the
+        call are not waited for.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            target = self._end_seq
+            if self._settled_below(target):
+                return True
+            self._flush_to = max(self._flush_to, target)
+            self._wake.notify()
+            self._flush_waiters += 1
+            try:
+                while not self._settled_below(target):
+                    if not self._thread.is_alive():
+                        return False
+                    if deadline is None:
+                        # Wake now and then to notice a sender thread that has ended.
+                        self._settled.wait(1.0)
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._settled.wait(remaining)
+                return True
+            finally:
+                self._flush_waiters -= 1
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Flush (waiting up to ``timeout`` seconds), then stop the sender thread.
+
+        Rows still unsent after the timeout are counted as dropped; rows
+        logged after ``close`` are dropped too. Returns what :meth:`flush`
+        returned (``True``: everything logged was settled). Idempotent.
+        """
+        atexit.unregister(self._close_at_exit)
+        with self._lock:
+            if self._closed:
+                return self._logged == self._sent + self._dropped + self._rejected
+        flushed = self.flush(timeout)
+        with self._lock:
+            self._closed = True
+            self._stopping = True
+            self._wake.notify()
+        if self._thread_started and self._thread is not threading.current_thread():
+            # A request on the wire finishes (or times out) before the thread ends.
+            self._thread.join(self.request_timeout + 1.0)
+        return flushed
+
+    def _close_at_exit(self) -> None:
+        self.close(ATEXIT_CLOSE_TIMEOUT_S)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(url={self._target.url!r}, stream={self.stream!r})"
+
+    # --- the sender thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        """The sender thread: wait for a batch, post it, settle its rows; until close."""
+        failures = 0
+        pending_since: float | None = None
+        while True:
+            with self._lock:
+                batch: list[dict[Any, Any]] | None = None
+                while batch is None:
+                    if self._stopping:
+                        self._drop_leftovers()
+                        return
+                    held = len(self._buffer)
+                    now = time.monotonic()
+                    if held == 0:
+                        pending_since = None
+                        self._wake.wait()
+                        continue
+                    if pending_since is None:
+                        pending_since = now
+                    due = pending_since + self.flush_every
+                    if held >= self.batch_rows or self._flush_to > self._head_seq or now >= due:
+                        count = min(held, self.batch_rows)
+                        batch = list(itertools.islice(self._buffer, count))
+                        self._wire_seq = self._head_seq
+                        self._wire_rows = count
+                        self._wire_evicted = 0
+                        target = self._target
+                        self._target_changed = False
+                    else:
+                        self._wake.wait(due - now)
+            try:
+                outcome = self._attempt(target, batch)
+            except Exception as exc:  # a bug must not end the thread and strand the buffer
+                log.exception("driftmon client: sending a batch failed")
+                outcome = _Outcome(_Verdict.REJECTED, error=f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                self._requests += 1
+                if failures:
+                    self._retries += 1
+                if outcome.verdict is _Verdict.RETRY:
+                    # The batch stays at the buffer's front for the next attempt, less
+                    # the rows overflow pushed out while it was on the wire.
+                    self._dropped += self._wire_evicted
+                else:
+                    settled = self._wire_rows + self._wire_evicted
+                    if outcome.verdict is _Verdict.SENT:
+                        self._sent += settled
+                    else:
+                        self._rejected += settled
+                    for _ in range(self._wire_rows):
+                        self._buffer.popleft()
+                    self._head_seq += self._wire_rows
+                self._wire_seq = None
+                self._wire_rows = self._wire_evicted = 0
+                if outcome.error is not None:
+                    self._last_error = outcome.error
+                if self._flush_waiters:
+                    self._settled.notify_all()
+                if outcome.verdict is _Verdict.RETRY:
+                    pending_since = -math.inf  # due as soon as the backoff ends
+                else:
+                    pending_since = time.monotonic() if self._buffer else None
+            if outcome.verdict is _Verdict.RETRY:
+                failures += 1
+                if failures == 1:
+                    log.warning("driftmon unreachable, will retry: %s", outcome.error)
+                self._back_off(failures, outcome.retry_after_s)
+            else:
+                if failures:
+                    log.info("driftmon reachable again after %d failed attempts", failures)
+                failures = 0
+                if outcome.verdict is _Verdict.REJECTED:
+                    log.warning(
+                        "driftmon refused %d rows of stream %r (not retried): %s",
+                        len(batch),
+                        self.stream,
+                        outcome.error,
+                    )
+
+    def _back_off(self, failures: int, retry_after: float | None) -> None:
+        """Wait before the next attempt: capped exponential backoff with jitter.
+
+        Half the wait is fixed and half random ("equal jitter"), so clients
+        that failed together spread out yet never hammer; never shorter than
+        ``retry_after``. A close or a new URL cuts the wait short.
+        """
+        ceiling = min(self.max_backoff, INITIAL_BACKOFF_S * 2.0 ** min(failures - 1, 62))
+        delay = ceiling / 2 + random.uniform(0.0, ceiling / 2)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        deadline = time.monotonic() + delay
+        with self._lock:
+            while not (self._stopping or self._target_changed):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._wake.wait(remaining)
+
+    def _drop_leftovers(self) -> None:
+        """At the end of the thread: count what is still buffered as dropped (lock held)."""
+        left = len(self._buffer)
+        self._buffer.clear()
+        self._head_seq += left
+        self._dropped += left
+        if self._flush_waiters:
+            self._settled.notify_all()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _attempt(self, target: _Target, batch: list[dict[Any, Any]]) -> _Outcome:
+        """Encode and post one batch; what its answer means for the rows."""
+        try:
+            body = encode_rows(batch)
+        except ValueError as exc:
+            return _Outcome(_Verdict.REJECTED, error=str(exc))
+        if self._connection is not None and self._connection_target is not target:
+            self._connection.close()
+            self._connection = None
+        reused = self._connection is not None
+        try:
+            status, reason, retry_after, payload = self._post(target, body)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+            if not reused:
+                return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
+            # Most likely the daemon closed an idle kept-alive connection before reading
+            # the request: try once more at once on a fresh connection.
+            try:
+                status, reason, retry_after, payload = self._post(target, body)
+            except (OSError, http.client.HTTPException) as again:
+                return _Outcome(_Verdict.RETRY, error=f"{type(again).__name__}: {again}")
+        except (OSError, http.client.HTTPException) as exc:
+            return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
+        if 200 <= status < 300:
+            return _Outcome(_Verdict.SENT)
+        error = _error_text(status, reason, payload)
+        if status in RETRYABLE_STATUSES:
+            return _Outcome(_Verdict.RETRY, error=error, retry_after_s=retry_after_s(retry_after))
+        return _Outcome(_Verdict.REJECTED, error=error)
+
+    def _post(self, target: _Target, body: bytes) -> tuple[int, str, str | None, bytes]:
+        """One POST on the kept-alive connection (opened if needed); closes it on failure.
+
+        Returns the status, reason, ``Retry-After`` header and body of the answer.
+        """
+        connection = self._connection
+        if connection is None:
+            connection_class = (
+                http.client.HTTPSConnection if target.https else http.client.HTTPConnection
+            )
+            connection = connection_class(target.host, target.port, timeout=self.request_timeout)
+            self._connection = connection
+            self._connection_target = target
+        try:
+            connection.request("POST", target.path, body=body, headers=self._headers)
+            response = connection.getresponse()
+            payload = response.read()
+        except BaseException:
+            connection.close()
+            self._connection = None
+            raise
+        if response.will_close:
+            connection.close()
+            self._connection = None
+        return response.status, response.reason, response.getheader("Retry-After"), payload
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: start over empty (the parent sends what it had buffered)."""
+        closed = self._closed
+        self._init_state()
+        self._closed = self._stopping = closed
+
+
+def _reinit_after_fork() -> None:
+    for client in list(_clients):
+        client._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
