@@ -1146,3 +1146,41 @@ def test_cloudevents_need_the_bearer_token(guarded: DaemonProcess) -> None:
     reply = guarded.post("/v1/cloudevents", body, {**headers, "Authorization": f"Bearer {TOKEN}"})
     assert (reply.status, reply.json()["rows"]) == (200, 2)
     windows_reach(guarded, "kserve_iris", {name: 2 for name in IRIS})
+
+
+# --- Seldon Core's own protocol: {"data": {"ndarray" | "tensor", "names"}} -------------
+
+
+def test_seldon_protocol_ndarray_maps_by_names_when_they_name_features() -> None:
+    payload = {"data": {"names": ["b", "a", "extra"], "ndarray": [[1, 2, 9], [3, 4, 9]]}}
+    batch = payload_batch(payload, "inputs", ("a", "b"))
+    assert batch == Batch(2, {"a": [2, 4], "b": [1, 3]}, 2)
+
+
+def test_seldon_protocol_ndarray_maps_by_position_without_feature_names() -> None:
+    payload = {"data": {"names": ["t:0", "t:1"], "ndarray": [[0.1, 0.9], [0.7, 0.3]]}}
+    batch = payload_batch(payload, "outputs", ("p_no", "p_yes"))
+    assert batch == Batch(2, {"p_no": [0.1, 0.7], "p_yes": [0.9, 0.3]}, 0)
+    scalars = payload_batch({"data": {"ndarray": [0.2, 0.8]}}, "outputs", ("score",))
+    assert scalars == Batch(2, {"score": [0.2, 0.8]}, 0)
+
+
+def test_seldon_protocol_tensor_is_row_major() -> None:
+    payload = {"data": {"tensor": {"shape": [2, 3], "values": [1, 2, 3, 4, 5, 6]}}}
+    batch = payload_batch(payload, "inputs", ("x", "y", "z"))
+    assert batch == Batch(2, {"x": [1, 4], "y": [2, 5], "z": [3, 6]}, 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"tensor": {"shape": [2, 3], "values": [1, 2]}}, r"data\.tensor\.values: 2 values"),
+        ({"tensor": {"shape": "2", "values": []}}, r"data\.tensor\.shape"),
+        ({"tensor": [1]}, r"data\.tensor: expected an object"),
+        ({"ndarray": {"a": 1}}, r"data\.ndarray: expected an array"),
+        ({"names": ["a"], "ndarray": [[1, 2]]}, r"data\.ndarray\[0\]: 2 values for 1 names"),
+    ],
+)
+def test_malformed_seldon_protocol_names_the_field(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(CloudEventError, match=message):
+        payload_batch({"data": data}, "inputs", ("a", "b"))
