@@ -53,6 +53,11 @@ Payloads
   ``[rows, cols]`` tensor gives ``cols`` columns, a ``[rows]`` tensor one) are
   the side's features in order, with the same short/long rule as V1 rows.
   ``BYTES`` elements are JSON strings and stay strings.
+- Seldon Core's own protocol (its executor's default), on both sides:
+  ``{"data": {"names": [...], "ndarray": [...]}}`` or ``{"data": {"tensor":
+  {"shape": [rows, cols], "values": [...]}}}``. When ``names`` names one of
+  the side's features, row values map by name; otherwise by position, as V1
+  rows do.
 
 Values are passed on as decoded; DESIGN.md §2 classifies them when binned.
 
@@ -525,6 +530,12 @@ class _Tensor:
             raise CloudEventError(
                 f"{self.where}.data: {len(flat)} values, shape {list(self.shape)} holds {expected}"
             )
+        if expected == 0 and self.rows > 0:
+            # A [rows, 0] tensor claims rows without a single value: a few bytes could
+            # otherwise make the daemon allocate (and bin) billions of missing rows.
+            raise CloudEventError(
+                f"{self.where}.shape: {list(self.shape)} gives {self.rows} rows and no values"
+            )
         return flat
 
 
@@ -604,6 +615,58 @@ def _v2_columns(
     return rows or 0, columns, unknown
 
 
+def _seldon_rows(data: dict[str, object], features: tuple[str, ...], where: str) -> list[object]:
+    """Rows of a Seldon Core protocol ``data`` object (the same on requests and responses).
+
+    ``ndarray`` holds the rows (lists by position, or scalars); ``tensor`` a
+    row-major ``values`` list with a ``shape`` of ``[rows]`` or ``[rows,
+    cols]``. When ``names`` lists a feature name, row values map by name;
+    otherwise by position, as V1 rows do.
+    """
+    rows: list[object]
+    if "ndarray" in data:
+        ndarray = data["ndarray"]
+        if not isinstance(ndarray, list):
+            raise CloudEventError(f"{where}.ndarray: expected an array, got {_json_type(ndarray)}")
+        rows = ndarray
+    else:
+        tensor = data["tensor"]
+        if not isinstance(tensor, dict):
+            raise CloudEventError(f"{where}.tensor: expected an object, got {_json_type(tensor)}")
+        shape, values = tensor.get("shape"), tensor.get("values")
+        if not isinstance(values, list):
+            raise CloudEventError(f"{where}.tensor.values: expected an array")
+        if (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 2
+            or not all(type(n) is int and n >= 0 for n in shape)
+        ):
+            raise CloudEventError(f"{where}.tensor.shape: expected [rows] or [rows, columns]")
+        width = shape[1] if len(shape) == 2 else 1
+        if shape[0] * width != len(values) or (width == 0 and shape[0] > 0):
+            raise CloudEventError(
+                f"{where}.tensor.values: {len(values)} values, shape {shape} holds "
+                f"{shape[0] * width}"
+            )
+        rows = (
+            list(values)
+            if len(shape) == 1
+            else [values[i * width : (i + 1) * width] for i in range(shape[0])]
+        )
+    names = data.get("names")
+    if isinstance(names, list) and any(name in features for name in names):
+        named: list[object] = []
+        for index, row in enumerate(rows):
+            cells = row if isinstance(row, list) else [row]
+            if len(cells) > len(names):
+                raise CloudEventError(
+                    f"{where}.ndarray[{index}]: {len(cells)} values for {len(names)} names"
+                )
+            named.append(dict(zip((str(n) for n in names), cells, strict=False)))
+        return named
+    return rows
+
+
 def payload_batch(
     payload: object, side: Side, features: tuple[str, ...], where: str = "data"
 ) -> Batch:
@@ -636,9 +699,15 @@ def payload_batch(
             for name, column in zip(features, v2_columns, strict=True)
         }
         return Batch(n_rows, columns, unknown)
+    seldon = payload.get("data")
+    if isinstance(seldon, dict) and ("ndarray" in seldon or "tensor" in seldon):
+        seldon_rows = _seldon_rows(seldon, features, f"{where}.data")
+        seldon_columns, unknown = _v1_columns(seldon_rows, features, f"{where}.data")
+        return Batch(len(seldon_rows), dict(zip(features, seldon_columns, strict=True)), unknown)
     kind = "request" if side == "inputs" else "response"
     raise CloudEventError(
-        f"{where}: a {kind} payload has {v1_key!r} (V1) or {v2_key!r} (V2); "
+        f"{where}: a {kind} payload has {v1_key!r} (V1), {v2_key!r} (V2) or Seldon's "
+        f'"data": {{"ndarray" | "tensor"}}; '
         f"got keys {sorted(payload)[:8]}"
     )
 
