@@ -407,12 +407,12 @@ def test_v1_empty_rows_is_an_empty_batch() -> None:
         (
             {"predictions": [1]},
             "inputs",
-            "data: a request payload has 'instances' (V1) or 'inputs'",
+            "data: a request payload has 'instances' (V1), 'inputs' (V2) or Seldon's",
         ),
         (
             {"instances": [1]},
             "outputs",
-            "data: a response payload has 'predictions' (V1) or 'outputs'",
+            "data: a response payload has 'predictions' (V1), 'outputs' (V2) or Seldon's",
         ),
         (
             {"instances": [], "inputs": []},
