@@ -223,8 +223,8 @@ class PackedDivergence:
     ``bin_offsets[m]:bin_offsets[m+1]``, so K may differ per monitor);
     ``smoothing``: ``M`` pseudo-counts >= 0 (or one for all); ``base``: as in
     :func:`divergences`. Everything is validated here; the reference side
-    (``p``, ``ln p``, ``√p``, totals, entropies) is computed once. Build a new
-    instance when the reference changes.
+    (``ln p`` per bin; total, entropy and normalising inverse per monitor) is
+    computed once. Build a new instance when the reference changes.
     """
 
     def __init__(

@@ -280,14 +280,16 @@ def test_careful_path_equals_fast_path_where_nothing_underflows() -> None:
             share_l = kernels._log_quotient(live_total, ref_total + live_total)
             fast = np.full((6, n_bins), np.nan)
             careful = np.full((6, n_bins), np.nan)
+            ref_denominator = ref_total + n_bins * smoothing
+            ref_inverse = kernels._safe_inverse(ref_denominator)
             nonempty, suspicious = kernels._monitor_terms_fast(
-                0, n_bins, live, smoothing, inverse, share_r, share_l, engine.reference_bins,
-                fast,
+                0, n_bins, live, smoothing, inverse, ref_inverse, share_r, share_l,
+                engine.reference_bins, fast,
             )
             assert suspicious == 0
             assert nonempty == kernels._monitor_terms_careful(
-                0, n_bins, live, smoothing, denominator, inverse,
-                float(np.log(denominator)), share_r, share_l, engine.reference_bins, careful,
+                0, n_bins, live, smoothing, denominator, inverse, float(np.log(denominator)),
+                ref_denominator, ref_inverse, share_r, share_l, engine.reference_bins, careful,
             )
             np.testing.assert_array_equal(fast, careful)
 

@@ -6,16 +6,21 @@ float64 arrays of length ``B``; monitor ``m`` owns bins
 may differ between monitors), with smoothing pseudo-count ``smoothing[m]``.
 
 The reference side changes only when a reference is (re)loaded, so
-:func:`prepare_reference` computes it once into ``reference_bins[4, B]`` (rows
-raw count ``r``, ``p``, ``ln p``, ``sqrt p``) and ``reference_monitors[2, M]``
-(total ``R``, ``H(P)`` in nats). :func:`divergence_pass` (serial) and
-:func:`divergence_pass_parallel` (``prange`` over chunks of monitors, worth it
-above a few thousand bins) then fill ``out[9, M]`` (rows :data:`ROWS`) for a
-live array. Per bin that is four logs (``ln q``, ``ln m`` and the G-test's
-two) and one square root; each monitor's bins go through one branch-free loop
-that writes the per-bin terms to a small scratch table, which LLVM vectorises
-(the logs are :func:`~driftmon.kernels.special.log_branchless`, not calls),
-and the terms are then summed in bin order.
+:func:`prepare_reference` computes it once into ``reference_bins[2, B]`` (rows
+raw count ``r`` and ``ln p``) and ``reference_monitors[3, M]`` (total ``R``,
+``H(P)`` in nats, and ``1 / (R + K a)``). ``p = (r + a) / (R + K a)`` and
+``sqrt p`` are recomputed in the pass from ``r`` and that inverse, bit for bit
+as :func:`prepare_reference` computes them: cheaper than streaming two more
+arrays from memory (24 bytes a bin with the live counts instead of 40).
+
+:func:`divergence_pass` (serial) and :func:`divergence_pass_parallel`
+(``prange`` over chunks of monitors, worth it above a few thousand bins) then
+fill ``out[9, M]`` (rows :data:`ROWS`) for a live array. Per bin that is four
+logs (``ln q``, ``ln m`` and the G-test's two) and two square roots; each
+monitor's bins go through one branch-free loop that writes the per-bin terms
+to a small scratch table, which LLVM vectorises (the logs are
+:func:`~driftmon.kernels.special.log_branchless`, not calls), and the terms
+are then summed in a fixed order.
 
 Numerics (DESIGN §3), for one monitor, ``a`` its smoothing:
 
@@ -82,10 +87,10 @@ ROWS = (
 """The rows of a pass's ``out[9, M]``, in order (DESIGN §3 names)."""
 
 N_ROWS = len(ROWS)
-REF_COUNT, REF_P, REF_LOG_P, REF_SQRT_P = 0, 1, 2, 3
-"""Rows of ``reference_bins[4, B]``."""
-MON_TOTAL, MON_ENTROPY = 0, 1
-"""Rows of ``reference_monitors[2, M]``."""
+REF_COUNT, REF_LOG_P = 0, 1
+"""Rows of ``reference_bins[2, B]``."""
+MON_TOTAL, MON_ENTROPY, MON_INVERSE = 0, 1, 2
+"""Rows of ``reference_monitors[3, M]`` (the inverse is 0 where it overflows)."""
 
 # Rows of the per-monitor scratch table of per-bin terms.
 _KL, _KL_REVERSE, _ENTROPY_LIVE, _JS, _HELLINGER_SQ, _G_HALF = 0, 1, 2, 3, 4, 5
@@ -166,14 +171,14 @@ def prepare_reference(
     """The reference side of every monitor, computed once per reference.
 
     ``reference_counts``: float64[B] raw counts; ``bin_offsets``: int64[M+1];
-    ``smoothing``: float64[M]. Returns ``(reference_bins[4, B],
-    reference_monitors[2, M])`` as described in the module docstring. A
-    monitor with ``R = 0`` gets zeros in its bins and NaN entropy (a pass
-    reports it as NaN anyway).
+    ``smoothing``: float64[M]. Returns ``(reference_bins[2, B],
+    reference_monitors[3, M])`` as described in the module docstring. A
+    monitor with ``R = 0`` gets ``ln p = 0`` in its bins and NaN entropy (a
+    pass reports it as NaN anyway).
     """
     n_monitors = bin_offsets.shape[0] - 1
-    reference_bins = np.zeros((4, reference_counts.shape[0]))
-    reference_monitors = np.empty((2, n_monitors))
+    reference_bins = np.zeros((2, reference_counts.shape[0]))
+    reference_monitors = np.zeros((3, n_monitors))
     for m in range(n_monitors):
         lo = bin_offsets[m]
         hi = bin_offsets[m + 1]
@@ -188,14 +193,13 @@ def prepare_reference(
         denominator = total + (hi - lo) * a
         log_denominator = log_branchless(denominator)
         inverse = _safe_inverse(denominator)
+        reference_monitors[MON_INVERSE, m] = inverse
         entropy = 0.0
         for i in range(lo, hi):
             shifted = reference_counts[i] + a
             p = _normalise(shifted, denominator, inverse)
             log_p = _log_share(p, shifted, log_denominator)
-            reference_bins[REF_P, i] = p
             reference_bins[REF_LOG_P, i] = log_p
-            reference_bins[REF_SQRT_P, i] = math.sqrt(p)
             if shifted > 0.0:
                 entropy -= p * log_p
         reference_monitors[MON_ENTROPY, m] = max(entropy, 0.0)
@@ -209,6 +213,7 @@ def _monitor_terms_fast(
     live_counts: np.ndarray,
     a: float,
     inverse: float,
+    ref_inverse: float,
     log_share_r: float,
     log_share_l: float,
     reference_bins: np.ndarray,
@@ -225,9 +230,8 @@ def _monitor_terms_fast(
     for k in range(hi - lo):
         i = lo + k
         r = reference_bins[REF_COUNT, i]
-        p = reference_bins[REF_P, i]
+        p = (r + a) * ref_inverse
         log_p = reference_bins[REF_LOG_P, i]
-        sqrt_p = reference_bins[REF_SQRT_P, i]
         count = live_counts[i]
         shifted = count + a
         q = shifted * inverse
@@ -248,7 +252,7 @@ def _monitor_terms_fast(
         js_p = p * (log_p - log_m) if p_has_mass else 0.0
         js_q = q * (log_q - log_m) if q_has_mass else 0.0
         terms[_JS, k] = js_p + js_q
-        root_gap = sqrt_p - math.sqrt(q)
+        root_gap = math.sqrt(p) - math.sqrt(q)
         terms[_HELLINGER_SQ, k] = root_gap * root_gap
         g_r = r * (log_branchless(share_r) - log_share_r) if r > 0.0 else 0.0
         g_l = count * (log_branchless(share_l) - log_share_l) if count > 0.0 else 0.0
@@ -274,6 +278,8 @@ def _monitor_terms_careful(
     denominator: float,
     inverse: float,
     log_denominator: float,
+    ref_denominator: float,
+    ref_inverse: float,
     log_share_r: float,
     log_share_l: float,
     reference_bins: np.ndarray,
@@ -288,9 +294,8 @@ def _monitor_terms_careful(
     for k in range(hi - lo):
         i = lo + k
         r = reference_bins[REF_COUNT, i]
-        p = reference_bins[REF_P, i]
+        p = _normalise(r + a, ref_denominator, ref_inverse)
         log_p = reference_bins[REF_LOG_P, i]
-        sqrt_p = reference_bins[REF_SQRT_P, i]
         count = live_counts[i]
         shifted = count + a
         q = _normalise(shifted, denominator, inverse)
@@ -311,7 +316,7 @@ def _monitor_terms_careful(
                 terms[_JS, k] += p * (log_p - log_m)
             if q_has_mass:
                 terms[_JS, k] += q * (log_q - log_m)
-        root_gap = sqrt_p - math.sqrt(q)
+        root_gap = math.sqrt(p) - math.sqrt(q)
         terms[_HELLINGER_SQ, k] = root_gap * root_gap
         both = r + count
         if both > 0.0:
@@ -372,6 +377,7 @@ def _monitor_pass(
     a = smoothing[m]
     denominator = live_total + (hi - lo) * a
     inverse = _safe_inverse(denominator)
+    ref_inverse = reference_monitors[MON_INVERSE, m]
     # The G-test's shares of the raw totals, computed as the per-bin shares
     # are, so that a bin in proportion contributes exactly 0.
     grand_total = ref_total + live_total
@@ -379,14 +385,17 @@ def _monitor_pass(
     log_share_l = _log_quotient(live_total, grand_total)
 
     suspicious = 1
-    if inverse > 0.0:
+    if inverse > 0.0 and ref_inverse > 0.0:
         nonempty, suspicious = _monitor_terms_fast(
-            lo, hi, live_counts, a, inverse, log_share_r, log_share_l, reference_bins, terms
+            lo, hi, live_counts, a, inverse, ref_inverse, log_share_r, log_share_l,
+            reference_bins, terms,
         )
     if suspicious > 0:
+        # The reference's denominator, computed exactly as prepare_reference did.
+        ref_denominator = ref_total + (hi - lo) * a
         nonempty = _monitor_terms_careful(
             lo, hi, live_counts, a, denominator, inverse, log_branchless(denominator),
-            log_share_r, log_share_l, reference_bins, terms,
+            ref_denominator, ref_inverse, log_share_r, log_share_l, reference_bins, terms,
         )
 
     n_bins = hi - lo
