@@ -950,14 +950,17 @@ def remove_stale_temporaries(state_dir: Path) -> list[Path]:
     return removed
 
 
-def move_aside(path: Path, reason: str, *, now: float | None = None) -> Path:
+def move_aside(
+    path: Path, reason: str, *, now: float | None = None, what: str = "checkpoint"
+) -> Path:
     """Rename an unusable checkpoint to ``<name>.corrupt-<UTC time>`` in its folder.
 
     The name is ``f"{path.name}.corrupt-20261125T011500Z"`` for ``now`` (epoch
     seconds, default the current time), with ``-1``, ``-2``... appended when
     that name is taken: an earlier corrupt file is never overwritten. Logs an
-    error naming both paths and ``reason``; returns the new path. Raises
-    ``OSError`` when the file cannot be renamed.
+    error naming both paths and ``reason``, calling the file ``what`` (the
+    daemon moves unusable reference snapshots aside the same way); returns the
+    new path. Raises ``OSError`` when the file cannot be renamed.
     """
     path = Path(path)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
@@ -972,8 +975,8 @@ def move_aside(path: Path, reason: str, *, now: float | None = None) -> Path:
     try:
         _fsync_directory(path.parent)
     except OSError as exc:  # the rename happened; durability is best effort here
-        logger.warning("cannot fsync %s after moving a checkpoint aside: %s", path.parent, exc)
-    logger.error("checkpoint %s is unusable (%s); moved it aside to %s", path, reason, target)
+        logger.warning("cannot fsync %s after moving a %s aside: %s", path.parent, what, exc)
+    logger.error("%s %s is unusable (%s); moved it aside to %s", what, path, reason, target)
     return target
 
 

@@ -183,8 +183,14 @@ class Engine:
     ) -> None:
         """Build the engine; reads reference files unless ``references`` gives them.
 
+        A ``None`` entry in ``references`` is a stream without a reference: a
+        ``warmup`` stream still collecting, or a ``file``/``snapshot`` stream
+        whose file was unusable at start (the daemon moved it aside). The
+        latter has no monitors and no window, so no divergence series; its
+        rows are counted and dropped, and it never turns into a warmup
+        (:meth:`adopt` may still give it the reference a checkpoint kept).
         Raises :class:`~driftmon.reference.ReferenceError` when a reference
-        cannot be loaded.
+        it reads cannot be loaded.
         """
         self.config = config
         self.now = time.time() if now is None else now
@@ -407,6 +413,10 @@ class Engine:
         stream.rows_total += batch.n_rows
         stream.unknown_fields_total += unknown_fields
         first_row = 0
+        if stream.reference is None and stream.config.reference.kind != "warmup":
+            # A reference that could not be loaded at start (see `Engine`): no
+            # monitor, no window; the rows are counted and nothing else.
+            return
         if stream.reference is None:
             first_row = self._feed_warmup(stream, batch)
             if stream.reference is None or first_row >= batch.n_rows:
@@ -793,6 +803,8 @@ def reusable_references(engine: Engine, config: Config) -> dict[str, Reference |
             old is not None
             and old.config.reference == stream_config.reference
             and features_hash(old.config) == features_hash(stream_config)
+            # A file or snapshot that was unusable at start is read again.
+            and (old.reference is not None or stream_config.reference.kind == "warmup")
         ):
             reusable[stream_config.name] = old.reference
     return reusable

@@ -101,7 +101,8 @@ class Status:
 
     ``value_kinds`` holds, per monitor, the values binned since start by kind
     (:data:`VALUE_KINDS`); ``requests_by_code`` the ingest requests answered
-    by HTTP status.
+    by HTTP status; ``files_moved_aside`` the unusable state files renamed
+    aside since start, by kind (``checkpoint``, ``reference``).
     """
 
     evaluation: Evaluation | None
@@ -117,6 +118,7 @@ class Status:
     checkpoint_failures: int = 0
     warmup: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     dropped_events: Mapping[str, int] = field(default_factory=dict)
+    files_moved_aside: Mapping[str, int] = field(default_factory=dict)
 
 
 def _float_text(value: float) -> str:
@@ -278,6 +280,14 @@ def _daemon_families(status: Status) -> Iterator[Metric]:
     )
     failures.add_metric([], float(status.checkpoint_failures))
     yield failures
+    moved_aside = CounterMetricFamily(
+        "driftmon_state_files_moved_aside",
+        "Unusable checkpoints and reference snapshots renamed aside (.corrupt-), by kind.",
+        labels=["kind"],
+    )
+    for kind, count in sorted(status.files_moved_aside.items()):
+        moved_aside.add_metric([kind], float(count))
+    yield moved_aside
     reload_ok = GaugeMetricFamily(
         "driftmon_config_last_reload_successful",
         "1 if the last configuration load succeeded, 0 otherwise.",

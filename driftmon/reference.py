@@ -229,8 +229,14 @@ def load_snapshot(path: Path, stream: StreamConfig) -> Reference:
     try:
         # Opened here rather than by np.load, which leaks its own handle when the
         # archive turns out unreadable.
-        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":
+                # Not a zip archive: np.load would guess a format, and its error for a
+                # foreign file suggests loading it with pickles allowed.
+                raise ValueError("not an .npz archive")
+            handle.seek(0)
+            with np.load(handle, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
     except Exception as exc:  # OSError, BadZipFile, ValueError...: any unreadable archive
         raise ReferenceError(f"cannot read reference snapshot {path}: {exc}") from exc
     try:
