@@ -606,12 +606,13 @@ def _v2_columns(
         agree(tensor)
         flat = tensor.flat()
         width = 1 if len(tensor.shape) == 1 else tensor.shape[1]
-        for k in range(width):
-            if filled < len(columns):
-                columns[filled] = flat if width == 1 else flat[k::width]
-                filled += 1
-            else:
-                unknown += tensor.rows
+        # Only the columns that feed a feature are visited: a [0, 10**12] shape holds no
+        # values, and a loop over its width would hold a worker (and the GIL) for hours.
+        used = min(width, len(columns) - filled)
+        for k in range(used):
+            columns[filled] = flat if width == 1 else flat[k::width]
+            filled += 1
+        unknown += tensor.rows * (width - used)
     return rows or 0, columns, unknown
 
 

@@ -70,15 +70,50 @@ def _counted(handler: Handler) -> Handler:
     return wrapper
 
 
+class ReadingBodies:
+    """Bytes of request bodies being read right now (touched by the event loop's thread only)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
+READING_KEY: web.AppKey[ReadingBodies] = web.AppKey("reading", ReadingBodies)
+
+
+def reading_bound_bytes(daemon: Daemon) -> int:
+    """Most bytes of bodies read at once: ``max(64 MiB, 4 × server.max_body_bytes)``.
+
+    The same bound as :meth:`Daemon.run_job`'s on bodies waiting for a worker:
+    together they cap what a flood of senders, however many, makes the
+    daemon hold in request bodies.
+    """
+    return max(64 * 1024 * 1024, 4 * daemon.config.server.max_body_bytes)
+
+
 async def read_body(request: web.Request, daemon: Daemon) -> bytes | web.Response:
-    """The request body, or the 413 answer when it is over ``server.max_body_bytes``."""
+    """The request body; or the 413 answer over ``server.max_body_bytes``, or a 503 when the
+    bodies being read already fill :func:`reading_bound_bytes` (this one is then not read)."""
     limit = daemon.config.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return _error(413, f"body of {request.content_length} bytes is over the limit of {limit}")
+    # Counted before reading: each connection of a flood would otherwise buffer its whole
+    # body before any bound is checked, so memory grew with the number of senders.
+    claimed = request.content_length if request.content_length is not None else limit
+    reading = request.app[READING_KEY]
+    if reading.bytes + claimed > reading_bound_bytes(daemon) and reading.bytes > 0:
+        return _unavailable("ingest queue full: too many request bodies being read; retry later")
+    reading.bytes += claimed
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"body is over the limit of {limit} bytes")
+    finally:
+        reading.bytes -= claimed
+    if len(body) > limit:
+        # aiohttp stops reading only past client_max_size (limit + 1): a body without a
+        # Content-Length (chunked) of exactly limit + 1 bytes gets this far.
+        return _error(413, f"body is over the limit of {limit} bytes")
+    return body
 
 
 @_counted
@@ -217,6 +252,7 @@ def make_app(daemon: Daemon) -> web.Application:
     # limit is set just above it so that it never answers first.
     app = web.Application(client_max_size=daemon.config.server.max_body_bytes + 1)
     app[DAEMON_KEY] = daemon
+    app[READING_KEY] = ReadingBodies()
     app.router.add_post("/v1/streams/{stream}/rows", ingest_rows)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
