@@ -4,12 +4,26 @@ The public Python API is small (DESIGN.md §9):
 
 - :func:`driftmon.divergences` — every §3 divergence for count arrays;
 - :func:`driftmon.wasserstein` — §3's normalised W1 for binned numeric data.
+
+Both are imported on first use, so ``import driftmon.client`` in a model
+service loads neither numpy's kernels nor numba.
 """
 
 from __future__ import annotations
 
-from driftmon.divergence import divergences, wasserstein
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "divergences", "wasserstein"]
+
+if TYPE_CHECKING:
+    from driftmon.divergence import divergences, wasserstein
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("divergences", "wasserstein"):
+        from driftmon import divergence
+
+        return getattr(divergence, name)
+    raise AttributeError(f"module 'driftmon' has no attribute {name!r}")
