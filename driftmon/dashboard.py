@@ -55,6 +55,7 @@ from grafana_foundation_sdk.models import prometheus as prometheus_models
 from grafana_foundation_sdk.models import text as text_models
 
 from driftmon.config import AlertRule, Config
+from driftmon.names import ALERT_SERIES
 
 SCHEMA_VERSION = 41
 """The dashboard JSON schema version that grafana-foundation-sdk 11.6 writes (Grafana 11.6)."""
@@ -68,14 +69,7 @@ MONITOR_SELECTOR = '{stream=~"$stream", feature=~"$feature"}'
 STREAM_QUERY = "label_values(driftmon_window_samples, stream)"
 FEATURE_QUERY = 'label_values(driftmon_window_samples{stream=~"$stream"}, feature)'
 
-DIVERGENCE_METRICS: dict[str, str] = {
-    "kl": "driftmon_kl_divergence",
-    "kl_reverse": "driftmon_reverse_kl_divergence",
-    "js": "driftmon_js_divergence",
-    "psi": "driftmon_psi",
-    "hellinger": "driftmon_hellinger_distance",
-    "wasserstein": "driftmon_wasserstein_distance",
-}
+DIVERGENCE_METRICS: dict[str, str] = dict(ALERT_SERIES)
 """Alert metric (``alerts[].metric``) -> the gauge that exports it (DESIGN.md §7)."""
 
 RATE = "$__rate_interval"

@@ -29,23 +29,20 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from driftmon import __version__
 from driftmon.engine import Evaluation
+from driftmon.names import DIVERGENCE_SERIES
 
-DIVERGENCE_FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("kl", "driftmon_kl_divergence", "KL divergence KL(reference || live)."),
-    ("kl_reverse", "driftmon_reverse_kl_divergence", "KL divergence KL(live || reference)."),
-    ("js", "driftmon_js_divergence", "Jensen-Shannon divergence (not its square root)."),
-    ("psi", "driftmon_psi", "Population stability index, natural log."),
-    ("hellinger", "driftmon_hellinger_distance", "Hellinger distance, in [0, 1]."),
-    (
-        "wasserstein",
-        "driftmon_wasserstein_distance",
-        "W1 between binned numeric distributions, in reference standard deviations.",
-    ),
-    (
-        "p_value",
-        "driftmon_drift_p_value",
-        "G-test p-value of reference and live counts coming from one distribution.",
-    ),
+_DIVERGENCE_HELP: tuple[tuple[str, str], ...] = (
+    ("kl", "KL divergence KL(reference || live)."),
+    ("kl_reverse", "KL divergence KL(live || reference)."),
+    ("js", "Jensen-Shannon divergence (not its square root)."),
+    ("psi", "Population stability index, natural log."),
+    ("hellinger", "Hellinger distance, in [0, 1]."),
+    ("wasserstein", "W1 between binned numeric distributions, in reference standard deviations."),
+    ("p_value", "G-test p-value of reference and live counts coming from one distribution."),
+)
+
+DIVERGENCE_FAMILIES: tuple[tuple[str, str, str], ...] = tuple(
+    (value, DIVERGENCE_SERIES[value], text) for value, text in _DIVERGENCE_HELP
 )
 """(value name, metric name, help) of every per-monitor divergence family."""
 

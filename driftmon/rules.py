@@ -84,6 +84,7 @@ import yaml
 
 from driftmon import __version__
 from driftmon.config import AlertRule, Config
+from driftmon.names import ALERT_SERIES, DIVERGENCE_SERIES, WINDOW_SAMPLES_SERIES
 
 GROUP_NAME = "driftmon"
 """The name of the one rule group ``driftmon rules`` writes."""
@@ -91,20 +92,13 @@ GROUP_NAME = "driftmon"
 ALERT_PREFIX = "Driftmon"
 """What every generated alert name starts with."""
 
-METRIC_SERIES: Mapping[str, str] = {
-    "kl": "driftmon_kl_divergence",
-    "kl_reverse": "driftmon_reverse_kl_divergence",
-    "js": "driftmon_js_divergence",
-    "psi": "driftmon_psi",
-    "hellinger": "driftmon_hellinger_distance",
-    "wasserstein": "driftmon_wasserstein_distance",
-}
+METRIC_SERIES: Mapping[str, str] = ALERT_SERIES
 """The exported series (DESIGN.md §7) of each alert metric (§5)."""
 
-SAMPLES_SERIES = "driftmon_window_samples"
+SAMPLES_SERIES = WINDOW_SAMPLES_SERIES
 """The series ``min_samples`` is checked against (rows in the live window)."""
 
-P_VALUE_SERIES = "driftmon_drift_p_value"
+P_VALUE_SERIES = DIVERGENCE_SERIES["p_value"]
 """The series ``max_p_value`` is checked against (the G-test p-value, DESIGN.md §3)."""
 
 _METRIC_TITLES: Mapping[str, str] = {
