@@ -91,29 +91,33 @@ def reading_bound_bytes(daemon: Daemon) -> int:
 
 
 async def read_body(request: web.Request, daemon: Daemon) -> bytes | web.Response:
-    """The request body; or the 413 answer over ``server.max_body_bytes``, or a 503 when the
-    bodies being read already fill :func:`reading_bound_bytes` (this one is then not read)."""
+    """The request body; or the 413 answer over ``server.max_body_bytes``; or a 503 when the
+    bodies being read hold :func:`reading_bound_bytes` already (the rest is left unread)."""
     limit = daemon.config.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return _error(413, f"body of {request.content_length} bytes is over the limit of {limit}")
-    # Counted before reading: each connection of a flood would otherwise buffer its whole
-    # body before any bound is checked, so memory grew with the number of senders.
-    claimed = request.content_length if request.content_length is not None else limit
     reading = request.app[READING_KEY]
-    if reading.bytes + claimed > reading_bound_bytes(daemon) and reading.bytes > 0:
-        return _unavailable("ingest queue full: too many request bodies being read; retry later")
-    reading.bytes += claimed
+    bound = reading_bound_bytes(daemon)
+    chunks: list[bytes] = []
+    size = 0
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"body is over the limit of {limit} bytes")
+        # Counted as it arrives: each connection of a flood used to buffer its whole body
+        # before any bound was checked, so memory grew with the number of senders. Bytes
+        # received, not the declared length, so that a few slow senders lock no one out.
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            reading.bytes += len(chunk)
+            if size > limit:
+                # Also without a Content-Length (chunked), and by a single byte.
+                return _error(413, f"body is over the limit of {limit} bytes")
+            if reading.bytes > bound and reading.bytes > size:
+                return _unavailable(
+                    "ingest queue full: too many request bodies being read; retry later"
+                )
+            chunks.append(chunk)
     finally:
-        reading.bytes -= claimed
-    if len(body) > limit:
-        # aiohttp stops reading only past client_max_size (limit + 1): a body without a
-        # Content-Length (chunked) of exactly limit + 1 bytes gets this far.
-        return _error(413, f"body is over the limit of {limit} bytes")
-    return body
+        reading.bytes -= size
+    return b"".join(chunks)
 
 
 @_counted
