@@ -51,7 +51,7 @@ from driftmon.checkpoint import (
     write_checkpoint,
 )
 from driftmon.config import Config, ConfigError, load_config
-from driftmon.engine import Engine, Evaluation, UnknownStreamError, reusable_references
+from driftmon.engine import Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.kernels import warm_up_all
 from driftmon.parse import Batch, parse_body
@@ -468,7 +468,7 @@ class Daemon:
             with self._lock:
                 old = self.engine
             assert old is not None
-            engine = Engine(config, now=self.clock(), references=reusable_references(old, config))
+            engine = old.successor(config, self.clock())
         except ConfigError as exc:
             return self._reload_failed(exc.errors)
         except (ReferenceError, OSError, ValueError) as exc:
@@ -477,8 +477,7 @@ class Daemon:
             log.warning("server settings (listen, body size) change only at restart")
         with self._lock:
             assert self.engine is not None
-            engine.adopt(self.engine.export_state(), self.clock())
-            engine.take_counters(self.engine)
+            engine.take_over(self.engine, self.clock())
             self.engine = engine
             self.config = config
             self.token = token

@@ -566,10 +566,23 @@ class Engine:
         alert state. Raises :class:`~driftmon.reference.ReferenceError` (and
         leaves this engine untouched) when a new reference cannot be loaded.
         """
-        engine = Engine(config, now=now, references=reusable_references(self, config))
-        engine.adopt(self.export_state(), now)
-        engine.take_counters(self)
+        engine = self.successor(config, now)
+        engine.take_over(self, now)
         return engine
+
+    def successor(self, config: Config, now: float) -> Engine:
+        """A new, empty engine for ``config`` reusing this one's unchanged references.
+
+        The slow half of :meth:`reconfigure` (it may read reference files);
+        it does not touch this engine's windows, so it can run while ingest
+        goes on. :meth:`take_over` then moves the state across.
+        """
+        return Engine(config, now=now, references=reusable_references(self, config))
+
+    def take_over(self, previous: Engine, now: float) -> None:
+        """Adopt ``previous``'s state and continue its counters (the fast half of a reload)."""
+        self.adopt(previous.export_state(), now)
+        self.take_counters(previous)
 
     def take_counters(self, previous: Engine) -> None:
         """Continue ``previous``'s ingest counters (rows, unknown fields, values by bin).
