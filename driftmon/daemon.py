@@ -170,21 +170,10 @@ class Daemon:
                     with self._lock:
                         self._moved_aside["checkpoint"] += 1
         references = self._load_snapshots()
-        if loaded is not None:
-            # A warmup reference frozen before the restart is part of the state.
-            from driftmon.engine import stream_fingerprint
-
-            for stream in self.config.streams:
-                kept = loaded.state.streams.get(stream.name)
-                if (
-                    stream.reference.kind == "warmup"
-                    and kept is not None
-                    and kept.reference is not None
-                    and kept.fingerprint == stream_fingerprint(stream)
-                ):
-                    references[stream.name] = kept.reference
         engine = Engine(self.config, now=now, references=references)
         if loaded is not None:
+            # adopt() also takes over a warmup reference frozen before the restart
+            # (and a reference the checkpoint kept for an unusable snapshot).
             engine.adopt(loaded.state, now)
             log.info("restored state from %s (saved at %.3f)", loaded.path, loaded.saved_at)
         packed = {monitor.stream for monitor in engine.monitors}
