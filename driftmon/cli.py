@@ -161,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
     from driftmon.daemon import configure_logging
 
     configure_logging(args.log_format)
-    config = _load(args.config)
+    config = _load(args.config, snapshots_must_exist=False)
     if config is None:
         return 1
     config = _with_listen(config, args.listen)
@@ -235,10 +235,14 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _load(path: str) -> Config | None:
-    """The config at ``path``, or ``None`` after printing its errors."""
+def _load(path: str, *, snapshots_must_exist: bool = True) -> Config | None:
+    """The config at ``path``, or ``None`` after printing its errors.
+
+    ``driftmon run`` passes ``snapshots_must_exist=False``: a missing snapshot
+    is then the daemon's to report (see :func:`~driftmon.config.parse_config`).
+    """
     try:
-        return load_config(path)
+        return load_config(path, snapshots_must_exist=snapshots_must_exist)
     except ConfigError as exc:
         for error in exc.errors:
             print(f"{path}: {error}", file=sys.stderr)

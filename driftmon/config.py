@@ -910,7 +910,7 @@ def _read_feature_name(value: object, path: str, errs: _Errors) -> str | None:
 
 
 def _read_reference(
-    value: object, path: str, errs: _Errors, base_dir: Path
+    value: object, path: str, errs: _Errors, base_dir: Path, snapshots_must_exist: bool
 ) -> ReferenceConfig | None:
     section = _open(value, path, errs, ("file", "warmup", "snapshot", "format"))
     if section is None:
@@ -927,7 +927,8 @@ def _read_reference(
     if kind == "warmup":
         rows = section.read("warmup", _POSITIVE_INT)
         return None if rows is None else ReferenceConfig(kind="warmup", warmup_rows=rows)
-    reference_path = section.read(kind, _path_reader(base_dir, must_exist=True))
+    must_exist = snapshots_must_exist or kind != "snapshot"
+    reference_path = section.read(kind, _path_reader(base_dir, must_exist=must_exist))
     if kind == "snapshot":
         if reference_path is None:
             return None
@@ -1210,6 +1211,7 @@ def _read_stream(
     defaults: _Defaults,
     base_dir: Path,
     monitors: list[_Monitor],
+    snapshots_must_exist: bool,
 ) -> tuple[StreamConfig | None, str | None, bool]:
     """(the stream or None, its name if valid, whether every feature name was readable)."""
     section = _open(value, path, errs, _STREAM_KEYS)
@@ -1218,7 +1220,9 @@ def _read_stream(
     errors_before = len(errs)
     name = section.require("name", _read_stream_name)
     time_field = section.read("time_field", _read_str)
-    reference = section.require("reference", lambda v, p, e: _read_reference(v, p, e, base_dir))
+    reference = section.require(
+        "reference", lambda v, p, e: _read_reference(v, p, e, base_dir, snapshots_must_exist)
+    )
     window = section.read("window", _read_window) if "window" in section else defaults.window
     smoothing = section.read("smoothing", _SMOOTHING)
     if smoothing is None:
@@ -1417,13 +1421,26 @@ def _read_p_value(value: object, path: str, errs: _Errors) -> float | None:
 _TOP_KEYS = ("server", "ingest", "engine", "state", "defaults", "streams", "alerts")
 
 
-def parse_config(data: object, *, base_dir: Path, source: Path | None = None) -> Config:
+def parse_config(
+    data: object,
+    *,
+    base_dir: Path,
+    source: Path | None = None,
+    snapshots_must_exist: bool = True,
+) -> Config:
     """Validate a document already read from YAML (or built in Python) into a :class:`Config`.
 
     ``base_dir`` is the folder relative paths resolve against (the config
     file's folder); ``source`` is recorded as ``Config.source``. Reference
     files and snapshots, and ``server.auth_token_file``, must exist; no file
-    is read. ``ingest.workers`` absent is stored as 0, meaning the core count
+    is read. With ``snapshots_must_exist=False`` a missing reference snapshot
+    is no error: the daemon passes it, because a snapshot is state it may
+    have moved aside itself (unusable at an earlier start) and a start or
+    reload must not fail on that; it logs the stream as having no reference
+    instead (or uses the copy its checkpoint kept). ``driftmon check`` keeps
+    the default and reports the missing file.
+
+    ``ingest.workers`` absent is stored as 0, meaning the core count
     (see :attr:`IngestConfig.worker_count`); ``state.dir`` absent is ``None``:
     no checkpoints. ``log_base`` is stored as ``"e"`` or ``"2"``. A
     ``null`` value means the same as leaving the key out.
@@ -1462,7 +1479,7 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None) ->
         stream_path = f"streams[{index}]"
         stream_monitors: list[_Monitor] = []
         stream, name, names_complete = _read_stream(
-            item, stream_path, errs, defaults, base_dir, stream_monitors
+            item, stream_path, errs, defaults, base_dir, stream_monitors, snapshots_must_exist
         )
         monitors_complete = monitors_complete and names_complete
         if name is None:
@@ -1524,14 +1541,15 @@ def parse_config(data: object, *, base_dir: Path, source: Path | None = None) ->
 # --- files -------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def load_config(path: str | os.PathLike[str], *, snapshots_must_exist: bool = True) -> Config:
     """Read and validate the YAML config file at ``path``.
 
     The file is parsed with ``yaml.safe_load`` (no tags that build objects);
     it is also composed (``yaml.compose`` with the safe loader, which builds
     nodes only) to find keys written twice in one mapping, which YAML would
     otherwise let the last one win silently. Relative paths inside resolve
-    against the file's folder. See :func:`parse_config` for what is stored.
+    against the file's folder. See :func:`parse_config` for what is stored
+    and for ``snapshots_must_exist``.
 
     Raises :class:`ConfigError` with every problem found: an unreadable file,
     a YAML syntax error (``<file>: line 3, column 7: ...``), and everything
@@ -1556,7 +1574,12 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([f"<file>: cannot read the YAML: {_one_line(str(exc))}"]) from None
     absolute = file_path.absolute()
     try:
-        config = parse_config(data, base_dir=absolute.parent, source=absolute)
+        config = parse_config(
+            data,
+            base_dir=absolute.parent,
+            source=absolute,
+            snapshots_must_exist=snapshots_must_exist,
+        )
     except ConfigError as exc:
         raise ConfigError(duplicates + exc.errors) from None
     if duplicates:

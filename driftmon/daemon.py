@@ -452,7 +452,8 @@ class Daemon:
         ``driftmon_config_last_reload_successful`` drops to 0.
         """
         try:
-            config = load_config(self.config_path)
+            # A snapshot moved aside at start must not block every later reload.
+            config = load_config(self.config_path, snapshots_must_exist=False)
             token = read_token(config.server.auth_token_file)
             with self._lock:
                 old = self.engine

@@ -367,6 +367,27 @@ def test_relative_paths_resolve_against_the_config_folder(base_dir: Path) -> Non
     assert config.state.dir == (base_dir.parent / "elsewhere" / "state").resolve()
 
 
+def test_the_daemon_may_start_without_a_snapshot_file_but_not_without_a_reference_file(
+    base_dir: Path,
+) -> None:
+    # A snapshot is state the daemon itself moves aside when it is unusable; the next
+    # start must not then fail on the config. `driftmon check` (the default) still says so.
+    document = changed("streams[0].reference", {"snapshot": "gone.snap"})
+    config = parse_config(document, base_dir=base_dir, snapshots_must_exist=False)
+    assert config.streams[0].reference == ReferenceConfig(
+        kind="snapshot", path=(base_dir / "gone.snap").resolve()
+    )
+    assert errors_of(document, base_dir) == [
+        f"streams[0].reference.snapshot: no such file: {base_dir.resolve()}/gone.snap"
+    ]
+    document = changed("streams[0].reference", {"file": "gone.csv"})
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, base_dir=base_dir, snapshots_must_exist=False)
+    assert caught.value.errors == [
+        f"streams[0].reference.file: no such file: {base_dir.resolve()}/gone.csv"
+    ]
+
+
 def test_reference_format_can_be_named_for_any_suffix(base_dir: Path) -> None:
     document = changed("streams[0].reference", {"file": "ref.txt", "format": "csv"})
     config = parse_config(document, base_dir=base_dir)

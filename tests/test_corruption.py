@@ -407,3 +407,17 @@ def test_a_stream_whose_snapshot_broke_carries_on_with_the_reference_its_checkpo
         post(second, "bad", rows(8, 5))
         assert sum(second.monitor("bad", "x")["live_counts"]) == 35
         assert second.stop(signal.SIGTERM) == 0
+
+    # The snapshot the config names is now missing (moved aside above): the next start
+    # must not fail on it (a supervisor would restart it in a loop), nor any reload.
+    assert not scene.bad.exists()
+    with DaemonProcess(scene.config) as third:
+        log = third.log_text()
+        assert "stream 'bad' starts without a reference" in log, log
+        assert "using the copy of the reference kept in the checkpoint" in log, log
+        assert sample(third.metrics(), MOVED, kind="reference") == 0  # nothing to move
+        assert sum(third.monitor("bad", "x")["live_counts"]) == 35
+        reply = third.post("/-/reload")
+        assert reply.status == 200, reply.body
+        assert sum(third.monitor("bad", "x")["live_counts"]) == 35
+        assert third.stop(signal.SIGTERM) == 0
