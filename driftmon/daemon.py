@@ -137,6 +137,7 @@ class Daemon:
             max_workers=config.ingest.worker_count, thread_name_prefix="driftmon-ingest"
         )
         self._events: asyncio.Queue[str] | None = None
+        self.loop_watch = LoopWatch()
         self.registry = new_registry(self.status)
 
     # --- start ----------------------------------------------------------------
@@ -278,10 +279,14 @@ class Daemon:
             self._pending_bytes += body_bytes
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, job, *args)
+            return await loop.run_in_executor(self._pool, self._after_giving_way, job, *args)
         finally:
             with self._lock:
                 self._pending_bytes -= body_bytes
+
+    def _after_giving_way(self, job: Callable[..., T], *args: object) -> T:
+        self.loop_watch.give_way()
+        return job(*args)
 
     async def ingest(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
         """Parse, bin and apply one request body in the worker pool.
@@ -298,6 +303,7 @@ class Daemon:
             raise NotReady()
         fields = [f.name for f in engine.stream_config(stream).features]
         batch = parse_body(body, content_type, fields)
+        self.loop_watch.give_way()
         return self.ingest_batch(stream, batch)
 
     def ingest_batch(self, stream: str, batch: Batch) -> IngestResult:
@@ -522,6 +528,7 @@ class Daemon:
         if on_listening is not None:
             on_listening(url)
         tasks: list[asyncio.Task[None]] = []
+        heartbeat = asyncio.create_task(self.loop_watch.beat())
         try:
             try:
                 await asyncio.to_thread(self.load_state)
@@ -552,6 +559,9 @@ class Daemon:
             await asyncio.to_thread(self._pool.shutdown, wait=True)
             if self.engine is not None and self.state_dir is not None:
                 await asyncio.to_thread(self.checkpoint)
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
             log.info("stopped")
         return 0
 
@@ -571,6 +581,52 @@ class Daemon:
                 await asyncio.to_thread(work)
             except Exception:  # a failed pass must not end the loop
                 log.exception("periodic %s failed", getattr(work, "__name__", "task"))
+
+
+class LoopWatch:
+    """How far behind the event loop runs; ingest workers give way while it lags.
+
+    The event loop answers health checks and scrapes and reads request bodies;
+    the workers parse bodies holding the GIL. Under a flood the loop waited
+    for the GIL after nearly every socket read (py-spy: ~80 % of its samples)
+    and ``/-/healthy`` took seconds. So before each GIL-heavy step a worker
+    checks the loop's heartbeat and, when it is more than ``lag_limit_s``
+    late, waits (GIL released) for the next beat, at most ``max_wait_s`` so
+    that ingest always progresses.
+    """
+
+    def __init__(
+        self, period_s: float = 0.01, lag_limit_s: float = 0.05, max_wait_s: float = 0.5
+    ) -> None:
+        self.period_s = period_s
+        self.lag_limit_s = lag_limit_s
+        self.max_wait_s = max_wait_s
+        self.last_beat = time.monotonic()
+        self.beating = False  # workers never wait on a loop that runs no heartbeat
+        self._beaten = threading.Event()
+
+    async def beat(self) -> None:
+        """Run in the event loop: note the time every ``period_s``, as late as the loop is."""
+        self.beating = True
+        try:
+            while True:
+                self.last_beat = time.monotonic()
+                self._beaten.set()
+                await asyncio.sleep(self.period_s)
+        finally:
+            self.beating = False
+            self._beaten.set()
+
+    def lag_s(self) -> float:
+        """How much later than due the loop's next beat is now (<= 0 while on time)."""
+        return time.monotonic() - self.last_beat - self.period_s
+
+    def give_way(self) -> None:
+        """In a worker: wait for the loop's next beat while it is late."""
+        if self.beating and self.lag_s() > self.lag_limit_s:
+            self._beaten.clear()
+            # A beat between the check and the clear costs one period's wait at most.
+            self._beaten.wait(self.max_wait_s)
 
 
 def _freeze_long_lived_objects() -> None:

@@ -16,9 +16,11 @@ with the bound). Bodies are now counted as their bytes arrive, against
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +138,51 @@ def test_slow_senders_lock_no_one_out(roomy: DaemonProcess) -> None:
     finally:
         for connection in connections:
             connection.close()
+
+
+# --- the event loop keeps its share of the GIL ----------------------------------------------
+#
+# At 256 senders of 3.5 MB bodies the ingest workers, holding the GIL to parse, left the event
+# loop waiting for it after nearly every socket read: /-/healthy took up to 3.5 s (bench/flood.py
+# --senders 256 --body-rows 80000). Workers now give way while the loop's heartbeat is late.
+
+
+def test_a_worker_waits_for_a_late_event_loop_and_goes_on_once_it_beats() -> None:
+    from driftmon.daemon import LoopWatch
+
+    watch = LoopWatch(period_s=0.01, lag_limit_s=0.05, max_wait_s=30.0)
+    times: dict[str, float] = {}
+
+    def worker() -> None:
+        watch.give_way()
+        times["worker_went_on"] = time.monotonic()
+
+    async def main() -> None:
+        heartbeat = asyncio.create_task(watch.beat())
+        await asyncio.sleep(0.05)
+        assert watch.beating
+        watch.give_way()  # the loop is on time: no wait (it would block this very loop)
+        thread = threading.Thread(target=worker)
+        time.sleep(0.15)  # the loop is blocked: its heartbeat is now late
+        thread.start()
+        time.sleep(0.3)
+        assert "worker_went_on" not in times
+        times["loop_free"] = time.monotonic()
+        await asyncio.to_thread(thread.join, 30.0)
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        assert not watch.beating
+
+    asyncio.run(main())
+    assert times["worker_went_on"] >= times["loop_free"]
+
+
+def test_without_a_heartbeat_workers_never_wait() -> None:
+    from driftmon.daemon import LoopWatch
+
+    watch = LoopWatch(lag_limit_s=0.0, max_wait_s=30.0)
+    time.sleep(0.05)
+    started = time.monotonic()
+    watch.give_way()  # no loop beats (e.g. a Daemon driven without serve_forever)
+    assert time.monotonic() - started < 10.0
