@@ -37,11 +37,10 @@ between the start of the first measured phase (after a short warm-up load)
 and the end of the run. The machine may be shared and the load generator
 shares its cores with the daemon: compare ratios within one run.
 
-``--gc-freeze`` is an experiment, not a setting of driftmon: the launcher
-calls ``gc.collect(); gc.freeze()`` right after ``Daemon.load_state`` (the
-engine built, references loaded), so that full collections no longer walk
-the start-up heap (numba, numpy, aiohttp: some 130 000 objects). Compare a
-run with and without it to see what that change to the daemon would do.
+The daemon freezes the heap left by its start (``gc.freeze()``, in
+``driftmon.daemon._freeze_long_lived_objects``), so that full collections
+no longer walk some 130 000 start-up objects; the figures of the run this
+benchmark once measured with it as an experiment are in bench/README.md.
 
 ``--profile OUT`` runs the daemon under cProfile instead, with one profiler per
 thread (``python -m cProfile`` sees only the main thread, and ingest parses
@@ -56,7 +55,7 @@ ingest request queues for. Run::
 
     python bench/bench_ingest.py [--duration 10] [--connections 4] [--rows 1000]
                                  [--features 20] [--workers 2] [--formats ...]
-                                 [--gc-freeze] [--strict] [--profile OUT]
+                                 [--strict] [--profile OUT]
 
 Exits 0; with ``--strict``, 1 when a target is missed.
 """
@@ -107,12 +106,11 @@ FORMATS = ("json rows", "json columns", "ndjson")
 CONTENT_TYPES = {"json rows": JSON, "json columns": JSON, "ndjson": NDJSON}
 
 # Runs the driftmon command line like `python -m driftmon`, recording every garbage
-# collection, and writes them to a JSON file at exit (argv: LOG, FREEZE 0/1, then the
-# command line's arguments). With FREEZE, the heap left by start-up is frozen once the
-# engine is built (the --gc-freeze experiment).
+# collection, and writes them to a JSON file at exit (argv: LOG, then the command line's
+# arguments).
 _GC_RECORDING_CLI = r"""
 import gc, json, sys, time
-log_path, freeze, argv = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
+log_path, argv = sys.argv[1], sys.argv[2:]
 collections = []  # [generation, start in Unix seconds, pause in seconds]
 began = [0.0, 0.0]
 
@@ -123,16 +121,6 @@ def on_collection(phase, info):
         collections.append([info["generation"], began[0], time.perf_counter() - began[1]])
 
 gc.callbacks.append(on_collection)
-if freeze:
-    import driftmon.daemon
-    load_state = driftmon.daemon.Daemon.load_state
-
-    def load_state_then_freeze(self):
-        load_state(self)
-        gc.collect()
-        gc.freeze()
-
-    driftmon.daemon.Daemon.load_state = load_state_then_freeze
 from driftmon.cli import main
 try:
     status = main(argv)
@@ -291,11 +279,14 @@ class InProcess:
         from driftmon.config import load_config
         from driftmon.engine import Engine
         from driftmon.parse import parse_body
+        from driftmon.reference import numeric_fields
 
         config = load_config(config_path)
         self._engine = Engine(config, now=time.time())
         self._parse_body = parse_body
         self.names = [f.name for f in config.stream(STREAM).features]
+        # As the daemon calls it (Daemon._ingest_job).
+        self.numeric = numeric_fields(config.stream(STREAM))
         self.bodies = bodies
         self.n_rows = n_rows
         # (wall, CPU) seconds per call, by format and candidate.
@@ -305,7 +296,9 @@ class InProcess:
         for fmt, variants in bodies.items():
             # The candidates must decode the same numbers before their times mean anything.
             ceiling = bare_ceiling(fmt, variants[0], self.names)
-            batch = parse_body(variants[0], CONTENT_TYPES[fmt], self.names)
+            batch = parse_body(
+                variants[0], CONTENT_TYPES[fmt], self.names, numeric_fields=self.numeric
+            )
             if batch.n_rows != n_rows or not all(
                 np.array_equal(np.asarray(batch.columns[name], dtype=np.float64), column)
                 for name, column in zip(self.names, ceiling, strict=True)
@@ -318,7 +311,7 @@ class InProcess:
         if candidate == "ceiling":
             bare_ceiling(fmt, body, self.names)
             return
-        batch = self._parse_body(body, CONTENT_TYPES[fmt], self.names)
+        batch = self._parse_body(body, CONTENT_TYPES[fmt], self.names, numeric_fields=self.numeric)
         if candidate == "parse+bin":
             self._engine.bin_batch(STREAM, batch.n_rows, batch.columns)
 
@@ -783,11 +776,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
-        "--gc-freeze",
-        action="store_true",
-        help="experiment: gc.freeze() in the daemon once its engine is built",
-    )
-    parser.add_argument(
         "--profile", metavar="OUT", type=Path, help="run the daemon under cProfile into OUT"
     )
     parser.add_argument("--top", type=int, default=25, help="functions shown with --profile")
@@ -798,8 +786,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [name for name in formats if name not in FORMATS]
     if unknown or not formats:
         parser.error(f"--formats: expected some of {', '.join(FORMATS)}, got {args.formats!r}")
-    if args.profile is not None and args.gc_freeze:
-        parser.error("--gc-freeze and --profile run different launchers: choose one")
 
     with tempfile.TemporaryDirectory(prefix="driftmon-bench-ingest-") as tmp:
         directory = Path(tmp)
@@ -812,14 +798,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.profile.resolve()
             argv_daemon = [sys.executable, "-c", _PROFILED_CLI, str(out), *cli]
         else:
-            freeze = "1" if args.gc_freeze else "0"
-            argv_daemon = [sys.executable, "-c", _GC_RECORDING_CLI, str(gc_log), freeze, *cli]
+            argv_daemon = [sys.executable, "-c", _GC_RECORDING_CLI, str(gc_log), *cli]
         sizes = ", ".join(f"{fmt} {len(bodies[fmt][0]) / 1024:.0f} KiB" for fmt in bodies)
         print(
             f"ingest: {args.rows} rows x {args.features} numeric features per body ({sizes}); "
             f"{args.connections} connections, {args.duration:g} s per phase, "
             f"ingest.workers {args.workers}, {os.cpu_count()} CPUs"
-            + (", daemon heap frozen after start (--gc-freeze)" if args.gc_freeze else "")
         )
         load_start = os.getloadavg()[0]
         daemon = Daemon(argv_daemon, directory)

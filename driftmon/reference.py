@@ -75,8 +75,10 @@ def configured_binner(feature: FeatureConfig) -> Binner | None:
     return None
 
 
-def _finite_numbers(values: Sequence[object]) -> np.ndarray:
+def _finite_numbers(values: Sequence[object] | np.ndarray) -> np.ndarray:
     """The finite real numbers of a column (ints and floats, not bools)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values[np.isfinite(values)]
     numbers: list[float] = []
     for value in values:
         if type(value) is float or type(value) is int:
@@ -89,7 +91,7 @@ def _finite_numbers(values: Sequence[object]) -> np.ndarray:
     return np.asarray(numbers, dtype=np.float64)
 
 
-def learn_binner(feature: FeatureConfig, values: Sequence[object]) -> Binner:
+def learn_binner(feature: FeatureConfig, values: Sequence[object] | np.ndarray) -> Binner:
     """The feature's binner, learning quantile edges or top-k categories from ``values``."""
     binner = configured_binner(feature)
     if binner is not None:
@@ -129,7 +131,7 @@ class Reference:
 
 
 def build_reference(
-    stream: StreamConfig, n_rows: int, columns: Mapping[str, Sequence[object]]
+    stream: StreamConfig, n_rows: int, columns: Mapping[str, Sequence[object] | np.ndarray]
 ) -> Reference:
     """Learn the layouts and bin ``columns`` (one list per feature) into a reference."""
     binners: list[Binner] = []

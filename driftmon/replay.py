@@ -102,7 +102,7 @@ def records(
         }
 
 
-def _event_times(values: Sequence[object], last: float | None) -> np.ndarray:
+def _event_times(values: Sequence[object] | np.ndarray, last: float | None) -> np.ndarray:
     """Event time of each row; a row without a readable time takes the previous row's."""
     times = np.empty(len(values), dtype=np.float64)
     for i, value in enumerate(values):

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -848,3 +849,114 @@ def test_ndjson_error_at_the_end_of_a_line_names_that_line() -> None:
     body = b'{"x": 1}\n{"x": 2}\n{"x": \n'
     with pytest.raises(BodyError, match=r"^line 3, column 7: invalid JSON"):
         parse_body(body, "application/x-ndjson", ["x"])
+
+
+# --- numeric fields as float64 arrays ------------------------------------------------------
+#
+# parse_body(..., numeric_fields=...) may hand a column over as a float64 array, but only when
+# the raw bytes prove that every value in it is a number: then the array is exactly what the
+# binner would have made of the list. Anything else must stay the list.
+
+NUMBER_KEYS = st.sampled_from(["a", "b", "tfn", "n", "x y", "é"])
+NUMBERS = st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.floats(
+    allow_nan=False, allow_infinity=False
+)
+MOSTLY_NUMBERS = NUMBERS | NUMBERS | NUMBERS | SCALARS
+
+
+def is_number(value: object) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def assert_numbers_proven_or_lists(actual: Batch, expected: Batch, numeric: Sequence[str]) -> None:
+    """Every column is the expected list, or, for a numeric field whose values are all numbers,
+    their float64 array."""
+    assert actual.n_rows == expected.n_rows
+    assert actual.unknown_fields == expected.unknown_fields
+    assert list(actual.columns) == list(expected.columns)
+    for name, values in expected.columns.items():
+        column = actual.columns[name]
+        if isinstance(column, np.ndarray):
+            assert name in numeric and all(map(is_number, values)), (name, values)
+            assert column.dtype == np.float64
+            np.testing.assert_array_equal(column, np.array(values, dtype=np.float64))
+        else:
+            assert comparable(column) == comparable(values), name
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.dictionaries(NUMBER_KEYS, MOSTLY_NUMBERS, max_size=4), max_size=10),
+    fields=st.lists(NUMBER_KEYS, unique=True, max_size=4),
+    data=st.data(),
+)
+def test_numeric_fields_come_as_arrays_only_when_every_value_is_a_number(
+    rows: list[dict[str, object]], fields: list[str], data: st.DataObject
+) -> None:
+    numeric = data.draw(st.lists(st.sampled_from(fields), unique=True) if fields else st.just([]))
+    expected = naive_rows_batch(rows, fields)
+    bodies = [(orjson.dumps(rows), JSON)]
+    if rows:
+        bodies.append((ndjson(rows), NDJSON))
+    for body, content_type in bodies:
+        actual = parse_body(body, content_type, fields, numeric_fields=numeric)
+        assert_numbers_proven_or_lists(actual, expected, numeric)
+    columns = {name: [row.get(name, 0) for row in rows] for name in fields}
+    actual = parse_body(orjson.dumps({"columns": columns}), JSON, fields, numeric_fields=numeric)
+    assert_numbers_proven_or_lists(actual, naive_columns_batch(columns, fields), numeric)
+
+
+def test_bodies_of_plain_numbers_take_the_array_path_in_every_form() -> None:
+    rows = [{"tfn": 1, "n": 2.5, "a": -3e-7}, {"tfn": 2**63, "n": 0, "a": 1e300}]
+    fields = ("tfn", "n", "a")
+    columns = {name: [row[name] for row in rows] for name in fields}
+    for body, content_type in [
+        (orjson.dumps(rows), JSON),
+        (json.dumps(rows, indent=2).encode(), JSON),
+        (ndjson(rows, b"\r\n\n"), NDJSON),
+        (orjson.dumps({"columns": columns}), JSON),
+        (b"\xef\xbb\xbf" + orjson.dumps({"columns": columns}), JSON),
+    ]:
+        batch = parse_body(body, content_type, fields, numeric_fields=("tfn", "a"))
+        assert isinstance(batch.columns["tfn"], np.ndarray), body
+        assert isinstance(batch.columns["a"], np.ndarray), body
+        assert batch.columns["n"] == [2.5, 0]  # not asked for
+        np.testing.assert_array_equal(batch.columns["tfn"], [1.0, float(2**63)])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A string, a literal or a nested container anywhere keeps the lists.
+        b'{"columns": {"a": [1, "2"], "b": [1, 2]}}',
+        b'{"columns": {"a": [1, true], "b": [1, 2]}}',
+        b'{"columns": {"a": [1, null], "b": [1, 2]}}',
+        b'{"columns": {"a": [1, [2]], "b": [1, 2]}}',
+        b'{"columns": {"a": [1, {}], "b": [1, 2]}}',
+        b'[{"a": 1, "b": false}, {"a": 2, "b": 3}]',
+        b'[{"a": 1, "b": 2}, {"a": "x", "b": 3}]',
+        # An escaped key hides a "t" from the count: a backslash anywhere keeps the lists.
+        b'{"columns": {"\\u0074": [1, 2], "a": [1, true]}}',
+        # A key written twice: the parsed object has fewer keys than the text.
+        b'{"columns": {"a": [1, 2], "a": [1, 2], "b": [1, 2]}}',
+        b'[{"a": 1, "a": "x", "b": 2}]',
+        # Rows missing a field, or holding one not asked for.
+        b'[{"a": 1}, {"a": 2, "b": 3}]',
+        b'[{"a": 1, "b": 2, "c": 3}]',
+    ],
+)
+def test_anything_but_plain_numbers_keeps_the_lists(body: bytes) -> None:
+    numeric = ("a", "b")
+    batch = parse_body(body, JSON, numeric, numeric_fields=numeric)
+    plain = parse_body(body, JSON, numeric)
+    assert_same_batch(batch, plain)
+    assert not any(isinstance(column, np.ndarray) for column in batch.columns.values())
+
+
+def test_the_standard_library_fallback_gives_the_same_numbers() -> None:
+    body = b'{"columns": {"a": [1, NaN, 2.5]}}'
+    batch = parse_body(body, JSON, ("a",), numeric_fields=("a",))
+    plain = parse_body(body, JSON, ("a",))
+    column = batch.columns["a"]
+    expected = np.array(plain.columns["a"], dtype=np.float64)
+    np.testing.assert_array_equal(np.asarray(column, dtype=np.float64), expected)
