@@ -958,3 +958,35 @@ def test_the_split_ingest_path_equals_ingest(tmp_path: Path) -> None:
         twin.ingest("s", len(cols["u"]), cols, now)
     np.testing.assert_array_equal(engine.live, twin.live)
     np.testing.assert_array_equal(engine.ingested, twin.ingested)
+
+
+@pytest.mark.parametrize("window", [PANES, SAMPLES])
+def test_numeric_columns_as_arrays_bin_exactly_as_the_lists_they_replace(
+    window: Mapping[str, Any],
+) -> None:
+    """parse_body(numeric_fields=...) hands plain-number bodies over as float64 arrays; a warmup
+    and both window kinds must end with the same counts as from the lists."""
+    features = (UNIFORM, EDGES, QUANTILE)
+    fields = [f["name"] for f in features]
+    config = make_config([stream_doc(features=features, window=window, reference={"warmup": 70})])
+    rng = np.random.default_rng(5)
+    engines = {"lists": Engine(config, now=0.0), "arrays": Engine(config, now=0.0)}
+    for step in range(6):
+        rows = [
+            {"u": round(float(v), 3), "e": int(w), "q": float(x)}
+            for v, w, x in zip(
+                rng.normal(5, 3, 40), rng.integers(-2, 10, 40), rng.exponential(2, 40), strict=True
+            )
+        ]
+        body = json.dumps({"columns": {f: [r[f] for r in rows] for f in fields}}).encode()
+        plain = parse_body(body, "application/json", fields)
+        fast = parse_body(body, "application/json", fields, numeric_fields=fields)
+        assert all(isinstance(fast.columns[f], np.ndarray) for f in fields)
+        engines["lists"].ingest("s", 40, plain.columns, float(step))
+        engines["arrays"].ingest("s", 40, fast.columns, float(step))
+    lists, arrays = engines["lists"], engines["arrays"]
+    assert [m.feature for m in arrays.monitors] == fields
+    np.testing.assert_array_equal(arrays.reference, lists.reference)
+    np.testing.assert_array_equal(arrays.live, lists.live)
+    live_rows = 6 * 40 - 70
+    assert arrays.live.sum() == 3 * min(live_rows, window.get("samples", live_rows))
