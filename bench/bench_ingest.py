@@ -19,7 +19,10 @@ wall time), p50/p99 request latency, the daemon's CPU time per request (and
 its system share), cores used by the daemon and by the load generator, the
 daemon's garbage collections (full, generation-2 collections and their longest
 pause; time in any collection per second), and its RSS (VmRSS of
-``/proc/PID/status``) at the start and end of the phase. The daemon runs the
+``/proc/PID/status``) at the start and end of the phase. CPU time and RSS
+are the daemon's with its child processes' (``--processes N`` starts N
+parse processes, ``ingest.processes``; their RSS is summed, so pages they
+share count once per process); garbage collections are the daemon's own. The daemon runs the
 ``driftmon`` command line's own entry point through a small launcher that
 records every garbage collection (``gc.callbacks``) and writes them out at
 exit; nothing else differs from ``python -m driftmon``.
@@ -54,7 +57,8 @@ printed) samples only the thread holding the GIL, which is the resource an
 ingest request queues for. Run::
 
     python bench/bench_ingest.py [--duration 10] [--connections 4] [--rows 1000]
-                                 [--features 20] [--workers 2] [--formats ...]
+                                 [--features 20] [--workers 2] [--processes 0]
+                                 [--formats ...]
                                  [--strict] [--profile OUT]
 
 Exits 0; with ``--strict``, 1 when a target is missed.
@@ -178,7 +182,9 @@ def feature_names(n_features: int) -> list[str]:
     return [f"f{i:02d}" for i in range(n_features)]
 
 
-def write_config(directory: Path, n_features: int, workers: int, seed: int) -> Path:
+def write_config(
+    directory: Path, n_features: int, workers: int, seed: int, processes: int = 0
+) -> Path:
     """Write the reference CSV and the daemon's config into ``directory``; the config's path."""
     names = feature_names(n_features)
     rng = np.random.default_rng(seed)
@@ -197,6 +203,7 @@ server:
   max_body_bytes: 16MiB
 ingest:
   workers: {workers}
+  processes: {processes}
   queue_rows: 1000000
 engine:
   evaluate_every: 5s
@@ -349,21 +356,53 @@ def _read_proc(pid: int, name: str) -> str:
     return Path(f"/proc/{pid}/{name}").read_text()
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants alive now (the daemon and its parse processes)."""
+    found = [pid]
+    for member in found:
+        try:
+            tasks = list(Path(f"/proc/{member}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                found.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
 def rss_bytes(pid: int) -> int:
-    """Resident set size of process ``pid`` (VmRSS of ``/proc/PID/status``), in bytes."""
-    found = re.search(r"^VmRSS:\s+(\d+)\s+kB", _read_proc(pid, "status"), re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"no VmRSS for process {pid}")
-    return int(found.group(1)) * 1024
+    """Resident set size of process ``pid`` and its descendants (VmRSS of
+    ``/proc/PID/status``, summed: pages they share count once per process)."""
+    total = 0
+    for member in family(pid):
+        try:
+            status = _read_proc(member, "status")
+        except OSError:
+            continue  # gone since it was listed
+        found = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
+        if found is None and member == pid:
+            raise RuntimeError(f"no VmRSS for process {pid}")
+        total += int(found.group(1)) * 1024 if found is not None else 0
+    return total
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU time of process ``pid`` (all its threads) so far, in seconds."""
-    stat = _read_proc(pid, "stat")
-    # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    fields = stat[stat.rindex(")") + 2 :].split()
+    """(user, system) CPU time of process ``pid`` and its live descendants (all their threads)
+    so far, in seconds."""
+    user = system = 0.0
     tick_s = 1 / os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) * tick_s, int(fields[12]) * tick_s
+    for member in family(pid):
+        try:
+            stat = _read_proc(member, "stat")
+        except OSError:
+            continue
+        # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        user += int(fields[11]) * tick_s
+        system += int(fields[12]) * tick_s
+    return user, system
 
 
 class Daemon:
@@ -769,6 +808,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=20, help="numeric features")
     parser.add_argument("--workers", type=int, default=2, help="the daemon's ingest.workers")
     parser.add_argument(
+        "--processes", type=int, default=0, help="the daemon's ingest.processes (parse processes)"
+    )
+    parser.add_argument(
         "--formats",
         default=",".join(FORMATS),
         help=f"comma-separated body formats (default: {','.join(FORMATS)})",
@@ -789,7 +831,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="driftmon-bench-ingest-") as tmp:
         directory = Path(tmp)
-        config_path = write_config(directory, args.features, args.workers, args.seed)
+        config_path = write_config(
+            directory, args.features, args.workers, args.seed, args.processes
+        )
         every_body = make_bodies(args.rows, args.features, BODY_VARIANTS, args.seed)
         bodies = {fmt: every_body[fmt] for fmt in formats}
         cli = ["run", "-c", str(config_path), "--listen", "127.0.0.1:0"]
@@ -803,7 +847,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"ingest: {args.rows} rows x {args.features} numeric features per body ({sizes}); "
             f"{args.connections} connections, {args.duration:g} s per phase, "
-            f"ingest.workers {args.workers}, {os.cpu_count()} CPUs"
+            f"ingest.workers {args.workers}, ingest.processes {args.processes}, "
+            f"{os.cpu_count()} CPUs"
         )
         load_start = os.getloadavg()[0]
         daemon = Daemon(argv_daemon, directory)

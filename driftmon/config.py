@@ -192,11 +192,12 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Ingest workers and the bound of the ingest queue."""
+    """Ingest workers, parse processes and the bound of the ingest queue."""
 
     workers: int = 0  # 0: the core count
     queue_rows: int = 1_000_000
     cloudevents_root: bool = False
+    processes: int = 0  # parse processes beside the workers; 0: parse in the workers
 
     @property
     def worker_count(self) -> int:
@@ -782,7 +783,7 @@ def _parse_server(value: object, errs: _Errors, base_dir: Path) -> ServerConfig:
 
 
 def _parse_ingest(value: object, errs: _Errors) -> IngestConfig:
-    section = _open(value, "ingest", errs, ("workers", "queue_rows", "cloudevents"))
+    section = _open(value, "ingest", errs, ("workers", "queue_rows", "processes", "cloudevents"))
     defaults = IngestConfig()
     if section is None:
         return defaults
@@ -793,10 +794,12 @@ def _parse_ingest(value: object, errs: _Errors) -> IngestConfig:
         cloudevents_root = cloudevents_root if root is None else root
     workers = section.read("workers", _POSITIVE_INT)
     queue_rows = section.read("queue_rows", _POSITIVE_INT)
+    processes = section.read("processes", _int_reader(0, 64))
     return IngestConfig(
         workers=workers or defaults.workers,
         queue_rows=queue_rows or defaults.queue_rows,
         cloudevents_root=cloudevents_root,
+        processes=defaults.processes if processes is None else processes,
     )
 
 

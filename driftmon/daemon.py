@@ -51,10 +51,11 @@ from driftmon.checkpoint import (
     write_checkpoint,
 )
 from driftmon.config import Config, ConfigError, load_config
-from driftmon.engine import Engine, Evaluation, UnknownStreamError
+from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.kernels import warm_up_all
 from driftmon.parse import Batch, parse_body
+from driftmon.parsers import ChildUnavailable, Layout, ParseProcesses
 from driftmon.reference import Reference, ReferenceError, load_snapshot, numeric_fields
 
 log = logging.getLogger("driftmon")
@@ -143,6 +144,10 @@ class Daemon:
         )
         self._events: asyncio.Queue[str] | None = None
         self.loop_watch = LoopWatch()
+        # Parse processes (ingest.processes): started by load_state, fed the engine's layout.
+        self._parsers: ParseProcesses | None = None
+        self._engine_serial = 0  # counts the engines installed: part of the layout version
+        self._layout: Layout | None = None
         self.registry = new_registry(self.status)
 
     # --- start ----------------------------------------------------------------
@@ -192,6 +197,8 @@ class Daemon:
                 )
         with self._lock:
             self.engine = engine
+            self._engine_serial += 1
+        self._start_parse_processes()
         self.evaluate()
         _freeze_long_lived_objects()
         self.ready = True
@@ -306,6 +313,10 @@ class Daemon:
         engine = self.engine
         if engine is None:
             raise NotReady()
+        if self._parsers is not None:
+            done = self._ingest_in_child(engine, stream, body, content_type)
+            if done is not None:
+                return done
         stream_config = engine.stream_config(stream)
         fields = [f.name for f in stream_config.features]
         with self._parse_lock:
@@ -314,6 +325,63 @@ class Daemon:
             )
         self.loop_watch.give_way()
         return self.ingest_batch(stream, batch)
+
+    def _start_parse_processes(self) -> None:
+        count = self.config.ingest.processes
+        if count == 0 or self._parsers is not None:
+            return
+        parsers = ParseProcesses(count)
+        try:
+            parsers.start()
+        except (OSError, TimeoutError) as exc:
+            log.error("parse processes did not start; parsing in the workers: %s", exc)
+            parsers.close()
+            return
+        self._parsers = parsers
+
+    def _current_layout(self, engine: Engine) -> Layout | None:
+        """The layout a child must bin with for ``engine``; ``None`` once it is not current."""
+        with self._lock:
+            if engine is not self.engine:
+                return None
+            version = (self._engine_serial, engine.generation)
+            if self._layout is None or self._layout.version != version:
+                self._layout = Layout(version, engine.config, engine.references())
+            return self._layout
+
+    def _ingest_in_child(
+        self, engine: Engine, stream: str, body: bytes, content_type: str | None
+    ) -> IngestResult | None:
+        """Parse and bin ``body`` in a parse process and apply it; ``None``: do it here.
+
+        Raises what parsing raises (nothing applied) and :class:`QueueFull`.
+        """
+        assert self._parsers is not None
+        if not engine.bins_in_place(stream):
+            return None  # a warmup keeps raw values: only the in-process path has them
+        layout = self._current_layout(engine)
+        if layout is None:
+            return None
+        try:
+            binned = self._parsers.run(layout, stream, body, content_type)
+        except ChildUnavailable as exc:
+            log.debug("parsing in the worker: %s", exc)
+            return None
+        capacity = self.config.ingest.queue_rows
+        with self._lock:
+            current = self.engine
+            assert current is not None
+            if (self._engine_serial, current.generation) != layout.version:
+                return None  # the layout changed while the child binned: bin again here
+            if self._queue_rows + binned.n_rows > capacity and self._queue_rows > 0:
+                raise QueueFull(f"ingest queue holds {self._queue_rows} of {capacity} rows")
+            batch = BinnedBatch(
+                stream, binned.n_rows, {}, current.generation, binned.counts, binned.indices
+            )
+            if binned.n_rows and binned.counts is None:
+                return None  # nothing binned (cannot happen for a stream with a layout)
+            current.apply(batch, self.clock(), unknown_fields=binned.unknown_fields)
+        return IngestResult(binned.n_rows, binned.unknown_fields)
 
     def ingest_batch(self, stream: str, batch: Batch) -> IngestResult:
         """Bin and apply an already-parsed batch (worker threads)."""
@@ -484,6 +552,7 @@ class Daemon:
             assert self.engine is not None
             engine.take_over(self.engine, self.clock())
             self.engine = engine
+            self._engine_serial += 1
             self.config = config
             self.token = token
             self.reload_ok = True
@@ -566,6 +635,8 @@ class Daemon:
             # Stop taking requests, let the ones in flight finish, then drain the pool.
             await runner.cleanup()
             await asyncio.to_thread(self._pool.shutdown, wait=True)
+            if self._parsers is not None:
+                await asyncio.to_thread(self._parsers.close)
             if self.engine is not None and self.state_dir is not None:
                 await asyncio.to_thread(self.checkpoint)
             heartbeat.cancel()

@@ -729,6 +729,19 @@ class Engine:
         """Values under unmonitored fields seen for ``stream`` since start."""
         return self._streams[stream].unknown_fields_total
 
+    def references(self) -> dict[str, Reference | None]:
+        """Every stream's reference (``None``: warming up, or unusable at start).
+
+        ``Engine(self.config, references=self.references())`` packs exactly
+        as this engine does now, reading no file: what a parse process needs
+        to bin for it (:mod:`driftmon.parsers`).
+        """
+        return {name: stream.reference for name, stream in self._streams.items()}
+
+    def bins_in_place(self, stream: str) -> bool:
+        """Whether ``stream``'s rows are binned as they come (not collected for a warmup)."""
+        return self._streams[stream].reference is not None
+
     def warmup_progress(self, stream: str) -> tuple[int, int] | None:
         """(rows collected, rows needed) while ``stream`` warms up, else ``None``."""
         s = self._streams[stream]

@@ -269,6 +269,7 @@ def test_minimal_document_takes_every_default(base_dir: Path) -> None:
     assert config.ingest.worker_count >= 1
     assert config.ingest.queue_rows == 1_000_000
     assert config.ingest.cloudevents_root is False
+    assert config.ingest.processes == 0  # parse in the workers
     assert (config.engine.evaluate_every_s, config.engine.log_base) == (15.0, "e")
     assert config.state.dir is None
     assert config.state.checkpoint_every_s == 60.0
@@ -278,6 +279,12 @@ def test_minimal_document_takes_every_default(base_dir: Path) -> None:
     assert stream.window == TimeWindow(length_s=900.0, panes=15)
     assert stream.time_field is None and stream.cloudevents is None
     assert stream.features == (FeatureConfig(name="f", type="categorical", smoothing=0.5, top_k=3),)
+
+
+def test_parse_processes_are_read(base_dir: Path) -> None:
+    config = parse_config(changed("ingest.processes", 2), base_dir=base_dir)
+    assert config.ingest.processes == 2
+    assert parse_config(changed("ingest.processes", 0), base_dir=base_dir).ingest.processes == 0
 
 
 def test_worker_count_is_the_configured_number_when_set() -> None:
@@ -537,6 +544,9 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
     ("ingest.workers", 0, ["ingest.workers: must be > 0, got 0"]),
     ("ingest.workers", 1.5, ["ingest.workers: expected an integer, got 1.5"]),
     ("ingest.queue_rows", -1, ["ingest.queue_rows: must be > 0, got -1"]),
+    ("ingest.processes", -1, ["ingest.processes: must be >= 0, got -1"]),
+    ("ingest.processes", 65, ["ingest.processes: must be <= 64, got 65"]),
+    ("ingest.processes", "2", ['ingest.processes: expected an integer, got "2"']),
     (
         "ingest.cloudevents",
         {"root": "yes"},

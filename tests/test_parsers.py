@@ -1,0 +1,204 @@
+"""Parse processes (``ingest.processes``, driftmon/parsers.py): the same counts as in-process.
+
+A real daemon with two parse processes takes bodies in every format for a pane-window
+stream, a ``{samples: N}`` stream and a warmup stream (whose layout changes when the warmup
+freezes); its live counts must equal those of an in-process Engine fed the same bodies.
+Bad bodies are refused from a child as from a worker, and a child killed mid-run is
+replaced while no request fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from harness import DaemonProcess, wait_for
+
+from driftmon.config import load_config
+from driftmon.engine import Engine
+from driftmon.parse import parse_body
+from driftmon.reference import numeric_fields
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+STREAMS = ("panes", "samples", "warm")
+FEATURES = ("x", "c")
+
+
+def write_config(folder: Path) -> Path:
+    rng = np.random.default_rng(3)
+    lines = ["x,c"] + [
+        f"{value:.4f},{category}"
+        for value, category in zip(
+            rng.normal(size=400), rng.choice(["a", "b", "c"], 400), strict=True
+        )
+    ]
+    (folder / "ref.csv").write_text("\n".join(lines) + "\n")
+    fixed = [
+        {
+            "name": "x",
+            "type": "numeric",
+            "bins": {"kind": "uniform", "lo": -3, "hi": 3, "count": 6},
+        },
+        {"name": "c", "type": "categorical", "categories": ["a", "b", "c"]},
+    ]
+    learned = [
+        {"name": "x", "type": "numeric", "bins": {"kind": "quantile", "count": 4}},
+        {"name": "c", "type": "categorical", "top_k": 2},
+    ]
+    document = {
+        "server": {"listen": "127.0.0.1:0"},
+        "ingest": {"workers": 2, "processes": 2},
+        "engine": {"evaluate_every": "1s"},
+        "streams": [
+            {"name": "panes", "reference": {"file": "ref.csv"}, "features": fixed},
+            {
+                "name": "samples",
+                "reference": {"file": "ref.csv"},
+                "window": {"samples": 700},
+                "features": fixed,
+            },
+            {"name": "warm", "reference": {"warmup": 300}, "features": learned},
+        ],
+    }
+    path = folder / "driftmon.yaml"
+    path.write_text(json.dumps(document))  # JSON is YAML
+    return path
+
+
+def bodies(seed: int) -> list[tuple[bytes, str]]:
+    """Bodies of 50–150 rows in every format, half of them numbers only."""
+    rng = np.random.default_rng(seed)
+    made = []
+    for i in range(12):
+        n = int(rng.integers(50, 150))
+        x = [round(float(v), 3) for v in rng.normal(0.3, 1.2, n)]
+        if i % 2:
+            c: list[object] = [int(v) for v in rng.integers(0, 4, n)]  # numbers only
+        else:
+            c = [str(v) for v in rng.choice(["a", "b", "c", "zz"], n)]
+            x[0] = None  # type: ignore[call-overload]  # a missing value
+        rows = [{"x": a, "c": b} for a, b in zip(x, c, strict=True)]
+        kind = i % 3
+        if kind == 0:
+            made.append((orjson.dumps(rows), JSON))
+        elif kind == 1:
+            made.append((orjson.dumps({"columns": {"x": x, "c": c}}), JSON))
+        else:
+            made.append((b"".join(orjson.dumps(row) + b"\n" for row in rows), NDJSON))
+    return made
+
+
+def children(pid: int) -> list[int]:
+    """The daemon's parse processes (spawned children; not multiprocessing's tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in command:
+                found.append(int(child))
+    return found
+
+
+def expected_live(config_path: Path, sent: list[tuple[str, bytes, str]]) -> Engine:
+    engine = Engine(load_config(config_path), now=0.0)
+    for stream, body, content_type in sent:
+        stream_config = engine.stream_config(stream)
+        fields = [f.name for f in stream_config.features]
+        batch = parse_body(body, content_type, fields, numeric_fields=numeric_fields(stream_config))
+        engine.ingest(stream, batch.n_rows, batch.columns, 1.0, unknown_fields=batch.unknown_fields)
+    return engine
+
+
+def live_counts(process: DaemonProcess, stream: str, feature: str) -> list[float]:
+    detail: dict[str, Any] = process.monitor(stream, feature)
+    return detail["live_counts"]  # type: ignore[no-any-return]
+
+
+def assert_same_counts(process: DaemonProcess, engine: Engine) -> None:
+    for stream in STREAMS:
+        for feature in FEATURES:
+            monitor = engine.monitor(stream, feature)
+            want = engine.live[monitor.bins].tolist()
+            wait_for(
+                lambda s=stream, f=feature, w=want: live_counts(process, s, f) == w,
+                30.0,
+                f"{stream}/{feature} live counts {want}",
+            )
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Any:
+    config = write_config(tmp_path)
+    with DaemonProcess(config) as process:
+        assert process.process is not None
+        process.wait_log(r"2 parse processes ready")
+        yield config, process
+
+
+def test_parse_processes_count_exactly_what_in_process_parsing_counts(daemon: Any) -> None:
+    config, process = daemon
+    assert len(children(process.process.pid)) == 2
+    sent = []
+    for seed, stream in enumerate(STREAMS * 3):
+        for body, content_type in bodies(seed):
+            reply = process.post_rows(stream, body, content_type)
+            assert reply.status == 200, reply.body
+            sent.append((stream, body, content_type))
+    # The warmup froze on the way (its layout changed under the children): same counts still.
+    assert_same_counts(process, expected_live(config, sent))
+
+
+def test_bad_bodies_are_refused_from_a_child_as_from_a_worker(daemon: Any) -> None:
+    config, process = daemon
+    good = [(b, t) for b, t in bodies(1)][:2]
+    for body, content_type in good:
+        assert process.post_rows("panes", body, content_type).status == 200
+    reply = process.post_rows("panes", b'[{"x": 1, "c": "a"}, {"x": 2,]', JSON)
+    assert reply.status == 400
+    assert reply.json()["error"].startswith("line 1, column "), reply.json()
+    reply = process.post_rows("panes", b"x,c\n1,a\n", "text/csv")
+    assert reply.status == 415
+    reply = process.post_rows("panes", b'{"columns": {"x": [1, 2], "c": ["a"]}}', JSON)
+    assert reply.status == 400 and "columns.c" in reply.json()["error"]
+    engine = expected_live(config, [("panes", b, t) for b, t in good])
+    monitor = engine.monitor("panes", "x")
+    want = engine.live[monitor.bins].tolist()
+    wait_for(lambda: live_counts(process, "panes", "x") == want, 30.0, "only the good bodies")
+
+
+def test_a_killed_parse_process_is_replaced_and_no_request_fails(daemon: Any) -> None:
+    config, process = daemon
+    first = children(process.process.pid)
+    sent = []
+    for i, (body, content_type) in enumerate(bodies(7) * 2):
+        if i == 3:
+            os.kill(first[0], signal.SIGKILL)
+        reply = process.post_rows("samples", body, content_type)
+        assert reply.status == 200, reply.body
+        sent.append(("samples", body, content_type))
+    process.wait_log(r"parse process \d+ failed .*replacing it")
+    wait_for(
+        lambda: (
+            len(children(process.process.pid)) == 2
+            and first[0] not in children(process.process.pid)
+        ),
+        60.0,
+        "a replacement parse process",
+    )
+    engine = expected_live(config, sent)
+    for feature in FEATURES:
+        monitor = engine.monitor("samples", feature)
+        want = engine.live[monitor.bins].tolist()
+        wait_for(lambda f=feature, w=want: live_counts(process, "samples", f) == w, 30.0, feature)
+    assert process.stop(signal.SIGTERM) == 0
+    assert not [pid for pid in first[1:] if Path(f"/proc/{pid}").exists()]
