@@ -482,6 +482,7 @@ class Daemon:
                 warmup=warmup,
                 dropped_events=dict(self._dropped_events),
                 files_moved_aside=dict(self._moved_aside),
+                parse_processes=None if self._parsers is None else self._parsers.alive,
             )
 
     def monitor_detail(self, stream: str, feature: str) -> dict[str, object] | None:

@@ -116,6 +116,7 @@ class Status:
     warmup: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     dropped_events: Mapping[str, int] = field(default_factory=dict)
     files_moved_aside: Mapping[str, int] = field(default_factory=dict)
+    parse_processes: int | None = None  # alive; None without ingest.processes
 
 
 def _float_text(value: float) -> str:
@@ -240,6 +241,13 @@ def _ingest_families(status: Status) -> Iterator[Metric]:
     )
     capacity.add_metric([], float(status.queue_capacity_rows))
     yield capacity
+    if status.parse_processes is not None:
+        parsers = GaugeMetricFamily(
+            "driftmon_ingest_parse_processes",
+            "Parse processes alive (of ingest.processes); the workers parse what they cannot.",
+        )
+        parsers.add_metric([], float(status.parse_processes))
+        yield parsers
     warmup = GaugeMetricFamily(
         "driftmon_warmup_rows",
         "Rows collected so far by a stream whose warmup reference is not frozen yet.",

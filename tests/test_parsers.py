@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from harness import DaemonProcess, wait_for
+from harness import DaemonProcess, sample, wait_for
 
 from driftmon.config import load_config
 from driftmon.engine import Engine
@@ -148,6 +148,7 @@ def daemon(tmp_path: Path) -> Any:
 def test_parse_processes_count_exactly_what_in_process_parsing_counts(daemon: Any) -> None:
     config, process = daemon
     assert len(children(process.process.pid)) == 2
+    assert sample(process.metrics(), "driftmon_ingest_parse_processes") == 2
     sent = []
     for seed, stream in enumerate(STREAMS * 3):
         for body, content_type in bodies(seed):
@@ -194,6 +195,11 @@ def test_a_killed_parse_process_is_replaced_and_no_request_fails(daemon: Any) ->
         ),
         60.0,
         "a replacement parse process",
+    )
+    wait_for(
+        lambda: sample(process.metrics(), "driftmon_ingest_parse_processes") == 2,
+        30.0,
+        "two parse processes alive again",
     )
     engine = expected_live(config, sent)
     for feature in FEATURES:
