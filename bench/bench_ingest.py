@@ -92,6 +92,10 @@ import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness import process_family, rss_bytes  # noqa: E402
+
 STREAM = "bench"
 LO, HI, REGULAR_BINS = -4.0, 4.0, 20
 REFERENCE_ROWS = 20_000
@@ -356,44 +360,12 @@ def _read_proc(pid: int, name: str) -> str:
     return Path(f"/proc/{pid}/{name}").read_text()
 
 
-def family(pid: int) -> list[int]:
-    """``pid`` and its descendants alive now (the daemon and its parse processes)."""
-    found = [pid]
-    for member in found:
-        try:
-            tasks = list(Path(f"/proc/{member}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                found.extend(int(child) for child in (task / "children").read_text().split())
-            except OSError:
-                continue
-    return found
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of process ``pid`` and its descendants (VmRSS of
-    ``/proc/PID/status``, summed: pages they share count once per process)."""
-    total = 0
-    for member in family(pid):
-        try:
-            status = _read_proc(member, "status")
-        except OSError:
-            continue  # gone since it was listed
-        found = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
-        if found is None and member == pid:
-            raise RuntimeError(f"no VmRSS for process {pid}")
-        total += int(found.group(1)) * 1024 if found is not None else 0
-    return total
-
-
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """(user, system) CPU time of process ``pid`` and its live descendants (all their threads)
     so far, in seconds."""
     user = system = 0.0
     tick_s = 1 / os.sysconf("SC_CLK_TCK")
-    for member in family(pid):
+    for member in process_family(pid):
         try:
             stat = _read_proc(member, "stat")
         except OSError:

@@ -8,7 +8,8 @@ between 55 % and 95 % of the queue's rows (or of ``--body-rows``), in the
 three body formats, so two bodies being binned at once overflow the queue.
 Meanwhile a prober process of its own times ``GET /-/healthy`` and
 ``GET /metrics`` (each on a new connection, as a health checker does) every
-0.25 s and reads the daemon's VmRSS from ``/proc/PID/status``.
+0.25 s and reads the VmRSS of the daemon and of its parse processes, if any
+(``ingest.processes``), from ``/proc/PID/status``.
 
 Promises (any one broken makes the exit status 1):
 
@@ -32,7 +33,7 @@ Promises (any one broken makes the exit status 1):
 ``tests/test_flood.py`` runs it for 15 s; the long run is::
 
     python bench/flood.py [--duration 300] [--senders 32] [--queue-rows 20000]
-                          [--body-rows N] [--workers 2] [--max-body-bytes B]
+                          [--body-rows N] [--workers 2] [--processes 0] [--max-body-bytes B]
                           [--rss-allowance-mib 256]
 
 It prints the figures: requests by status, rows acknowledged, health and
@@ -61,7 +62,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from harness import DaemonProcess, parse_metrics, sample, series  # noqa: E402
+from harness import DaemonProcess, parse_metrics, rss_bytes, sample, series  # noqa: E402
 
 STREAM = "flood"
 FEATURES = ("x", "y", "c", "d")
@@ -71,7 +72,9 @@ REQUEST_TIMEOUT_S = 60.0
 """A flood request not answered within this is a failure (a hang)."""
 
 
-def write_config(folder: Path, *, queue_rows: int, workers: int, max_body_bytes: int) -> Path:
+def write_config(
+    folder: Path, *, queue_rows: int, workers: int, max_body_bytes: int, processes: int = 0
+) -> Path:
     """The flooded daemon's config (and reference file) in ``folder``."""
     rng = np.random.default_rng(1)
     rows = [
@@ -86,7 +89,7 @@ def write_config(folder: Path, *, queue_rows: int, workers: int, max_body_bytes:
     (folder / "reference.ndjson").write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = {
         "server": {"listen": "127.0.0.1:0", "max_body_bytes": max_body_bytes},
-        "ingest": {"workers": workers, "queue_rows": queue_rows},
+        "ingest": {"workers": workers, "queue_rows": queue_rows, "processes": processes},
         "engine": {"evaluate_every": "1s"},
         "state": {"dir": str(folder / "state"), "checkpoint_every": "5s"},
         "defaults": {"window": {"length": "1h", "panes": 4}},
@@ -149,15 +152,6 @@ def make_bodies(queue_rows: int, count: int, seed: int = 2) -> list[Body]:
             )
             bodies.append(Body(text.encode(), "application/x-ndjson", n))
     return bodies
-
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS of process ``pid`` from ``/proc/PID/status``, in bytes."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    found = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"no VmRSS for process {pid}")
-    return int(found.group(1)) * 1024
 
 
 @dataclass
@@ -464,6 +458,7 @@ def run(args: argparse.Namespace) -> int:
             queue_rows=args.queue_rows,
             workers=args.workers,
             max_body_bytes=args.max_body_bytes,
+            processes=args.processes,
         )
         bodies = make_bodies(args.body_rows or args.queue_rows, 12)
         largest = max(len(body.data) for body in bodies)
@@ -506,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, default=32, help="concurrent senders")
     parser.add_argument("--queue-rows", type=int, default=20_000, help="ingest.queue_rows")
     parser.add_argument("--workers", type=int, default=2, help="ingest.workers")
+    parser.add_argument(
+        "--processes", type=int, default=0, help="ingest.processes (parse processes)"
+    )
     parser.add_argument(
         "--body-rows",
         type=int,

@@ -256,6 +256,40 @@ class DaemonProcess:
         self.kill()
 
 
+def process_family(pid: int) -> list[int]:
+    """``pid`` and its descendants alive now (a daemon and its parse processes)."""
+    found = [pid]
+    for member in found:
+        try:
+            tasks = list(Path(f"/proc/{member}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                found.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` and its descendants, in bytes: VmRSS of each
+    ``/proc/PID/status``, summed (pages they share count once per process)."""
+    total = 0
+    for member in process_family(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue  # gone since it was listed
+        found = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
+        if found is None:
+            if member == pid:
+                raise RuntimeError(f"no VmRSS for process {pid}")
+            continue
+        total += int(found.group(1)) * 1024
+    return total
+
+
 def sample(samples: Samples, name: str, **labels: str) -> float | None:
     """The value of one sample, or ``None`` when the series is absent."""
     return samples.get((name, tuple(sorted(labels.items()))))
