@@ -119,9 +119,14 @@ def expected_live(config_path: Path, sent: list[tuple[str, bytes, str]]) -> Engi
     return engine
 
 
-def live_counts(process: DaemonProcess, stream: str, feature: str) -> list[float]:
-    detail: dict[str, Any] = process.monitor(stream, feature)
-    return detail["live_counts"]  # type: ignore[no-any-return]
+def live_counts(process: DaemonProcess, stream: str, feature: str) -> list[float] | None:
+    """The monitor's live counts; ``None`` until an evaluation has shown the monitor (a
+    warmup's monitors appear at the first evaluation after it froze)."""
+    reply = process.get(f"/api/v1/monitors/{stream}/{feature}")
+    if reply.status == 404:
+        return None
+    assert reply.status == 200, (reply.status, reply.body)
+    return reply.json()["live_counts"]  # type: ignore[no-any-return]
 
 
 def assert_same_counts(process: DaemonProcess, engine: Engine) -> None:
@@ -208,3 +213,23 @@ def test_a_killed_parse_process_is_replaced_and_no_request_fails(daemon: Any) ->
         wait_for(lambda f=feature, w=want: live_counts(process, "samples", f) == w, 30.0, feature)
     assert process.stop(signal.SIGTERM) == 0
     assert not [pid for pid in first[1:] if Path(f"/proc/{pid}").exists()]
+
+
+def test_after_a_reload_the_children_bin_with_the_new_layout(daemon: Any) -> None:
+    config, process = daemon
+    for body, content_type in bodies(11)[:4]:
+        assert process.post_rows("panes", body, content_type).status == 200
+    document = json.loads(config.read_text())
+    document["streams"][0]["features"][0]["bins"]["count"] = 3  # panes/x: a new layout
+    config.write_text(json.dumps(document))
+    reply = process.post("/-/reload")
+    assert reply.status == 200, reply.body
+    sent = [("panes", body, content_type) for body, content_type in bodies(12)]
+    for _, body, content_type in sent:
+        assert process.post_rows("panes", body, content_type).status == 200
+    # panes/x started over with three bins: only the bodies after the reload are in it.
+    engine = expected_live(config, sent)
+    monitor = engine.monitor("panes", "x")
+    want = engine.live[monitor.bins].tolist()
+    assert len(want) == 3 + 4  # three regular bins among underflow, overflow, missing, invalid
+    wait_for(lambda: live_counts(process, "panes", "x") == want, 30.0, f"panes/x {want}")
