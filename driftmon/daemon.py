@@ -367,21 +367,28 @@ class Daemon:
         except ChildUnavailable as exc:
             log.debug("parsing in the worker: %s", exc)
             return None
-        capacity = self.config.ingest.queue_rows
+        if binned.n_rows and binned.counts is None:
+            return None  # nothing binned (cannot happen for a stream with a layout)
         with self._lock:
             current = self.engine
             assert current is not None
             if (self._engine_serial, current.generation) != layout.version:
                 return None  # the layout changed while the child binned: bin again here
-            if self._queue_rows + binned.n_rows > capacity and self._queue_rows > 0:
-                raise QueueFull(f"ingest queue holds {self._queue_rows} of {capacity} rows")
+            self._check_queue_room(binned.n_rows)
             batch = BinnedBatch(
                 stream, binned.n_rows, {}, current.generation, binned.counts, binned.indices
             )
-            if binned.n_rows and binned.counts is None:
-                return None  # nothing binned (cannot happen for a stream with a layout)
             current.apply(batch, self.clock(), unknown_fields=binned.unknown_fields)
         return IngestResult(binned.n_rows, binned.unknown_fields)
+
+    def _check_queue_room(self, rows: int) -> None:
+        """Raise :class:`QueueFull` unless ``rows`` more fit the row queue (hold ``_lock``).
+
+        A non-empty queue bounds what joins it; an empty one takes any batch.
+        """
+        capacity = self.config.ingest.queue_rows
+        if self._queue_rows + rows > capacity and self._queue_rows > 0:
+            raise QueueFull(f"ingest queue holds {self._queue_rows} of {capacity} rows")
 
     def ingest_batch(self, stream: str, batch: Batch) -> IngestResult:
         """Bin and apply an already-parsed batch (worker threads)."""
@@ -403,10 +410,8 @@ class Daemon:
         if engine is None:
             raise NotReady()
         rows = sum(batch.n_rows for _, batch in batches)
-        capacity = self.config.ingest.queue_rows
         with self._lock:
-            if self._queue_rows + rows > capacity and self._queue_rows > 0:
-                raise QueueFull(f"ingest queue holds {self._queue_rows} of {capacity} rows")
+            self._check_queue_room(rows)
             self._queue_rows += rows
         try:
             binned = [engine.bin_batch(s, b.n_rows, b.columns) for s, b in batches]
