@@ -33,6 +33,7 @@ from typing import Final
 
 import numpy as np
 
+from driftmon.coded import CodedColumn
 from driftmon.kernels import binning as kernels
 
 __all__ = [
@@ -257,6 +258,8 @@ def _numeric_column(values: Sequence[object] | np.ndarray) -> tuple[np.ndarray, 
     """(numbers, invalid) of a column: float64 numbers with NaN for missing values,
     and a boolean mask of the invalid positions (None when there are none; their
     numbers are NaN placeholders)."""
+    if isinstance(values, CodedColumn):
+        values = values.tolist()  # numbers do not come coded; any other value is invalid
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
             raise ValueError(f"values must be one column (1-D), got shape {values.shape}")
@@ -640,8 +643,13 @@ class CategoricalBinner:
         (``3`` matches ``"3"``); bool as ``"true"``/``"false"``; a valid value
         outside the categories is ``other``; None and float NaN are missing; any
         other float, list, dict or other type is invalid. Columns of only str and
-        int take a fast path.
+        int take a fast path. A :class:`~driftmon.coded.CodedColumn` is matched
+        one distinct value at a time.
         """
+        if isinstance(values, CodedColumn):
+            return values.layout_codes(
+                self.codes(list(values.values)), self.invalid, self.missing
+            )
         if isinstance(values, np.ndarray):
             if values.ndim != 1:
                 raise ValueError(f"values must be one column (1-D), got shape {values.shape}")
@@ -753,9 +761,14 @@ def top_k_categories(values: Sequence[object] | np.ndarray, k: int) -> tuple[str
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    frequency: Counter[str | None]
+    if isinstance(values, CodedColumn):
+        frequency = Counter()
+        for value, rows in values.value_counts():
+            frequency[_category_text(value)] += rows
+        return _ranked(frequency, int(k))
     if isinstance(values, np.ndarray):
         values = values.tolist()
-    frequency: Counter[str | None]
     try:
         if not set(map(type, values)) <= {str, int}:
             raise ValueError("mixed types: take the per-value path")
@@ -763,8 +776,12 @@ def top_k_categories(values: Sequence[object] | np.ndarray, k: int) -> tuple[str
     except ValueError:
         # Mixed types, or an int past the int-to-text digit limit.
         frequency = Counter(map(_category_text, values))
+    return _ranked(frequency, int(k))
+
+
+def _ranked(frequency: Counter[str | None], k: int) -> tuple[str, ...]:
     ranked = sorted(
         ((text, n) for text, n in frequency.items() if text),
         key=lambda item: (-item[1], item[0]),
     )
-    return tuple(text for text, _ in ranked[: int(k)])
+    return tuple(text for text, _ in ranked[:k])

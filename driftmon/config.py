@@ -48,7 +48,7 @@ import yaml
 FeatureType = Literal["numeric", "categorical"]
 LogBase = Literal["e", "2"]
 ReferenceKind = Literal["file", "warmup", "snapshot"]
-DataFormat = Literal["csv", "ndjson", "json"]
+DataFormat = Literal["parquet", "arrow", "csv", "ndjson", "json"]
 AlertMetric = Literal["kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein"]
 
 ALERT_METRICS: tuple[str, ...] = ("kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein")
@@ -881,12 +881,18 @@ def _parse_defaults(value: object, errs: _Errors) -> _Defaults:
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _FORMAT_BY_SUFFIX: dict[str, DataFormat] = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".ipc": "arrow",
+    ".arrows": "arrow",
     ".csv": "csv",
     ".ndjson": "ndjson",
     ".jsonl": "ndjson",
     ".json": "json",
 }
-_FORMATS: tuple[DataFormat, ...] = ("csv", "ndjson", "json")
+_FORMATS: tuple[DataFormat, ...] = ("parquet", "arrow", "csv", "ndjson", "json")
 
 
 def _read_stream_name(value: object, path: str, errs: _Errors) -> str | None:
@@ -946,7 +952,7 @@ def _read_reference(
             errs.add(
                 section.at("file"),
                 f"cannot tell the format from the suffix {_show(reference_path.suffix)}: "
-                "add format: csv, ndjson or json",
+                "add format: parquet, arrow, csv, ndjson or json",
             )
     if reference_path is None or data_format is None:
         return None

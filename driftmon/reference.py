@@ -35,7 +35,6 @@ from driftmon.config import (
     StreamConfig,
     UniformBins,
 )
-from driftmon.parse import read_table
 
 Binner = NumericBinner | CategoricalBinner
 
@@ -156,10 +155,12 @@ def numeric_fields(stream: StreamConfig) -> list[str]:
 def load_reference_file(
     stream: StreamConfig, path: Path, data_format: str | None = None
 ) -> Reference:
-    """Read a CSV / NDJSON / JSON-array file of rows and build the stream's reference."""
+    """Read a data file (Parquet, Arrow IPC, CSV, NDJSON, JSON) and build the stream's reference."""
+    from driftmon.columnar import read_batch  # pyarrow loads only for a file reference
+
     fields = [f.name for f in stream.features]
     try:
-        batch = read_table(path, fields, format=data_format, numeric_fields=numeric_fields(stream))
+        batch = read_batch(path, fields, format=data_format, numeric_fields=numeric_fields(stream))
     except OSError as exc:
         raise ReferenceError(f"cannot read reference file {path}: {exc.strerror or exc}") from exc
     except ValueError as exc:
