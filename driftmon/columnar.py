@@ -42,7 +42,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from driftmon.coded import INVALID, MISSING, CodedColumn
-from driftmon.parse import Batch, BodyError, read_table
+from driftmon.parse import ARROW_STREAM_MEDIA_TYPE, Batch, BodyError, read_table
 
 __all__ = [
     "ARROW_STREAM_MEDIA_TYPE",
@@ -55,8 +55,6 @@ __all__ = [
     "read_batch",
 ]
 
-ARROW_STREAM_MEDIA_TYPE: Final = "application/vnd.apache.arrow.stream"
-"""Media type of an ingest body that is an Arrow IPC stream of record batches."""
 
 FILE_FORMATS: Final = {
     ".parquet": "parquet",
