@@ -22,6 +22,7 @@ from driftmon.config import (
     load_config,
     parse_listen,
 )
+from driftmon.tools.init import add_init_command
 
 DATA_FORMATS = ("parquet", "arrow", "csv", "ndjson", "json")
 
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--output", required=True, metavar="OUT", help="the snapshot to write")
     build.set_defaults(handler=_reference_build)
     reference.set_defaults(handler=lambda _args: _usage(reference))
+
+    add_init_command(commands)
 
     rules = commands.add_parser(
         "rules",

@@ -33,6 +33,7 @@ import difflib
 import fnmatch
 import ipaddress
 import json
+import logging
 import math
 import os
 import re
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Literal, TypeAlias, TypeVar
 
 import yaml
+
+_log = logging.getLogger("driftmon.config")
 
 # --- the typed configuration -------------------------------------------------
 
@@ -1238,13 +1241,17 @@ def _read_stream(
         smoothing = defaults.smoothing
     features: list[FeatureConfig] = []
     names_complete = True
-    feature_items = section.require("features", _read_list)
+    infer, feature_items = _infer_marker(section.raw("features"))
+    if not infer:
+        feature_items = section.require("features", _read_list)
     if feature_items is None:
         names_complete = False
-    elif not feature_items:
+    elif not feature_items and not infer:
         errs.add(section.at("features"), "must list at least one feature")
     first_at: dict[str, int] = {}
     for index, item in enumerate(feature_items or ()):
+        if infer and item == "infer":
+            continue
         feature_path = f"{section.at('features')}[{index}]"
         feature, feature_name, feature_type = _read_feature(item, feature_path, errs, smoothing)
         if feature_name is None:
@@ -1262,6 +1269,10 @@ def _read_stream(
             monitors.append(_Monitor(name, feature_name, feature_type, window))
         if feature is not None:
             features.append(feature)
+    if infer:
+        features = _inferred_features(
+            section.at("features"), errs, reference, smoothing, features, name, window, monitors
+        )
     cloudevents: CloudEventsMapping | None = None
     if "cloudevents" in section:
         known = list(first_at) if names_complete else None
@@ -1280,6 +1291,55 @@ def _read_stream(
         cloudevents=cloudevents,
     )
     return stream, name, names_complete
+
+
+def _infer_marker(value: object) -> tuple[bool, list[object] | None]:
+    """Whether ``features`` asks for inference (``infer``, or a list holding ``infer``),
+    and the explicit entries beside it."""
+    if value == "infer":
+        return True, []
+    if isinstance(value, list) and "infer" in value:
+        return True, value
+    return False, None
+
+
+def _inferred_features(
+    path: str,
+    errs: _Errors,
+    reference: ReferenceConfig | None,
+    smoothing: float,
+    explicit: list[FeatureConfig],
+    stream: str | None,
+    window: Window | None,
+    monitors: list[_Monitor],
+) -> list[FeatureConfig]:
+    """``features: infer``: the reference file's columns (driftmon.infer), explicit entries
+    replacing inferred ones of their name."""
+    if reference is None:
+        return explicit
+    if reference.kind != "file" or reference.path is None:
+        errs.add(path, f"infer needs a file reference, not {reference.kind}")
+        return explicit
+    from driftmon.infer import infer_file, merge_features
+
+    try:
+        inference = infer_file(reference.path, reference.format)
+    except (ValueError, OSError) as exc:
+        errs.add(path, f"cannot infer features from {reference.path}: {exc}")
+        return explicit
+    _log.info("stream %s: features inferred: %s", stream, inference.summary())
+    inferred = [feature.config(smoothing) for feature in inference.features]
+    merged = merge_features(inferred, explicit)
+    if not merged:
+        errs.add(path, f"infer found no column to monitor in {reference.path}")
+    known = {feature.name for feature in explicit}
+    if stream is not None:
+        monitors.extend(
+            _Monitor(stream, feature.name, feature.type, window)
+            for feature in merged
+            if feature.name not in known
+        )
+    return merged
 
 
 # --- alerts ------------------------------------------------------------------
