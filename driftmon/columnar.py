@@ -72,7 +72,6 @@ FILE_FORMATS: Final = {
 
 FORMATS: Final = ("parquet", "arrow", "csv", "ndjson", "json")
 
-_CSV_BLOCK_BYTES: Final = 4 << 20
 _MAX_BODY_EXPANSION: Final = 64
 
 
@@ -305,7 +304,6 @@ def _python_floats(column: pa.ChunkedArray) -> list[object]:
 def _read_csv_table(path: Path, column_types: dict[str, pa.DataType]) -> pa.Table:
     return pa_csv.read_csv(
         path,
-        read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
         parse_options=pa_csv.ParseOptions(newlines_in_values=True),
         convert_options=pa_csv.ConvertOptions(
             column_types=column_types,
