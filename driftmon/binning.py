@@ -732,13 +732,15 @@ def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
     if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "iuf":
         raise ValueError(f"values must be a 1-D numeric numpy array, got {_describe(values)}")
-    numbers = values.astype(np.float64, copy=False)
-    finite = numbers[np.isfinite(numbers)]
-    if finite.size == 0:
-        raise ValueError("values has no finite number to take quantiles of")
+    from driftmon.quantiles import finite_quantiles  # it bins with NumericBinner
+
+    numbers = np.ascontiguousarray(values, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         # interpolating between values near ±1.8e308 can overflow: reported below
-        quantiles = np.quantile(finite, np.linspace(0.0, 1.0, int(count) + 1))
+        try:
+            quantiles = finite_quantiles(numbers, np.linspace(0.0, 1.0, int(count) + 1))
+        except ValueError:
+            raise ValueError("values has no finite number to take quantiles of") from None
     if not np.all(np.isfinite(quantiles)):
         raise ValueError("the finite values span more than float64 can interpolate between")
     edges = np.unique(quantiles)

@@ -22,6 +22,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ from driftmon.config import (
 )
 
 Binner = NumericBinner | CategoricalBinner
+
+_THREADED_ROWS = 1 << 16  # smaller references are built on the calling thread
+_MAX_THREADS = 8
 
 SNAPSHOT_FORMAT = "driftmon-reference"
 SNAPSHOT_VERSION = 1
@@ -75,9 +79,9 @@ def configured_binner(feature: FeatureConfig) -> Binner | None:
 
 
 def _finite_numbers(values: Sequence[object] | np.ndarray) -> np.ndarray:
-    """The finite real numbers of a column (ints and floats, not bools)."""
+    """The real numbers of a column (ints and floats, not bools; a float64 array as is)."""
     if isinstance(values, np.ndarray) and values.dtype == np.float64:
-        return values[np.isfinite(values)]
+        return values  # quantile_edges leaves NaN and ±inf out itself
     numbers: list[float] = []
     for value in values:
         if type(value) is float or type(value) is int:
@@ -132,19 +136,30 @@ class Reference:
 def build_reference(
     stream: StreamConfig, n_rows: int, columns: Mapping[str, Sequence[object] | np.ndarray]
 ) -> Reference:
-    """Learn the layouts and bin ``columns`` (one list per feature) into a reference."""
-    binners: list[Binner] = []
-    counts: list[np.ndarray] = []
-    for feature in stream.features:
+    """Learn the layouts and bin ``columns`` (one list per feature) into a reference.
+
+    Large references are learned and binned on a few threads, a feature each
+    (the quantile search and the binning kernels release the GIL).
+    """
+
+    def one(feature: FeatureConfig) -> tuple[Binner, np.ndarray]:
         values = columns.get(feature.name)
         if values is None:
             values = [None] * n_rows
         binner = learn_binner(feature, values)
         feature_counts = np.zeros(binner.n_bins, dtype=np.float64)
         binner.add_values(values, feature_counts)
-        binners.append(binner)
-        counts.append(feature_counts)
-    return Reference(tuple(binners), tuple(counts), n_rows)
+        return binner, feature_counts
+
+    threads = min(os.cpu_count() or 1, len(stream.features), _MAX_THREADS)
+    if n_rows < _THREADED_ROWS or threads < 2:
+        learned = list(map(one, stream.features))
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="driftmon-reference") as pool:
+            learned = list(pool.map(one, stream.features))
+    binners = tuple(binner for binner, _ in learned)
+    counts = tuple(feature_counts for _, feature_counts in learned)
+    return Reference(binners, counts, n_rows)
 
 
 def numeric_fields(stream: StreamConfig) -> list[str]:

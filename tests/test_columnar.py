@@ -27,6 +27,7 @@ from driftmon.coded import CodedColumn
 from driftmon.columnar import parse_arrow_body, read_batch
 from driftmon.config import FeatureConfig, QuantileBins
 from driftmon.parse import BodyError, read_table
+from driftmon.quantiles import finite_quantiles
 from driftmon.reference import layout_key, learn_binner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,3 +279,46 @@ def test_csv_read_by_arrow_gives_the_reference_the_old_reader_gave(tmp_path: Pat
     pa_csv.write_csv(table, path)
     compare_file(path, [numeric("x", 20), categorical("k"), numeric("z", 4)])
     compare_file(path, [categorical("z")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([0.0, -0.0, 1.0, 1.0, 2.5]),
+            st.integers(-5, 5).map(float),
+        ),
+        min_size=1,
+        max_size=400,
+    ),
+    st.integers(1, 24),
+)
+def test_bucketed_quantiles_equal_numpy_bit_for_bit(values: list[float], count: int) -> None:
+    array = np.asarray(values, dtype=np.float64)
+    q = np.linspace(0.0, 1.0, count + 1)
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        with pytest.raises(ValueError):
+            finite_quantiles(array, q, min_values=1)
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = np.quantile(finite, q)
+        got = finite_quantiles(array, q, min_values=1)
+    assert got.tobytes() == want.tobytes()
+
+
+def test_bucketed_quantiles_on_large_columns_equal_numpy() -> None:
+    rng = np.random.default_rng(7)
+    q = np.linspace(0.0, 1.0, 11)
+    columns = [
+        np.round(rng.normal(size=300_000), 3),
+        rng.integers(0, 4, 200_000).astype(np.float64),
+        np.concatenate(
+            [rng.standard_cauchy(100_000), [np.inf] * 7, [-np.inf] * 30_000, [np.nan] * 9]
+        ),
+        np.sort(rng.exponential(size=100_000))[::-1].copy(),
+    ]
+    for column in columns:
+        want = np.quantile(column[np.isfinite(column)], q)
+        assert finite_quantiles(column, q).tobytes() == want.tobytes()
