@@ -179,13 +179,18 @@ def feature_values(column: pa.ChunkedArray | pa.Array, numeric: bool) -> np.ndar
 
 
 def _time_values(column: pa.ChunkedArray) -> Sequence[object] | np.ndarray:
-    """A ``time_field`` column: epoch seconds for Arrow timestamps, else the decoded values."""
-    if pa.types.is_timestamp(column.type):
-        seconds = pc.divide(
-            pc.cast(column.cast(pa.timestamp("ns", column.type.tz)), pa.int64()), 1e9
-        )
-        return pc.fill_null(seconds, math.nan).to_numpy()
-    return column.to_pylist()
+    """A ``time_field`` column: epoch seconds for Arrow timestamps and dates (NaN for null),
+    else the decoded values (epoch seconds or RFC 3339 text, read by the replay)."""
+    if pa.types.is_date(column.type):
+        column = pc.cast(column, pa.timestamp("s"))
+    if not pa.types.is_timestamp(column.type):
+        return column.to_pylist()
+    per_second = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[column.type.unit]
+    ticks = pc.cast(column, pa.int64())
+    valid = np.asarray(pc.is_valid(ticks).to_numpy(zero_copy_only=False), dtype=bool)
+    seconds = pc.fill_null(ticks, 0).to_numpy().astype(np.float64) / per_second
+    seconds[~valid] = math.nan
+    return seconds
 
 
 def table_batch(

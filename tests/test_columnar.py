@@ -322,3 +322,65 @@ def test_bucketed_quantiles_on_large_columns_equal_numpy() -> None:
     for column in columns:
         want = np.quantile(column[np.isfinite(column)], q)
         assert finite_quantiles(column, q).tobytes() == want.tobytes()
+
+
+def payments_as_parquet(tmp_path: Path, timestamps: bool) -> Path:
+    """config/replay/payments.csv as Parquet: ``ts`` as Arrow timestamps or as its text."""
+    table = pa_csv.read_csv(
+        ROOT / "config/replay/payments.csv",
+        convert_options=pa_csv.ConvertOptions(
+            column_types={"ts": pa.string(), "channel": pa.string(), "country": pa.string()}
+        ),
+    )
+    if timestamps:
+        seconds = [
+            np.datetime64(text.replace("Z", ""), "ms").astype(np.int64)
+            for text in table.column("ts").to_pylist()
+        ]
+        parsed = pa.array(seconds, pa.int64()).cast(pa.timestamp("ms", "UTC"))
+        table = table.set_column(table.column_names.index("ts"), "ts", parsed)
+    path = tmp_path / f"payments-{timestamps}.parquet"
+    pq.write_table(table, path, row_group_size=1000)
+    return path
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_replay_of_parquet_prints_what_replay_of_the_csv_prints(
+    tmp_path: Path, timestamps: bool
+) -> None:
+    import io
+
+    from driftmon.config import load_config
+    from driftmon.replay import replay
+
+    config = load_config(ROOT / "config/replay/payments.yaml")
+    from_csv, from_parquet = io.StringIO(), io.StringIO()
+    replay(config, "payments", ROOT / "config/replay/payments.csv", from_csv)
+    path = payments_as_parquet(tmp_path, timestamps)
+    replay(config, "payments", path, from_parquet, chunk_rows=777)
+    assert from_parquet.getvalue() == from_csv.getvalue()
+    assert from_csv.getvalue().count("\n") > 100
+
+
+def test_reference_build_from_parquet_equals_the_build_from_csv(tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    from driftmon.cli import main
+
+    config = str(ROOT / "config/replay/payments.yaml")
+    outputs = {}
+    for name, source in [
+        ("csv", ROOT / "config/replay/payments.csv"),
+        ("parquet", payments_as_parquet(tmp_path, True)),
+    ]:
+        outputs[name] = tmp_path / f"{name}.npz"
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = main(["reference", "build", "-c", config, "--stream", "payments",
+                           "--input", str(source), "-o", str(outputs[name])])  # fmt: skip
+        assert status == 0
+    with np.load(outputs["csv"]) as want, np.load(outputs["parquet"]) as got:
+        assert sorted(want.files) == sorted(got.files)
+        for name in want.files:
+            if name != "meta":
+                np.testing.assert_array_equal(got[name], want[name], name)
