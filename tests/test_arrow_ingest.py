@@ -2,13 +2,16 @@
 
 Two streams with the same features: one is fed Arrow bodies, the other the
 same rows as JSON; their live histograms must be equal bin for bin, which
-is §2's type rules mapped from Arrow types. Bad bodies apply nothing.
+is §2's type rules mapped from Arrow types. Bad bodies apply nothing. Every
+test runs against a daemon that parses in its worker threads and one that
+parses in a child process (``ingest.processes``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +35,10 @@ FEATURES = [
 STREAMS = ("arrow", "json", "frame", "small")
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+@pytest.fixture(scope="module", params=[0, 1], ids=["in-workers", "in-a-parse-process"])
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[DaemonProcess]:
     folder = tmp_path_factory.mktemp("arrow-daemon")
     reference = folder / "reference.ndjson"
     reference.write_text(
@@ -41,6 +46,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     )
     config = {
         "server": {"max_body_bytes": "64KiB"},
+        "ingest": {"processes": request.param},
         "engine": {"evaluate_every": "200ms"},
         "defaults": {"window": {"samples": 1_000_000}},
         "streams": [
@@ -185,3 +191,21 @@ def test_log_frame_without_pyarrow_sends_pandas_rows_as_json(tmp_path: Path) -> 
             frames.frame_rows(rows_table())
     finally:
         frames._pyarrow = original  # type: ignore[assignment]
+
+
+def test_log_frame_rows_are_evicted_and_counted_like_logged_rows() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = Client(f"http://127.0.0.1:{port}", "s", max_buffer_rows=30, max_backoff=0.05)
+    try:
+        client.log_frame(pa.table({"x": pa.array(range(100), pa.float64())}))
+        client.log({"x": 1.0})
+        stats = client.stats
+        assert stats.rows_logged == 101
+        assert stats.rows_dropped + stats.rows_pending + stats.rows_sent == 101
+        assert stats.rows_pending <= 30 and stats.rows_sent == 0
+    finally:
+        assert not client.close(timeout=0.5)
+    stats = client.stats
+    assert stats.rows_dropped == 101 and stats.rows_pending == 0
