@@ -171,11 +171,29 @@ def _categorical_values(column: pa.ChunkedArray) -> CodedColumn:
     return CodedColumn(codes.astype(np.int32, copy=False), values)
 
 
-def feature_values(column: pa.ChunkedArray | pa.Array, numeric: bool) -> np.ndarray | CodedColumn:
-    """One Arrow column as the binner takes it for a numeric or a categorical feature (§2)."""
+def feature_values(
+    column: pa.ChunkedArray | pa.Array, numeric: bool
+) -> np.ndarray | CodedColumn | list[object]:
+    """One Arrow column as the binner takes it for a numeric or a categorical feature (§2).
+
+    A run-end encoded column is decoded first. A type Arrow cannot convert
+    as above is decoded to Python values, to which the binner applies §2 as
+    to JSON values; one that cannot even be decoded is a
+    :class:`~driftmon.parse.BodyError`.
+    """
     if isinstance(column, pa.Array):
         column = pa.chunked_array([column], type=column.type)
-    return _numeric_values(column) if numeric else _categorical_values(column)
+    try:
+        if pa.types.is_run_end_encoded(column.type):
+            column = pc.run_end_decode(column)
+        return _numeric_values(column) if numeric else _categorical_values(column)
+    except pa.ArrowException:
+        pass
+    try:
+        decoded: list[object] = column.to_pylist()
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise BodyError(f"a column of type {column.type} cannot be read ({exc})") from None
+    return decoded
 
 
 def _time_values(column: pa.ChunkedArray) -> Sequence[object] | np.ndarray:
@@ -219,7 +237,10 @@ def table_batch(
         elif name in other_fields and name not in numeric_fields:
             columns[name] = _time_values(table.column(name))
         else:
-            columns[name] = feature_values(table.column(name), name in numeric_fields)
+            try:
+                columns[name] = feature_values(table.column(name), name in numeric_fields)
+            except BodyError as exc:
+                raise BodyError(f"{where}: column {name!r}: {exc}") from None
     wanted = set(fields)
     unknown = sum(
         n_rows - table.column(i).null_count for i, name in enumerate(names) if name not in wanted
