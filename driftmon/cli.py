@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="run the engine over a file of rows",
-        description="Run the engine over a file (CSV, NDJSON, JSON array); print one JSON line "
-        "per evaluation and monitor. On event time when the stream has time_field; otherwise "
-        "one evaluation at the end.",
+        description="Run the engine over a file (Parquet, Arrow, CSV, NDJSON, JSON); print one "
+        "JSON line per evaluation and monitor. On event time when the stream has time_field; "
+        "otherwise one evaluation at the end.",
     )
     replay.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
     replay.add_argument("--stream", required=True, help="the stream the rows belong to")
@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
     build.add_argument("--stream", required=True, help="the stream whose features to use")
-    build.add_argument("--input", required=True, metavar="DATA", help="CSV, NDJSON or JSON rows")
+    build.add_argument(
+        "--input", required=True, metavar="DATA", help="Parquet, Arrow, CSV, NDJSON or JSON"
+    )
     build.add_argument("--format", choices=DATA_FORMATS, help="default: by suffix")
     build.add_argument("-o", "--output", required=True, metavar="OUT", help="the snapshot to write")
     build.set_defaults(handler=_reference_build)

@@ -1,9 +1,10 @@
 """References: bin layouts and reference counts of a stream (DESIGN.md §2, §4).
 
-A stream's reference comes from a data file (CSV, NDJSON, JSON array), from
-its first N rows (``warmup``), or from a snapshot written by ``driftmon
-reference build``. Layouts that are learned from data (quantile edges, top-k
-categories) are fixed here, once, from the reference's rows.
+A stream's reference comes from a data file (Parquet, Arrow IPC, CSV, NDJSON,
+JSON; read by :mod:`driftmon.columnar`), from its first N rows (``warmup``),
+or from a snapshot written by ``driftmon reference build``. Layouts that are
+learned from data (quantile edges, top-k categories) are fixed here, once,
+from the reference's rows.
 
 Snapshot format: one ``.npz`` file (loaded with ``allow_pickle=False``, so
 loading never executes anything) holding ``counts/<i>`` (float64 counts of
