@@ -33,7 +33,7 @@ from typing import Final
 
 import numpy as np
 
-from driftmon.coded import CodedColumn
+from driftmon.coded import CodedColumn, FloatChunks
 from driftmon.kernels import binning as kernels
 
 __all__ = [
@@ -258,6 +258,8 @@ def _numeric_column(values: Sequence[object] | np.ndarray) -> tuple[np.ndarray, 
     """(numbers, invalid) of a column: float64 numbers with NaN for missing values,
     and a boolean mask of the invalid positions (None when there are none; their
     numbers are NaN placeholders)."""
+    if isinstance(values, FloatChunks):
+        return values.array(), None
     if isinstance(values, CodedColumn):
         values = values.tolist()  # numbers do not come coded; any other value is invalid
     if isinstance(values, np.ndarray):
@@ -738,9 +740,23 @@ def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         # interpolating between values near ±1.8e308 can overflow: reported below
         try:
-            quantiles = finite_quantiles(numbers, np.linspace(0.0, 1.0, int(count) + 1))
+            quantiles = finite_quantiles(numbers, quantile_levels(int(count)))
         except ValueError:
             raise ValueError("values has no finite number to take quantiles of") from None
+    return edges_from_quantiles(quantiles)
+
+
+def quantile_levels(count: int) -> np.ndarray:
+    """The levels ``0, 1/count, ..., 1`` of ``count`` quantile bins."""
+    return np.linspace(0.0, 1.0, count + 1)
+
+
+def edges_from_quantiles(quantiles: np.ndarray) -> np.ndarray:
+    """Quantile bin edges from the quantiles at :func:`quantile_levels`: repeats removed.
+
+    Raises ValueError when a quantile is not finite (interpolation overflowed)
+    or fewer than 2 distinct ones remain.
+    """
     if not np.all(np.isfinite(quantiles)):
         raise ValueError("the finite values span more than float64 can interpolate between")
     edges = np.unique(quantiles)

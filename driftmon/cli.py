@@ -303,6 +303,7 @@ def _reference_build(args: argparse.Namespace) -> int:
             [f.name for f in stream.features],
             format=args.format,
             numeric_fields=numeric_fields(stream),
+            chunked=True,
         )
         if batch.n_rows == 0:
             raise ReferenceError(f"{args.input}: no rows")

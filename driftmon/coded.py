@@ -83,3 +83,41 @@ class CodedColumn(Sequence[object]):
         table[INVALID] = invalid
         table[MISSING] = missing
         return table[self.codes]
+
+
+class FloatChunks(Sequence[float]):
+    """A float64 column held as several arrays (the row groups of a Parquet file), uncopied.
+
+    The reference loader learns quantiles and bins chunk by chunk; anything
+    else sees the concatenated column (:meth:`array`).
+    """
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: Sequence[np.ndarray]) -> None:
+        for chunk in chunks:
+            if not isinstance(chunk, np.ndarray) or chunk.dtype != np.float64 or chunk.ndim != 1:
+                raise ValueError("chunks must be 1-D float64 numpy arrays")
+        self.chunks = tuple(chunks)
+
+    def __len__(self) -> int:
+        return sum(chunk.size for chunk in self.chunks)
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> FloatChunks: ...
+
+    def __getitem__(self, index: int | slice) -> float | FloatChunks:
+        if isinstance(index, slice):
+            return FloatChunks([self.array()[index]])
+        return float(self.array()[index])
+
+    def array(self) -> np.ndarray:
+        """The whole column as one array (a copy when there are several chunks)."""
+        if len(self.chunks) == 1:
+            return self.chunks[0]
+        if not self.chunks:
+            return np.zeros(0, dtype=np.float64)
+        return np.concatenate(self.chunks)

@@ -41,7 +41,7 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from driftmon.coded import INVALID, MISSING, CodedColumn
+from driftmon.coded import INVALID, MISSING, CodedColumn, FloatChunks
 from driftmon.parse import ARROW_STREAM_MEDIA_TYPE, Batch, BodyError, read_table
 
 __all__ = [
@@ -112,7 +112,9 @@ def _is_number_type(arrow_type: pa.DataType) -> bool:
     )
 
 
-def _numeric_values(column: pa.ChunkedArray) -> np.ndarray | CodedColumn:
+def _numeric_values(
+    column: pa.ChunkedArray, chunked: bool = False
+) -> np.ndarray | CodedColumn | FloatChunks:
     arrow_type = column.type
     if pa.types.is_dictionary(arrow_type):
         if not _is_number_type(arrow_type.value_type):
@@ -128,6 +130,9 @@ def _numeric_values(column: pa.ChunkedArray) -> np.ndarray | CodedColumn:
         column = pc.fill_null(column, math.nan)
     if column.num_chunks == 1:
         return column.chunk(0).to_numpy(zero_copy_only=False)
+    if chunked:
+        # Row groups stay where Arrow put them: concatenating copies every value.
+        return FloatChunks([chunk.to_numpy(zero_copy_only=False) for chunk in column.chunks])
     return column.to_numpy()
 
 
@@ -172,11 +177,13 @@ def _categorical_values(column: pa.ChunkedArray) -> CodedColumn:
 
 
 def feature_values(
-    column: pa.ChunkedArray | pa.Array, numeric: bool
-) -> np.ndarray | CodedColumn | list[object]:
+    column: pa.ChunkedArray | pa.Array, numeric: bool, *, chunked: bool = False
+) -> np.ndarray | CodedColumn | FloatChunks | list[object]:
     """One Arrow column as the binner takes it for a numeric or a categorical feature (§2).
 
-    A run-end encoded column is decoded first. A type Arrow cannot convert
+    With ``chunked``, a numeric column of several chunks comes back as
+    :class:`~driftmon.coded.FloatChunks`, uncopied. A run-end encoded column
+    is decoded first. A type Arrow cannot convert
     as above is decoded to Python values, to which the binner applies §2 as
     to JSON values; one that cannot even be decoded is a
     :class:`~driftmon.parse.BodyError`.
@@ -186,7 +193,7 @@ def feature_values(
     try:
         if pa.types.is_run_end_encoded(column.type):
             column = pc.run_end_decode(column)
-        return _numeric_values(column) if numeric else _categorical_values(column)
+        return _numeric_values(column, chunked) if numeric else _categorical_values(column)
     except pa.ArrowException:
         pass
     try:
@@ -218,6 +225,7 @@ def table_batch(
     other_fields: Collection[str] = (),
     *,
     where: str = "body",
+    chunked: bool = False,
 ) -> Batch:
     """The batch of ``fields`` of ``table`` (an absent field is all missing).
 
@@ -238,7 +246,9 @@ def table_batch(
             columns[name] = _time_values(table.column(name))
         else:
             try:
-                columns[name] = feature_values(table.column(name), name in numeric_fields)
+                columns[name] = feature_values(
+                    table.column(name), name in numeric_fields, chunked=chunked
+                )
             except BodyError as exc:
                 raise BodyError(f"{where}: column {name!r}: {exc}") from None
     wanted = set(fields)
@@ -342,7 +352,11 @@ def _read_csv_table(path: Path, column_types: dict[str, pa.DataType]) -> pa.Tabl
 
 
 def _read_csv(
-    path: Path, fields: Sequence[str], numeric: Collection[str], other: Collection[str]
+    path: Path,
+    fields: Sequence[str],
+    numeric: Collection[str],
+    other: Collection[str],
+    chunked: bool = False,
 ) -> Batch:
     header = _csv_header(path)
     for name in fields:
@@ -368,7 +382,7 @@ def _read_csv(
             table = _read_csv_table(path, {**types, **dict.fromkeys(slow, text)})
     except pa.ArrowInvalid as exc:
         raise _csv_error(path, len(header), exc) from None
-    batch = table_batch(table, fields, numeric, other, where=str(path))
+    batch = table_batch(table, fields, numeric, other, where=str(path), chunked=chunked)
     columns = dict(batch.columns)
     for name in slow:
         columns[name] = _python_floats(table.column(name))
@@ -439,13 +453,17 @@ def read_batch(
     format: str | None = None,
     numeric_fields: Collection[str] = (),
     other_fields: Collection[str] = (),
+    chunked: bool = False,
 ) -> Batch:
     """Read a reference or replay file (Parquet, Arrow IPC / Feather, CSV, NDJSON, JSON).
 
     ``fields`` are the columns to read (a missing one is all ``missing``),
     ``numeric_fields`` the numeric features among them, ``other_fields``
     fields taken as decoded values (a ``time_field``); the rest are
-    categorical features. Raises :class:`~driftmon.parse.BodyError` (message
+    categorical features. With ``chunked``, numeric columns of several
+    chunks (Parquet row groups, CSV blocks) come as
+    :class:`~driftmon.coded.FloatChunks` (the reference loader's way to skip
+    a copy). Raises :class:`~driftmon.parse.BodyError` (message
     starting with the path) for content that cannot be read, ``OSError`` for
     a file that cannot be opened and ``ValueError`` for an unknown format.
     """
@@ -453,7 +471,7 @@ def read_batch(
     kind = file_format(path, format)
     names = list(fields)
     if kind == "csv":
-        return _read_csv(path, names, numeric_fields, other_fields)
+        return _read_csv(path, names, numeric_fields, other_fields, chunked)
     if kind in ("parquet", "arrow"):
         try:
             if kind == "parquet":
@@ -465,7 +483,9 @@ def read_batch(
                 unknown = None
         except pa.ArrowException as exc:
             raise BodyError(f"{path}: cannot read as {kind} ({exc})") from None
-        batch = table_batch(table, names, numeric_fields, other_fields, where=str(path))
+        batch = table_batch(
+            table, names, numeric_fields, other_fields, where=str(path), chunked=chunked
+        )
         if unknown is None:
             return batch
         return Batch(n_rows=batch.n_rows, columns=batch.columns, unknown_fields=unknown)

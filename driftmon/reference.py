@@ -29,7 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from driftmon.binning import CategoricalBinner, NumericBinner, quantile_edges, top_k_categories
+from driftmon.binning import (
+    CategoricalBinner,
+    NumericBinner,
+    edges_from_quantiles,
+    quantile_edges,
+    quantile_levels,
+    top_k_categories,
+)
+from driftmon.coded import FloatChunks
 from driftmon.config import (
     EdgesBins,
     FeatureConfig,
@@ -81,6 +89,8 @@ def configured_binner(feature: FeatureConfig) -> Binner | None:
 
 def _finite_numbers(values: Sequence[object] | np.ndarray) -> np.ndarray:
     """The real numbers of a column (ints and floats, not bools; a float64 array as is)."""
+    if isinstance(values, FloatChunks):
+        return values.array()
     if isinstance(values, np.ndarray) and values.dtype == np.float64:
         return values  # quantile_edges leaves NaN and ±inf out itself
     numbers: list[float] = []
@@ -118,6 +128,41 @@ def learn_binner(feature: FeatureConfig, values: Sequence[object] | np.ndarray) 
     return NumericBinner.from_edges(edges)
 
 
+def _float_chunks(values: Sequence[object] | np.ndarray) -> list[np.ndarray] | None:
+    if isinstance(values, FloatChunks):
+        return list(values.chunks)
+    if isinstance(values, np.ndarray) and values.dtype == np.float64 and values.ndim == 1:
+        return [values]
+    return None
+
+
+def _learn_and_count_quantiles(
+    feature: FeatureConfig, count: int, chunks: list[np.ndarray]
+) -> tuple[Binner, np.ndarray]:
+    """Quantile edges and the counts under them from one bucket pass (driftmon.quantiles);
+    a column it cannot count is binned again."""
+    from driftmon.quantiles import QuantileSearch  # it bins with NumericBinner
+
+    search = QuantileSearch(chunks)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                quantiles = search.quantiles(quantile_levels(count))
+            except ValueError:
+                raise ValueError("values has no finite number to take quantiles of") from None
+        binner = NumericBinner.from_edges(edges_from_quantiles(quantiles))
+    except ValueError as exc:
+        raise ReferenceError(
+            f"feature {feature.name!r}: cannot learn quantile bins: {exc}"
+        ) from exc
+    counts = search.counts(binner)
+    if counts is None:
+        counts = np.zeros(binner.n_bins, dtype=np.float64)
+        for chunk in chunks:
+            binner.add(chunk, counts)
+    return binner, counts
+
+
 @dataclass(frozen=True)
 class Reference:
     """A stream's reference: one binner and one count array per feature, in config order."""
@@ -147,9 +192,17 @@ def build_reference(
         values = columns.get(feature.name)
         if values is None:
             values = [None] * n_rows
+        if isinstance(feature.bins, QuantileBins):
+            chunks = _float_chunks(values)
+            if chunks is not None:
+                return _learn_and_count_quantiles(feature, feature.bins.count, chunks)
         binner = learn_binner(feature, values)
         feature_counts = np.zeros(binner.n_bins, dtype=np.float64)
-        binner.add_values(values, feature_counts)
+        if isinstance(values, FloatChunks) and isinstance(binner, NumericBinner):
+            for chunk in values.chunks:
+                binner.add(chunk, feature_counts)
+        else:
+            binner.add_values(values, feature_counts)
         return binner, feature_counts
 
     threads = min(os.cpu_count() or 1, len(stream.features), _MAX_THREADS)
@@ -176,7 +229,9 @@ def load_reference_file(
 
     fields = [f.name for f in stream.features]
     try:
-        batch = read_batch(path, fields, format=data_format, numeric_fields=numeric_fields(stream))
+        batch = read_batch(
+            path, fields, format=data_format, numeric_fields=numeric_fields(stream), chunked=True
+        )
     except OSError as exc:
         raise ReferenceError(f"cannot read reference file {path}: {exc.strerror or exc}") from exc
     except ValueError as exc:

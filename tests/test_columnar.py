@@ -443,3 +443,68 @@ def test_any_arrow_type_bins_without_error_into_every_row(name: str) -> None:
             np.testing.assert_array_equal(counts, expected)
         if name == "run_end_text" and not numeric:
             assert counts.tolist() == [2, 0, 0, 0, 1, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True, width=32),
+            st.sampled_from([0.0, -0.0, 1.0, 1.0, 2.5, math.inf, -math.inf]),
+        ),
+        min_size=1,
+        max_size=300,
+    ),
+    st.integers(1, 12),
+    st.integers(1, 4),
+)
+def test_counts_from_the_bucket_pass_equal_binning_again(
+    values: list[float], count: int, n_chunks: int
+) -> None:
+    from driftmon.binning import edges_from_quantiles, quantile_levels
+    from driftmon.quantiles import QuantileSearch
+
+    array = np.asarray(values, dtype=np.float64)
+    chunks = np.array_split(array, n_chunks)
+    search = QuantileSearch(chunks, min_values=1)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            binner = NumericBinner.from_edges(
+                edges_from_quantiles(search.quantiles(quantile_levels(count)))
+            )
+    except ValueError:
+        return  # no finite value, or fewer than two distinct quantiles
+    want = np.zeros(binner.n_bins)
+    binner.add(array, want)
+    got = search.counts(binner)
+    assert got is not None
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_parquet_reference_of_many_row_groups_loads_as_its_values_bin(tmp_path: Path) -> None:
+    from driftmon.config import ReferenceConfig, SampleWindow, StreamConfig
+    from driftmon.reference import load_reference_file
+
+    rng = np.random.default_rng(11)
+    n = 200_000
+    x = np.round(rng.normal(size=n), 3)
+    x[rng.integers(0, n, 500)] = np.nan
+    x[:3] = [np.inf, -np.inf, np.inf]
+    ties = rng.integers(0, 3, n).astype(np.float64)
+    path = tmp_path / "reference.parquet"
+    pq.write_table(pa.table({"x": x, "t": ties}), path, row_group_size=30_000)
+    stream = StreamConfig(
+        name="s",
+        reference=ReferenceConfig(kind="file", path=path, format="parquet"),
+        window=SampleWindow(10),
+        features=(numeric("x", 10), numeric("t", 10)),
+    )
+    reference = load_reference_file(stream, path)
+    for column, binner, counts in zip((x, ties), reference.binners, reference.counts, strict=True):
+        finite = column[np.isfinite(column)]
+        edges = np.unique(np.quantile(finite, np.linspace(0, 1, 11)))
+        assert isinstance(binner, NumericBinner)
+        np.testing.assert_array_equal(binner.edges, edges)
+        want = np.zeros(binner.n_bins)
+        binner.add(column, want)
+        np.testing.assert_array_equal(counts, want)
