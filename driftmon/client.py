@@ -7,7 +7,10 @@ thread batches the buffered rows and posts them to
 ``POST {url}/v1/streams/{stream}/rows`` as columnar JSON,
 ``{"columns": {"age": [...], "region": [...]}}``, over one kept-alive HTTP
 connection (the standard library's :mod:`http.client`; the only dependency
-is :mod:`orjson`).
+is :mod:`orjson`). :meth:`Client.log_frame` takes a whole pandas DataFrame
+or Arrow table; a batch made only of its rows goes as an Arrow IPC stream
+(``application/vnd.apache.arrow.stream``) when pyarrow is installed
+(:mod:`driftmon.frames`).
 
 Delivery rules:
 
