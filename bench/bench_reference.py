@@ -2,9 +2,12 @@
 
 Run ``python bench/bench_reference.py`` (``--rows`` to change the size;
 default 1,000,000 rows x 20 float columns, 10 quantile bins each). The data
-is written once as CSV and Parquet to a temporary folder. Each measurement
-runs in a fresh interpreter (so its peak RSS is its own), warms the binning
-kernels on a tiny file first, and reports the median of ``--repeat`` loads:
+is written once as CSV and Parquet to a temporary folder. Times: per format,
+one fresh interpreter (binning kernels warmed on a tiny input first) runs the
+bare read and the columnar loader in turn, ``--repeat`` rounds, and reports
+each one's median, so a load spike on a shared machine hits both alike. Peak
+RSS: each loader once more, alone in a fresh interpreter (imports included).
+Loaders:
 
 - ``rows-csv``: the row loader this replaced (``driftmon.parse.read_table``,
   the csv module and ``float()``, then ``build_reference``); once, as it is slow;
@@ -31,7 +34,8 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, statistics, sys, time
 from pathlib import Path
-kind, path, repeat, n_features = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+kinds, path = sys.argv[1].split(","), Path(sys.argv[2])
+repeat, n_features = int(sys.argv[3]), int(sys.argv[4])
 from driftmon.config import FeatureConfig, QuantileBins, ReferenceConfig, SampleWindow, StreamConfig
 names = [f"f{i}" for i in range(n_features)]
 stream = StreamConfig(
@@ -40,7 +44,7 @@ stream = StreamConfig(
     window=SampleWindow(1000),
     features=tuple(FeatureConfig(n, "numeric", 0.5, bins=QuantileBins(10)) for n in names),
 )
-def load():
+def load(kind):
     if kind == "bare-csv":
         import pyarrow.csv
         return pyarrow.csv.read_csv(path).num_rows
@@ -54,17 +58,18 @@ def load():
         return build_reference(stream, batch.n_rows, batch.columns).rows
     from driftmon.reference import load_reference_file
     return load_reference_file(stream, path).rows
-if not kind.startswith("bare"):
+if any(not kind.startswith("bare") for kind in kinds):
     from driftmon.binning import NumericBinner
     import numpy as np
     NumericBinner.from_edges([0.0, 1.0, 2.0]).add(np.zeros(3), np.zeros(6))  # compile/load kernels
-times = []
+times = {kind: [] for kind in kinds}
 for _ in range(repeat):
-    started = time.perf_counter()
-    rows = load()
-    times.append(time.perf_counter() - started)
+    for kind in kinds:  # interleaved: a load spike hits every loader alike
+        started = time.perf_counter()
+        load(kind)
+        times[kind].append(time.perf_counter() - started)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"median_s": statistics.median(times), "times": times, "rows": rows,
+print(json.dumps({"median_s": {k: statistics.median(v) for k, v in times.items()},
                   "peak_rss_bytes": peak}))
 """
 
@@ -87,13 +92,14 @@ def write_data(folder: Path, rows: int, features: int) -> tuple[Path, Path]:
     return csv_path, parquet_path
 
 
-def measure(kind: str, path: Path, repeat: int, features: int) -> dict[str, float]:
+def measure(kinds: list[str], path: Path, repeat: int, features: int) -> dict[str, object]:
+    """Run ``kinds`` interleaved ``repeat`` times in one fresh interpreter."""
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, kind, str(path), str(repeat), str(features)],
+        [sys.executable, "-c", CHILD, ",".join(kinds), str(path), str(repeat), str(features)],
         capture_output=True, text=True, check=False, env=dict(os.environ),
     )  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"{kind} failed:\n{result.stderr}")
+        raise RuntimeError(f"{kinds} failed:\n{result.stderr}")
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
@@ -112,23 +118,28 @@ def main() -> None:
             f"{csv_path.stat().st_size / mib:.0f} MiB, Parquet "
             f"{parquet_path.stat().st_size / mib:.0f} MiB"
         )
-        plan = [
-            ("bare-csv", csv_path, args.repeat),
-            ("columnar-csv", csv_path, args.repeat),
-            ("bare-parquet", parquet_path, args.repeat),
-            ("columnar-parquet", parquet_path, args.repeat),
-        ]
+        times: dict[str, float] = {}
+        for pair, path in (
+            (["bare-csv", "columnar-csv"], csv_path),
+            (["bare-parquet", "columnar-parquet"], parquet_path),
+        ):
+            times.update(measure(pair, path, args.repeat, args.features)["median_s"])  # type: ignore[arg-type]
+        loaders = [("bare-csv", csv_path), ("columnar-csv", csv_path),
+                   ("bare-parquet", parquet_path), ("columnar-parquet", parquet_path)]  # fmt: skip
         if not args.skip_rows_loader:
-            plan.append(("rows-csv", csv_path, 1))
-        results = {}
-        for kind, path, repeat in plan:
-            results[kind] = measure(kind, path, repeat, args.features)
-            r = results[kind]
+            loaders.append(("rows-csv", csv_path))
+        for kind, path in loaders:
+            # Peak memory: one load in a fresh interpreter of its own.
+            alone = measure([kind], path, 1, args.features)
+            if kind == "rows-csv":
+                times[kind] = alone["median_s"][kind]  # type: ignore[index]
+            rss = alone["peak_rss_bytes"] / mib  # type: ignore[operator]
+            rounds = 1 if kind == "rows-csv" else args.repeat
             print(
-                f"  {kind:17s} median {r['median_s']:7.3f} s over {repeat}   "
-                f"peak RSS {r['peak_rss_bytes'] / mib:6.0f} MiB"
+                f"  {kind:17s} median {times[kind]:7.3f} s over {rounds}   "
+                f"peak RSS {rss:6.0f} MiB"
             )
-        t = {kind: r["median_s"] for kind, r in results.items()}
+        t = times
         ratio = t["columnar-csv"] / t["bare-csv"]
         print(f"columnar CSV / bare read_csv:       {ratio:.2f}x (<= 2)")
         print(
@@ -141,7 +152,7 @@ def main() -> None:
             print(
                 f"row loader / columnar Parquet:      {t['rows-csv'] / t['columnar-parquet']:.1f}x"
             )
-
+        print(f"machine load average (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 if __name__ == "__main__":
     main()
