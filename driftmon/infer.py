@@ -49,6 +49,7 @@ MAX_CODE_VALUES: Final = 20
 MIN_ROWS_FOR_ID: Final = 20
 """A column is taken for an ID (unique per row) only in a table of at least this many rows."""
 
+_LARGE_FILE_BYTES: Final = 50 << 20  # progress lines on stderr for files larger than this
 _TIME_NAME = re.compile(r"(^|_)(time|timestamp|ts|datetime|date)$|_at$", re.IGNORECASE)
 _EPOCH_SECONDS: Final = (9.0e8, 4.1e9)  # 1998 .. 2099
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
@@ -208,15 +209,22 @@ def infer_file(
     cannot be read and ``ValueError`` for an unknown format.
     """
     path = Path(path)
-    if progress is not None:
-        size = path.stat().st_size
-        if size > 50 << 20:
-            progress(f"reading {path} ({size / (1 << 20):.0f} MiB)")
+    large = path.stat().st_size > _LARGE_FILE_BYTES
+    started = time.monotonic()
+    if progress is not None and large:
+        progress(f"reading {path} ({path.stat().st_size / (1 << 20):.0f} MiB)")
     table = read_arrow_table(path, data_format)
+    if progress is not None and large:
+        progress(
+            f"  {table.num_rows} rows x {table.num_columns} columns read in "
+            f"{time.monotonic() - started:.1f} s; typing the columns"
+        )
     kept, skipped, time_fields = infer_table_kinds(table, exclude, progress)
     names = [name for name, _, _ in kept]
     numeric = [name for name, kind, _ in kept if kind == "numeric"]
     # The columns again as the daemon will read them: CSV categories are cell texts.
+    if progress is not None and large:
+        progress(f"  learning categories and quantile bins of {len(names)} columns")
     batch = read_batch(path, names, format=data_format, numeric_fields=numeric)
     features: list[InferredFeature] = []
     for name, kind, note in kept:

@@ -245,3 +245,20 @@ def test_features_infer_needs_a_file_reference(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert "streams[0].features: infer needs a file reference, not warmup" in str(caught.value)
+
+
+def test_init_reports_progress_for_a_large_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import driftmon.infer
+
+    monkeypatch.setattr(driftmon.infer, "_LARGE_FILE_BYTES", 1000)
+    rng = np.random.default_rng(2)
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"x": rng.normal(size=5000), "s": rng.choice(["a", "b"], 5000)}), path)
+    status, _, err = run_cli("init", "--reference", str(path), "-o", str(tmp_path / "c.yaml"))
+    assert status == 0, err
+    lines = err.splitlines()
+    assert lines[0].startswith(f"reading {path} (")
+    assert "5000 rows x 2 columns read in" in lines[1]
+    assert "learning categories and quantile bins of 2 columns" in lines[2]
