@@ -45,7 +45,6 @@ import numpy as np
 from driftmon.binning import NumericBinner
 from driftmon.checkpoint import (
     CHECKPOINT_NAME,
-    move_aside,
     remove_stale_temporaries,
     restore_or_move_aside,
     write_checkpoint,
@@ -53,6 +52,7 @@ from driftmon.checkpoint import (
 from driftmon.config import Config, ConfigError, load_config
 from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
+from driftmon.files import read_regular
 from driftmon.kernels import warm_up_all
 from driftmon.parse import Batch, parse_body
 from driftmon.parsers import ChildUnavailable, Layout, ParseProcesses
@@ -61,6 +61,9 @@ from driftmon.reference import Reference, ReferenceError, load_snapshot, numeric
 log = logging.getLogger("driftmon")
 
 T = TypeVar("T")
+
+MAX_TOKEN_BYTES = 64 * 1024
+"""A token file larger than this is refused (it is one line)."""
 
 RETRY_AFTER_S = 1
 """What a 503 asks the client to wait before trying again."""
@@ -86,7 +89,7 @@ def read_token(path: Path | None) -> bytes | None:
     """The bearer token in ``path`` (surrounding whitespace stripped), or ``None``."""
     if path is None:
         return None
-    token = path.read_bytes().strip()
+    token = read_regular(path, max_bytes=MAX_TOKEN_BYTES).strip()
     if not token:
         raise ValueError(f"{path}: the auth token file is empty")
     return token
@@ -138,7 +141,7 @@ class Daemon:
         self._checkpoint_last_success: float | None = None
         self._checkpoint_failures = 0
         # Both kinds from the start, so that increase() sees the first one.
-        self._moved_aside: Counter[str] = Counter({"checkpoint": 0, "reference": 0})
+        self._moved_aside: Counter[str] = Counter({"checkpoint": 0})
         self._pool = ThreadPoolExecutor(
             max_workers=config.ingest.worker_count, thread_name_prefix="driftmon-ingest"
         )
@@ -156,10 +159,10 @@ class Daemon:
         """Build the engine: references loaded, checkpoint restored (blocking; call in a thread).
 
         Raises :class:`~driftmon.reference.ReferenceError` when a ``file``
-        reference cannot be loaded. A bad checkpoint is moved aside and the
-        engine starts empty; a bad reference snapshot is moved aside too and
-        its stream starts without a reference (:meth:`_load_snapshots`). Both
-        count in ``driftmon_state_files_moved_aside_total``.
+        reference cannot be loaded, or a ``snapshot`` one when the checkpoint
+        kept no copy of its stream's reference (:meth:`_load_snapshots`). A bad
+        checkpoint is moved aside (counted in
+        ``driftmon_state_files_moved_aside_total``) and the engine starts empty.
         """
         # Compile (or load from numba's cache) every kernel now, so that no
         # request pays for it: a cold cache costs seconds.
@@ -180,7 +183,7 @@ class Daemon:
                 else:
                     with self._lock:
                         self._moved_aside["checkpoint"] += 1
-        references = self._load_snapshots()
+        references, unusable = self._load_snapshots()
         engine = Engine(self.config, now=now, references=references)
         if loaded is not None:
             # adopt() also takes over a warmup reference frozen before the restart
@@ -188,13 +191,15 @@ class Daemon:
             engine.adopt(loaded.state, now)
             log.info("restored state from %s (saved at %.3f)", loaded.path, loaded.saved_at)
         packed = {monitor.stream for monitor in engine.monitors}
-        for name, reference in references.items():
-            if reference is None and name in packed:
-                log.warning(
-                    "stream %r: its reference snapshot was unusable; using the copy of the "
-                    "reference kept in the checkpoint",
-                    name,
-                )
+        for name, reason in unusable.items():
+            if name not in packed:
+                raise ReferenceError(f"stream {name!r}: {reason}")
+            log.error(
+                "stream %r: its reference snapshot is unusable (%s); using the copy of the "
+                "reference kept in the checkpoint",
+                name,
+                reason,
+            )
         with self._lock:
             self.engine = engine
             self._engine_serial += 1
@@ -203,20 +208,18 @@ class Daemon:
         _freeze_long_lived_objects()
         self.ready = True
 
-    def _load_snapshots(self) -> dict[str, Reference | None]:
-        """The ``snapshot`` references of the config; ``None`` for an unusable one.
+    def _load_snapshots(self) -> tuple[dict[str, Reference | None], dict[str, str]]:
+        """The ``snapshot`` references of the config (``None`` for an unusable one), and why.
 
-        An unusable snapshot (unreadable, truncated, bit-flipped, not a
-        snapshot, another format version, built for other features or bins)
-        must not stop the start: like a corrupt checkpoint (DESIGN.md §10) it
-        is renamed aside in its folder (``.corrupt-`` and a timestamp) with a
-        logged error, and counted. Its stream then has no reference (see
-        :class:`~driftmon.engine.Engine`): no monitors and no divergence until
-        the snapshot is rebuilt and the config reloaded, unless the checkpoint
-        kept a copy of the reference it had before. Loading executes nothing
+        A snapshot is the user's file: whatever is wrong with it (missing,
+        unreadable, not a snapshot, built for other features or bins), it is
+        never renamed nor deleted. Its stream may carry on with the copy of
+        its reference a checkpoint kept (:meth:`load_state` decides); the
+        reasons are returned by stream name. Loading executes nothing
         (``allow_pickle=False``).
         """
         references: dict[str, Reference | None] = {}
+        unusable: dict[str, str] = {}
         for stream in self.config.streams:
             spec = stream.reference
             if spec.kind != "snapshot" or spec.path is None:
@@ -230,17 +233,8 @@ class Daemon:
                 log.exception("unexpected error reading reference snapshot %s", spec.path)
                 reason = f"unexpected error: {type(exc).__name__}: {exc}"
             references[stream.name] = None
-            log.error("stream %r starts without a reference: %s", stream.name, reason)
-            if not os.path.lexists(spec.path):
-                continue  # gone since the config was read: nothing to move
-            try:
-                move_aside(spec.path, reason, what="reference snapshot")
-            except OSError as exc:
-                log.error("cannot move reference snapshot %s aside: %s", spec.path, exc)
-                continue
-            with self._lock:
-                self._moved_aside["reference"] += 1
-        return references
+            unusable[stream.name] = reason
+        return references, unusable
 
     # --- ingest ---------------------------------------------------------------
 
