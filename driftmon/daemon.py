@@ -52,7 +52,7 @@ from driftmon.checkpoint import (
 from driftmon.config import Config, ConfigError, load_config
 from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
-from driftmon.files import read_regular
+from driftmon.files import StateDirLock, read_regular
 from driftmon.kernels import warm_up_all
 from driftmon.parse import Batch, parse_body
 from driftmon.parsers import ChildUnavailable, Layout, ParseProcesses
@@ -152,6 +152,7 @@ class Daemon:
         self._engine_serial = 0  # counts the engines installed: part of the layout version
         self._layout: Layout | None = None
         self.registry = new_registry(self.status)
+        self._state_lock: StateDirLock | None = None
 
     # --- start ----------------------------------------------------------------
 
@@ -589,6 +590,14 @@ class Daemon:
         ):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, self._events.put_nowait, event)
+        if self.state_dir is not None:
+            try:
+                self._state_lock = StateDirLock(self.state_dir)
+                self._state_lock.acquire()
+            except OSError as exc:
+                log.error("cannot start: %s", exc)
+                self._pool.shutdown(wait=False)
+                return 1
         app = make_app(self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -600,6 +609,8 @@ class Daemon:
             log.error("cannot listen on %s:%d: %s", server.host, server.port, exc.strerror or exc)
             await runner.cleanup()
             self._pool.shutdown(wait=False)
+            if self._state_lock is not None:
+                self._state_lock.release()
             return 1
         url = _bound_url(site, server.host)
         log.info("listening on %s", url)
@@ -642,6 +653,8 @@ class Daemon:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            if self._state_lock is not None:
+                self._state_lock.release()
             log.info("stopped")
         return 0
 

@@ -68,3 +68,54 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
+
+
+LOCK_NAME = "driftmon.lock"
+"""The lock file a running daemon holds in its ``state.dir``."""
+
+
+class StateDirInUse(OSError):
+    """Another process holds the lock on the state directory."""
+
+
+class StateDirLock:
+    """An exclusive ``flock`` on ``<state.dir>/driftmon.lock``, held for the process's life.
+
+    Two daemons on one state directory would restore, then overwrite each
+    other's checkpoints: the second refuses to start instead. The lock is
+    the kernel's, so it goes with the process however that ends (even
+    ``kill -9``); the file itself stays and holds the holder's pid, for the
+    error message only.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock (creating the directory); :class:`StateDirInUse` when held."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StateDirInUse(
+                f"state.dir {self.path.parent} is in use by another driftmon (pid {holder}): "
+                "one daemon per state directory"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

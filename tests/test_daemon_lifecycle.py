@@ -8,9 +8,7 @@ runs a Daemon in process, to hold a checkpoint write at a gate.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
-import os
 import re
 import signal
 import socket
@@ -432,48 +430,93 @@ def test_restart_after_the_corrupt_one_restores_the_new_checkpoint(corrupt_state
 # --- not ready yet, and draining on the way out ---------------------------------------------------
 
 
-def open_fifo_writer(path: Path) -> int | None:
-    """A write end of the FIFO at ``path`` once a reader holds it open, else ``None``."""
-    try:
-        return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # no reader yet
-            return None
-        raise
+class InProcessDaemon:
+    """A :class:`~driftmon.daemon.Daemon` serving from a thread of this process.
+
+    For tests that hold the daemon at a gate inside its start; ``stop`` asks its main loop
+    to stop (thread-safely) and returns the exit status.
+    """
+
+    def __init__(self, config_path: Path) -> None:
+        from driftmon.config import load_config
+        from driftmon.daemon import Daemon
+
+        self.daemon = Daemon(config_path, load_config(config_path))
+        self.url = ""
+        self.status: int | None = None
+        self._listening = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        def on_listening(url: str) -> None:
+            self.url = url
+            self._loop = asyncio.get_running_loop()
+            self._listening.set()
+
+        self.status = asyncio.run(self.daemon.serve_forever(on_listening=on_listening))
+
+    def start(self) -> InProcessDaemon:
+        self._thread.start()
+        assert self._listening.wait(120.0), "the daemon did not listen"
+        return self
+
+    def get(self, path: str) -> Any:
+        from harness import request
+
+        return request("GET", self.url + path)
+
+    def post(self, path: str, body: bytes = b"", content_type: str = JSON_TYPE) -> Any:
+        from harness import request
+
+        return request("POST", self.url + path, body, {"Content-Type": content_type})
+
+    def stop(self) -> int | None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.daemon.request, "stop")
+        self._thread.join(60.0)
+        assert not self._thread.is_alive()
+        return self.status
 
 
-def test_not_ready_until_state_is_restored(one_stream: Path) -> None:
-    """The checkpoint is a FIFO: restoring blocks on it until the test writes, so the
-    daemon is listening and not ready for exactly as long as the test wants."""
-    state_dir = one_stream.parent / "state"
-    os.mkfifo(state_dir / CHECKPOINT_NAME)
-    process = DaemonProcess(one_stream)
+def test_not_ready_until_state_is_restored(
+    one_stream: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restoring is held at a gate, so the daemon is listening and not ready for exactly as
+    long as the test wants. (In process: a checkpoint that is a FIFO, the way a subprocess
+    test could hold it, is now refused without waiting.)"""
+    from harness import parse_metrics
+
+    import driftmon.daemon as daemon_module
+
+    held, gate = threading.Event(), threading.Event()
+    restore = daemon_module.restore_or_move_aside
+
+    def gated_restore(state_dir: Path) -> Any:
+        held.set()
+        assert gate.wait(60.0)
+        return restore(state_dir)
+
+    monkeypatch.setattr(daemon_module, "restore_or_move_aside", gated_restore)
+    served = InProcessDaemon(one_stream).start()
     try:
-        process.start(wait_ready=False)
-        writer = wait_for(
-            lambda: open_fifo_writer(state_dir / CHECKPOINT_NAME), 30.0, "the daemon to open it"
-        )
-        try:
-            assert process.get("/-/healthy").status == 200
-            assert process.get("/-/ready").status == 503
-            reply = process.post_rows("a", rows(12, 5, drifted=False))
-            assert reply.status == 503
-            assert int(reply.headers["Retry-After"]) >= 1
-            assert "not ready" in reply.json()["error"]
-            assert process.post("/-/reload").status == 503
-            assert process.get("/api/v1/monitors").json()["monitors"] == []
-            samples = process.metrics()
-            assert sample(samples, "driftmon_ingest_requests_total", code="503") == 1
-            assert series(samples, "driftmon_window_samples") == {}
-            os.write(writer, b"DRIFTMON-CHECKPOINT\ncut short")
-        finally:
-            os.close(writer)
-        wait_for(process.is_ready, 30.0, "/-/ready after the checkpoint was read")
-        post(process, "a", rows(13, 5, drifted=False))
-        assert sorted(state_dir.glob(f"{CHECKPOINT_NAME}.corrupt-*"))
-        assert process.stop() == 0
+        assert held.wait(60.0)
+        assert served.get("/-/healthy").status == 200
+        assert served.get("/-/ready").status == 503
+        reply = served.post("/v1/streams/a/rows", rows(12, 5, drifted=False))
+        assert reply.status == 503
+        assert int(reply.headers["Retry-After"]) >= 1
+        assert "not ready" in reply.json()["error"]
+        assert served.post("/-/reload").status == 503
+        assert served.get("/api/v1/monitors").json()["monitors"] == []
+        samples = parse_metrics(served.get("/metrics").body.decode())
+        assert sample(samples, "driftmon_ingest_requests_total", code="503") == 1
+        assert series(samples, "driftmon_window_samples") == {}
     finally:
-        process.kill()
+        gate.set()
+    wait_for(lambda: served.get("/-/ready").status == 200, 60.0, "/-/ready after restoring")
+    assert served.post("/v1/streams/a/rows", rows(13, 5, drifted=False)).status == 200
+    assert served.stop() == 0
 
 
 def test_sigterm_drains_requests_in_flight(durable: Path) -> None:
@@ -543,6 +586,29 @@ def test_a_taken_port_is_a_clear_error_and_exit_1(one_stream: Path) -> None:
     assert finished.returncode == 1, finished.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in finished.stderr, finished.stderr
     assert "Traceback" not in finished.stderr, finished.stderr
+
+
+def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(one_stream: Path) -> None:
+    """Two daemons on one state.dir would restore and overwrite each other's checkpoints."""
+    state_dir = one_stream.parent / "state"
+    with DaemonProcess(one_stream) as first:
+        post(first, "a", rows(16, 20, drifted=False))
+        assert first.process is not None
+        second = run_to_exit(one_stream)
+        assert second.returncode == 1, second.stderr
+        assert re.search(
+            rf"state.dir {re.escape(str(state_dir))} is in use by another driftmon "
+            rf"\(pid {first.process.pid}\)",
+            second.stderr,
+        ), second.stderr
+        assert "listening on" not in second.stderr  # refused before taking the port
+        assert "Traceback" not in second.stderr, second.stderr
+        assert list(state_dir.glob(f".{CHECKPOINT_NAME}.tmp-*")) == []
+        assert first.stop() == 0
+    # Released with the process: the next start takes it and restores every row.
+    with DaemonProcess(one_stream) as third:
+        assert sum(third.monitor("a", "x")["live_counts"]) == 20
+        assert third.stop() == 0
 
 
 def test_a_reference_that_cannot_load_is_exit_1(tmp_path: Path) -> None:
