@@ -22,6 +22,7 @@ from driftmon.config import (
     load_config,
     parse_listen,
 )
+from driftmon.lifecycle import StopRequested
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,4 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(handler(args))
+    try:
+        return int(handler(args))
+    except StopRequested as stop:
+        if args.command in ("run", "demo"):
+            # Asked to stop before it served: nothing was restored, nothing is lost.
+            print(f"driftmon: {stop} before the daemon started; stopped", file=sys.stderr)
+            return 0
+        return stop.status

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,7 @@ from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.files import StateDirLock, read_regular
 from driftmon.kernels import warm_up_all
+from driftmon.lifecycle import take_pending
 from driftmon.parse import Batch, parse_body
 from driftmon.parsers import ChildUnavailable, Layout, ParseProcesses
 from driftmon.reference import Reference, ReferenceError, load_snapshot, numeric_fields
@@ -122,6 +123,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.latest: Evaluation | None = None
         self.ready = False
+        self.ready_once = False  # state restored at least once: a checkpoint may be written
         self.reload_ok = True
         self.token = read_token(config.server.auth_token_file)
         self._lock = threading.Lock()  # the engine and the counters below
@@ -166,8 +168,11 @@ class Daemon:
         ``driftmon_state_files_moved_aside_total``) and the engine starts empty.
         """
         # Compile (or load from numba's cache) every kernel now, so that no
-        # request pays for it: a cold cache costs seconds.
+        # request pays for it: a cold cache costs tens of seconds.
+        log.info("preparing kernels (compiling them takes up to a minute on a first start only)")
+        started = time.monotonic()
         warm_up_all()
+        log.info("kernels ready in %.1f s", time.monotonic() - started)
         now = self.clock()
         loaded = None
         if self.state_dir is not None:
@@ -208,6 +213,7 @@ class Daemon:
         self.evaluate()
         _freeze_long_lived_objects()
         self.ready = True
+        self.ready_once = True
 
     def _load_snapshots(self) -> tuple[dict[str, Reference | None], dict[str, str]]:
         """The ``snapshot`` references of the config (``None`` for an unusable one), and why.
@@ -577,10 +583,6 @@ class Daemon:
 
     async def serve_forever(self, on_listening: Callable[[str], None] | None = None) -> int:
         """Serve until TERM/INT (or :meth:`request` ``"stop"``); returns the exit status."""
-        from aiohttp import web
-
-        from driftmon.server import make_app
-
         self._events = asyncio.Queue()
         loop = asyncio.get_running_loop()
         for signum, event in (
@@ -590,6 +592,13 @@ class Daemon:
         ):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, self._events.put_nowait, event)
+        for event in take_pending():  # a HUP while the process started: reload once ready
+            self._events.put_nowait(event)
+
+        from aiohttp import web
+
+        from driftmon.server import make_app
+
         if self.state_dir is not None:
             try:
                 self._state_lock = StateDirLock(self.state_dir)
@@ -618,12 +627,18 @@ class Daemon:
             on_listening(url)
         tasks: list[asyncio.Task[None]] = []
         heartbeat = asyncio.create_task(self.loop_watch.beat())
+        final_checkpoint_ok = True
         try:
             try:
-                await asyncio.to_thread(self.load_state)
+                deferred = await self._load_unless_stopped()
             except ReferenceError as exc:
                 log.error("cannot start: %s", exc)
                 return 1
+            if deferred is None:
+                log.info("stopped while starting: nothing restored, no checkpoint written")
+                return 0
+            for event in deferred:
+                self._events.put_nowait(event)
             log.info("ready: %d monitors", len(self.latest.monitors) if self.latest else 0)
             tasks.append(asyncio.create_task(self._every(self._evaluate_every, self.evaluate)))
             if self.state_dir is not None:
@@ -648,15 +663,58 @@ class Daemon:
             await asyncio.to_thread(self._pool.shutdown, wait=True)
             if self._parsers is not None:
                 await asyncio.to_thread(self._parsers.close)
-            if self.engine is not None and self.state_dir is not None:
-                await asyncio.to_thread(self.checkpoint)
+            if self.ready_once and self.engine is not None and self.state_dir is not None:
+                final_checkpoint_ok = await asyncio.to_thread(self.checkpoint)
+                if not final_checkpoint_ok:
+                    log.error(
+                        "the final checkpoint failed: rows since the last good checkpoint "
+                        "are lost; exiting with status 1"
+                    )
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             if self._state_lock is not None:
                 self._state_lock.release()
             log.info("stopped")
-        return 0
+        return 0 if final_checkpoint_ok else 1
+
+    async def _load_unless_stopped(self) -> list[str] | None:
+        """Run :meth:`load_state` while watching for events; ``None`` when told to stop.
+
+        Loading (kernels compiling on a first start, references, the
+        checkpoint) may take tens of seconds and cannot be interrupted, so it
+        runs in a daemon thread that a stop abandons: the process exits
+        promptly and writes no checkpoint (nothing was restored). Reloads
+        asked for meanwhile are returned, to run once ready. Raises what
+        :meth:`load_state` raises.
+        """
+        assert self._events is not None
+        loop = asyncio.get_running_loop()
+        loaded: asyncio.Future[None] = loop.create_future()
+
+        def load() -> None:
+            try:
+                self.load_state()
+            except BaseException as exc:  # handed to the loop, raised there
+                loop.call_soon_threadsafe(_settle, loaded, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, loaded, None)
+
+        threading.Thread(target=load, name="driftmon-load", daemon=True).start()
+        deferred: list[str] = []
+        while not loaded.done():
+            event: asyncio.Future[str] = asyncio.ensure_future(self._events.get())
+            waited: set[asyncio.Future[Any]] = {loaded, event}
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+            if not event.done():
+                event.cancel()
+                continue
+            if event.result() == "stop":
+                return None
+            if event.result() not in deferred:
+                deferred.append(event.result())
+        loaded.result()
+        return deferred
 
     def _evaluate_every(self) -> float:
         return self.config.engine.evaluate_every_s
@@ -720,6 +778,15 @@ class LoopWatch:
             self._beaten.clear()
             # A beat between the check and the clear costs one period's wait at most.
             self._beaten.wait(self.max_wait_s)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _freeze_long_lived_objects() -> None:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -630,6 +631,82 @@ def test_a_reference_that_cannot_load_is_exit_1(tmp_path: Path) -> None:
     assert finished.returncode == 1, finished.stderr
     assert re.search(r"cannot start: .*reference\.csv", finished.stderr), finished.stderr
     assert "Traceback" not in finished.stderr, finished.stderr
+
+
+def test_sigterm_exits_1_and_says_so_when_the_final_checkpoint_fails(one_stream: Path) -> None:
+    state_dir = one_stream.parent / "state"
+    with DaemonProcess(one_stream) as process:
+        post(process, "a", rows(17, 10, drifted=False))
+        # A non-empty folder where the checkpoint goes: the rename over it fails.
+        (state_dir / CHECKPOINT_NAME).mkdir()
+        (state_dir / CHECKPOINT_NAME / "in-the-way").write_text("x")
+        assert process.stop() == 1
+    log = process.log_text()
+    assert re.search(r"ERROR .*checkpoint failed", log), log
+    assert re.search(r"ERROR .*final checkpoint failed.*exiting with status 1", log), log
+
+
+def send_during_start(process: DaemonProcess, signum: int, times: int, every_s: float) -> None:
+    """In a thread: once ``process`` is spawned, send ``signum`` ``times`` times."""
+
+    def send() -> None:
+        wait_for(lambda: process.process is not None, 30.0, "the process to spawn")
+        assert process.process is not None
+        for _ in range(times):
+            time.sleep(every_s)
+            if process.process.poll() is not None:
+                return
+            process.process.send_signal(signum)
+
+    threading.Thread(target=send, daemon=True).start()
+
+
+def test_sighup_while_the_process_starts_does_not_kill_it(one_stream: Path) -> None:
+    """HUPs from the first instant on (imports, config, kernels, restore) are reloads."""
+    process = DaemonProcess(one_stream)
+    send_during_start(process, signal.SIGHUP, times=15, every_s=0.1)
+    with process:  # listens and becomes ready
+        post(process, "a", rows(18, 5, drifted=False))
+        wait_for(lambda: "config reloaded" in process.log_text(), 30.0, "the deferred reload")
+        assert process.stop() == 0
+
+
+def test_ctrl_c_during_imports_exits_without_a_traceback(one_stream: Path) -> None:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "driftmon", "run", "-c", str(one_stream)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.15)  # numpy, numba and aiohttp take longer than this to import
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert process.returncode in (0, 128 + signal.SIGINT), (process.returncode, stderr)
+    assert time.monotonic() - started < 30.0
+    assert not (one_stream.parent / "state" / CHECKPOINT_NAME).exists()
+
+
+def test_ctrl_c_while_kernels_compile_stops_at_once(one_stream: Path, tmp_path: Path) -> None:
+    """An empty numba cache: the kernels compile for tens of seconds, and the log says so.
+    Ctrl-C then stops the daemon within seconds, writing no checkpoint."""
+    process = DaemonProcess(one_stream, env={"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")})
+    try:
+        process.start(wait_ready=False)
+        process.wait_log(r"INFO .*preparing kernels \(compiling them .* first start only\)")
+        assert process.get("/-/ready").status == 503
+        stopping = time.monotonic()
+        assert process.stop(signal.SIGINT, timeout_s=30.0) == 0
+        assert time.monotonic() - stopping < 5.0
+    finally:
+        process.kill()
+    log = process.log_text()
+    assert "Traceback" not in log, log
+    assert "stopped while starting: nothing restored, no checkpoint written" in log, log
+    assert "kernels ready" not in log, log
+    assert not (one_stream.parent / "state" / CHECKPOINT_NAME).exists()
 
 
 # --- in process: the checkpoint written at shutdown is never overtaken ---------------------------
