@@ -86,6 +86,39 @@ class IngestResult:
     unknown_fields: int
 
 
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a reload did: ``errors`` (then nothing changed) and ``notices`` (applied)."""
+
+    errors: list[str]
+    notices: list[str]
+
+
+def restart_only_changes(running: Config, loaded: Config) -> list[str]:
+    """One sentence per setting that differs in ``loaded`` but applies only at restart."""
+    notices = []
+    if (running.server.host, running.server.port, running.server.max_body_bytes) != (
+        loaded.server.host,
+        loaded.server.port,
+        loaded.server.max_body_bytes,
+    ):
+        notices.append("server.listen and server.max_body_bytes change only at restart")
+    if running.state.dir != loaded.state.dir:
+        notices.append(
+            f"state.dir changes only at restart: checkpoints still go to {running.state.dir}"
+        )
+    if running.ingest.processes != loaded.ingest.processes:
+        notices.append(
+            "ingest.processes changes only at restart: "
+            f"{running.ingest.processes} parse processes stay"
+        )
+    if running.ingest.workers != loaded.ingest.workers:
+        notices.append(
+            f"ingest.workers changes only at restart: {running.ingest.worker_count} workers stay"
+        )
+    return notices
+
+
 def read_token(path: Path | None) -> bytes | None:
     """The bearer token in ``path`` (surrounding whitespace stripped), or ``None``."""
     if path is None:
@@ -155,6 +188,12 @@ class Daemon:
         self._layout: Layout | None = None
         self.registry = new_registry(self.status)
         self._state_lock: StateDirLock | None = None
+        # Reloads: one at a time, concurrent callers sharing the next one (reload_coalesced).
+        self._reload_lock = threading.Lock()
+        self._reload_turn = asyncio.Lock()
+        self._reloads_asked = 0
+        self._reloads_done = 0
+        self._last_reload: ReloadOutcome | None = None
 
     # --- start ----------------------------------------------------------------
 
@@ -535,12 +574,39 @@ class Daemon:
 
     # --- reload ---------------------------------------------------------------
 
-    def reload(self) -> list[str]:
-        """Re-read the config file (blocking); the errors, or ``[]`` once applied.
+    async def reload_coalesced(self) -> ReloadOutcome:
+        """Reload in a thread, one at a time, concurrent callers sharing reloads.
+
+        Every reload request (SIGHUP or any number of concurrent ``POST
+        /-/reload``) comes through here, on the event loop: a caller waits
+        for the reload running now to end, then is answered by the next one,
+        which reads the file after every waiting caller asked. So N requests
+        at once cost two reloads, never N side by side (each builds a whole
+        engine: thirty overlapping ones multiplied the memory).
+        """
+        self._reloads_asked += 1
+        ticket = self._reloads_asked
+        async with self._reload_turn:
+            if self._reloads_done >= ticket and self._last_reload is not None:
+                return self._last_reload
+            covers = self._reloads_asked
+            outcome = await asyncio.to_thread(self.reload)
+            self._reloads_done = covers
+            self._last_reload = outcome
+            return outcome
+
+    def reload(self) -> ReloadOutcome:
+        """Re-read the config file (blocking); the errors, or none once applied.
 
         On any error the old config and engine stay in place and
-        ``driftmon_config_last_reload_successful`` drops to 0.
+        ``driftmon_config_last_reload_successful`` drops to 0. ``notices``
+        name settings that changed but apply only at restart. Serialised:
+        a second caller waits for the first.
         """
+        with self._reload_lock:
+            return self._reload_now()
+
+    def _reload_now(self) -> ReloadOutcome:
         try:
             # A snapshot moved aside at start must not block every later reload.
             config = load_config(self.config_path, snapshots_must_exist=False)
@@ -553,8 +619,9 @@ class Daemon:
             return self._reload_failed(exc.errors)
         except (ReferenceError, OSError, ValueError) as exc:
             return self._reload_failed([str(exc)])
-        if config.server != self.config.server:
-            log.warning("server settings (listen, body size) change only at restart")
+        notices = restart_only_changes(self.config, config)
+        for notice in notices:
+            log.warning("reload: %s", notice)
         with self._lock:
             assert self.engine is not None
             engine.take_over(self.engine, self.clock())
@@ -566,13 +633,13 @@ class Daemon:
         log.info("config reloaded from %s", self.config_path)
         self.evaluate()
         _freeze_long_lived_objects()
-        return []
+        return ReloadOutcome([], notices)
 
-    def _reload_failed(self, errors: list[str]) -> list[str]:
+    def _reload_failed(self, errors: list[str]) -> ReloadOutcome:
         self.reload_ok = False
         for error in errors:
             log.error("reload failed, keeping the running config: %s: %s", self.config_path, error)
-        return errors
+        return ReloadOutcome(errors, [])
 
     # --- the main loop --------------------------------------------------------
 
@@ -650,7 +717,7 @@ class Daemon:
                 if event == "stop":
                     break
                 if event == "reload":
-                    await asyncio.to_thread(self.reload)
+                    await self.reload_coalesced()
         finally:
             for task in tasks:
                 task.cancel()

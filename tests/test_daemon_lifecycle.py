@@ -287,7 +287,7 @@ def test_reload_keeps_the_old_config_on_errors_and_applies_a_good_one(tmp_path: 
         write_config(path, reloadable(with_b=False))
         reply = process.post("/-/reload")
         assert reply.status == 200, reply.body
-        assert reply.json() == {"status": "reloaded"}
+        assert reply.json() == {"status": "reloaded", "notices": []}
         samples = process.metrics()
         assert sample(samples, "driftmon_config_last_reload_successful") == 1
         assert stream_series(samples, "b") == []
@@ -313,6 +313,53 @@ def test_reload_keeps_the_old_config_on_errors_and_applies_a_good_one(tmp_path: 
         assert monitor_state(process, "a", "x") == kept_x
         # Counters do not restart with a reload.
         assert sample(samples, "driftmon_ingest_rows_total", stream="a") == 30
+        assert process.stop() == 0
+
+
+def test_a_reload_says_which_changes_wait_for_a_restart(one_stream: Path, tmp_path: Path) -> None:
+    document = json.loads(one_stream.read_text())
+    with DaemonProcess(one_stream) as process:
+        post(process, "a", rows(19, 10, drifted=False))
+        document["state"]["dir"] = "elsewhere"
+        document["ingest"] = {"processes": 1, "workers": 3}
+        write_config(one_stream, document)
+        reply = process.post("/-/reload")
+        assert reply.status == 200, reply.body
+        notices = reply.json()["notices"]
+        assert any(
+            n.startswith("state.dir changes only at restart: checkpoints still go to")
+            and str(tmp_path / "state") in n
+            for n in notices
+        ), notices
+        assert any(n.startswith("ingest.processes changes only at restart") for n in notices)
+        assert any(n.startswith("ingest.workers changes only at restart") for n in notices)
+        process.wait_log(r"WARNING .*reload: state\.dir changes only at restart")
+        process.wait_log(r"WARNING .*reload: ingest\.processes changes only at restart")
+        assert process.stop() == 0
+    assert (tmp_path / "state" / CHECKPOINT_NAME).is_file()
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_concurrent_reload_requests_are_serialised_and_coalesced(one_stream: Path) -> None:
+    """Thirty POST /-/reload at once: each is answered, no two reloads overlap, and they
+    share reloads (each caller gets one that read the file after it asked) instead of
+    running thirty."""
+
+    async def thirty(url: str) -> list[int]:
+        async with aiohttp.ClientSession() as session:
+            replies = await asyncio.gather(
+                *(async_request(session, "POST", url + "/-/reload") for _ in range(30))
+            )
+        return [reply.status for reply in replies]
+
+    # 400 streams: a reload takes long enough that the thirty requests arrive during one.
+    document = json.loads(one_stream.read_text())
+    document["streams"] = [{**document["streams"][0], "name": f"s{i}"} for i in range(400)]
+    write_config(one_stream, document)
+    with DaemonProcess(one_stream) as process:
+        assert asyncio.run(thirty(process.url)) == [200] * 30
+        reloads = process.log_text().count("config reloaded from")
+        assert 1 <= reloads <= 4, reloads
         assert process.stop() == 0
 
 
