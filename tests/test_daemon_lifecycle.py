@@ -693,12 +693,30 @@ def test_sigterm_exits_1_and_says_so_when_the_final_checkpoint_fails(one_stream:
     assert re.search(r"ERROR .*final checkpoint failed.*exiting with status 1", log), log
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    found = re.search(r"^SigCgt:\s+([0-9a-f]+)", status, re.MULTILINE)
+    return found is not None and bool(int(found.group(1), 16) >> (signum - 1) & 1)
+
+
 def send_during_start(process: DaemonProcess, signum: int, times: int, every_s: float) -> None:
-    """In a thread: once ``process`` is spawned, send ``signum`` ``times`` times."""
+    """In a thread: once ``process`` runs Python code, send ``signum`` ``times`` times.
+
+    No program can catch a signal before its interpreter has started; Python's own SIGINT
+    handler, installed just before the main module runs, marks that moment, and the first
+    signal goes 0.3 s later (numpy, numba and aiohttp still import for longer than that).
+    """
 
     def send() -> None:
         wait_for(lambda: process.process is not None, 30.0, "the process to spawn")
         assert process.process is not None
+        pid = process.process.pid
+        wait_for(lambda: catches(pid, signal.SIGINT), 30.0, "the interpreter to start")
+        time.sleep(0.3)
         for _ in range(times):
             time.sleep(every_s)
             if process.process.poll() is not None:
@@ -711,7 +729,7 @@ def send_during_start(process: DaemonProcess, signum: int, times: int, every_s: 
 def test_sighup_while_the_process_starts_does_not_kill_it(one_stream: Path) -> None:
     """HUPs from the first instant on (imports, config, kernels, restore) are reloads."""
     process = DaemonProcess(one_stream)
-    send_during_start(process, signal.SIGHUP, times=15, every_s=0.1)
+    send_during_start(process, signal.SIGHUP, times=15, every_s=0.05)
     with process:  # listens and becomes ready
         post(process, "a", rows(18, 5, drifted=False))
         wait_for(lambda: "config reloaded" in process.log_text(), 30.0, "the deferred reload")
