@@ -43,6 +43,8 @@ from typing import Literal, TypeAlias, TypeVar
 
 import yaml
 
+from driftmon.cluster.settings import ClusterConfig, parse_cluster, shared_mode_errors
+
 # --- the typed configuration -------------------------------------------------
 
 FeatureType = Literal["numeric", "categorical"]
@@ -241,6 +243,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # driftmon/cluster/settings.py
     source: Path | None = None
 
     def stream(self, name: str) -> StreamConfig:
@@ -1421,7 +1424,7 @@ def _read_p_value(value: object, path: str, errs: _Errors) -> float | None:
 
 # --- the document --------------------------------------------------------------
 
-_TOP_KEYS = ("server", "ingest", "engine", "state", "defaults", "streams", "alerts")
+_TOP_KEYS = ("server", "ingest", "engine", "state", "defaults", "streams", "alerts", "cluster")
 
 
 def parse_config(
@@ -1466,6 +1469,7 @@ def parse_config(
     engine = _parse_engine(root.raw("engine"), errs)
     state = _parse_state(root.raw("state"), errs, base_dir)
     defaults = _parse_defaults(root.raw("defaults"), errs)
+    cluster = parse_cluster(root.raw("cluster"), errs, base_dir)  # driftmon/cluster/settings.py
 
     streams: list[StreamConfig] = []
     monitors: list[_Monitor] = []
@@ -1508,6 +1512,10 @@ def parse_config(
                 service_first_at[service] = index
         if stream is not None:
             streams.append(stream)
+            if cluster.shared:  # what shared mode cannot do yet (driftmon/cluster/settings.py)
+                for line in shared_mode_errors(stream, stream_path, item):
+                    if line not in errs.lines:
+                        errs.lines.append(line)
 
     alerts: list[AlertRule] = []
     alert_items = root.read("alerts", _read_list) or []
@@ -1537,6 +1545,7 @@ def parse_config(
         ingest=ingest,
         engine=engine,
         state=state,
+        cluster=cluster,
         source=source,
     )
 
