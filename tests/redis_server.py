@@ -1,0 +1,101 @@
+"""A real ``redis-server`` on a free loopback port, with AOF, for tests.
+
+``RedisServer(dir).start()`` runs ``redis-server --port N --appendonly yes
+--dir DIR``; ``kill()`` sends SIGKILL, ``start()`` again restarts it on the
+same port from its AOF. :func:`running_redis` makes a fixture of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import redis
+
+START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process; its data (AOF) lives in ``dir``."""
+
+    def __init__(
+        self, dir: Path, *, port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
+        self.dir = dir
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self) -> RedisServer:
+        """Start (or restart, from the AOF) and wait until it answers PING."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        argv = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--save", "",
+            "--logfile", str(self.dir / "redis.log"),
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                log = (self.dir / "redis.log").read_text(errors="replace")
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{log}")
+            try:
+                if self.client().ping():
+                    return self
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("redis-server did not answer PING")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save; what survives is what the AOF holds."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait(10)
+
+
+@contextlib.contextmanager
+def running_redis(dir: Path, extra_args: Sequence[str] = ()) -> Iterator[RedisServer]:
+    """A fresh redis-server with AOF in ``dir``, killed on leaving. For a fixture::
+
+        @pytest.fixture
+        def redis_server(tmp_path):
+            with running_redis(tmp_path / "redis") as server:
+                yield server
+    """
+    server = RedisServer(dir, extra_args=extra_args).start()
+    try:
+        yield server
+    finally:
+        server.kill()
