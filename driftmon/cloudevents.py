@@ -91,7 +91,7 @@ import orjson
 from aiohttp import web
 
 from driftmon.config import StreamConfig
-from driftmon.daemon import Daemon, NotReady, QueueFull
+from driftmon.daemon import Daemon, IngestResult, NotReady, QueueFull
 from driftmon.parse import Batch, BodyError
 from driftmon.server import (
     DAEMON_KEY,
@@ -800,9 +800,11 @@ def plan_request(
 # --- HTTP -------------------------------------------------------------------------
 
 
-def _apply(daemon: Daemon, plan: IngestPlan) -> tuple[int, Counter[str]]:
-    """Apply the plan's batches as one (worker thread); rows applied and extra drops."""
-    results = daemon.ingest_batches([(p.stream, p.batch) for p in plan.batches])
+def _apply(
+    daemon: Daemon, plan: IngestPlan, key: str | None = None
+) -> tuple[int, Counter[str], list[IngestResult | None]]:
+    """Apply the plan's batches as one (worker thread); rows applied, extra drops, results."""
+    results = daemon.ingest_batches([(p.stream, p.batch) for p in plan.batches], key)
     rows = 0
     dropped: Counter[str] = Counter()
     for planned, result in zip(plan.batches, results, strict=True):
@@ -811,7 +813,7 @@ def _apply(daemon: Daemon, plan: IngestPlan) -> tuple[int, Counter[str]]:
             dropped["no_stream"] += planned.events
         else:
             rows += result.rows
-    return rows, dropped
+    return rows, dropped, results
 
 
 def _count_dropped(daemon: Daemon, dropped: Mapping[str, int]) -> None:
@@ -841,7 +843,12 @@ async def ingest_cloudevents(request: web.Request) -> web.StreamResponse:
     except NotReady:
         return _unavailable("not ready: references are loading or state is being restored")
     try:
-        rows, late = await daemon.run_job(0, _apply, daemon, plan)
+        key = daemon.checked_idempotency_key(request.headers.get("Idempotency-Key"))
+    except BodyError as exc:
+        return _error(400, str(exc))
+    try:
+        rows, late, results = await daemon.run_job(0, _apply, daemon, plan, key)
+        await daemon.wait_stored(results)
     except QueueFull as exc:
         return _unavailable(f"ingest queue full: {exc}; retry later")
     except NotReady:

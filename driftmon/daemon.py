@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import hmac
 import logging
@@ -35,10 +36,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -54,9 +55,13 @@ from driftmon.config import Config, ConfigError, load_config
 from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.kernels import warm_up_all
-from driftmon.parse import Batch, parse_body
+from driftmon.parse import Batch, BodyError, parse_body
 from driftmon.parsers import ChildUnavailable, Layout, ParseProcesses
 from driftmon.reference import Reference, ReferenceError, load_snapshot, numeric_fields
+
+if TYPE_CHECKING:
+    from driftmon.cluster.node import ClusterNode
+    from driftmon.cluster.replica import Outcome
 
 log = logging.getLogger("driftmon")
 
@@ -76,10 +81,14 @@ class NotReady(Exception):
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What one accepted request did."""
+    """What one accepted request did.
+
+    ``ack`` (``cluster.mode: shared``) resolves once the store holds the rows.
+    """
 
     rows: int
     unknown_fields: int
+    ack: Future[Outcome] | None = None
 
 
 def read_token(path: Path | None) -> bytes | None:
@@ -148,6 +157,16 @@ class Daemon:
         self._parsers: ParseProcesses | None = None
         self._engine_serial = 0  # counts the engines installed: part of the layout version
         self._layout: Layout | None = None
+        # cluster.mode: shared (driftmon/cluster/): windows live in the store, not in
+        # checkpoints; this replica flushes its counts there and may lead.
+        self.cluster: ClusterNode | None = None
+        if config.cluster.shared:
+            from driftmon.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(config.cluster, clock=clock, on_new_lease=self.evaluate)
+            if self.state_dir is not None:
+                log.info("cluster.mode shared: state lives in the store; state.dir is not used")
+            self.state_dir = None
         self.registry = new_registry(self.status)
 
     # --- start ----------------------------------------------------------------
@@ -300,21 +319,57 @@ class Daemon:
         self.loop_watch.give_way()
         return job(*args)
 
-    async def ingest(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
+    async def ingest(
+        self,
+        stream: str,
+        body: bytes,
+        content_type: str | None,
+        idempotency_key: str | None = None,
+    ) -> IngestResult:
         """Parse, bin and apply one request body in the worker pool.
 
         Raises :class:`~driftmon.parse.BodyError` (nothing applied),
         :class:`QueueFull`, :class:`NotReady` or
-        :class:`~driftmon.engine.UnknownStreamError`.
+        :class:`~driftmon.engine.UnknownStreamError`. In shared mode it
+        returns once the store holds the rows; ``idempotency_key`` (the
+        ``Idempotency-Key`` header) makes a retried request count once.
         """
-        return await self.run_job(len(body), self._ingest_job, stream, body, content_type)
+        key = self.checked_idempotency_key(idempotency_key)
+        result = await self.run_job(
+            len(body), self._ingest_job, stream, body, content_type, key
+        )
+        await self.wait_stored([result])
+        return result
 
-    def _ingest_job(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
+    def checked_idempotency_key(self, key: str | None) -> str | None:
+        """The ``Idempotency-Key`` header to use: ``None`` in single-node mode; in shared
+        mode the key, or :class:`~driftmon.parse.BodyError` (a 400) for a malformed one."""
+        if self.cluster is None:
+            return None  # single node: an acknowledged request is never lost to a retry
+        from driftmon.cluster.node import check_idempotency_key
+
+        try:
+            return check_idempotency_key(key)
+        except ValueError as exc:
+            raise BodyError(str(exc)) from None
+
+    async def wait_stored(self, results: Sequence[IngestResult | None]) -> None:
+        """Shared mode: wait until the store holds these results' rows (else returns at once).
+
+        Raises :class:`QueueFull` (a 503) after ``cluster.ack_timeout``.
+        """
+        acks = [r.ack for r in results if r is not None and r.ack is not None]
+        if self.cluster is not None and acks:
+            await self.cluster.wait_stored(acks)
+
+    def _ingest_job(
+        self, stream: str, body: bytes, content_type: str | None, key: str | None = None
+    ) -> IngestResult:
         engine = self.engine
         if engine is None:
             raise NotReady()
         if self._parsers is not None:
-            done = self._ingest_in_child(engine, stream, body, content_type)
+            done = self._ingest_in_child(engine, stream, body, content_type, key)
             if done is not None:
                 return done
         stream_config = engine.stream_config(stream)
@@ -324,7 +379,7 @@ class Daemon:
                 body, content_type, fields, numeric_fields=numeric_fields(stream_config)
             )
         self.loop_watch.give_way()
-        return self.ingest_batch(stream, batch)
+        return self.ingest_batch(stream, batch, key)
 
     def _start_parse_processes(self) -> None:
         count = self.config.ingest.processes
@@ -350,7 +405,12 @@ class Daemon:
             return self._layout
 
     def _ingest_in_child(
-        self, engine: Engine, stream: str, body: bytes, content_type: str | None
+        self,
+        engine: Engine,
+        stream: str,
+        body: bytes,
+        content_type: str | None,
+        key: str | None = None,
     ) -> IngestResult | None:
         """Parse and bin ``body`` in a parse process and apply it; ``None``: do it here.
 
@@ -378,8 +438,18 @@ class Daemon:
             batch = BinnedBatch(
                 stream, binned.n_rows, {}, current.generation, binned.counts, binned.indices
             )
-            current.apply(batch, self.clock(), unknown_fields=binned.unknown_fields)
-        return IngestResult(binned.n_rows, binned.unknown_fields)
+            ack = self._apply(current, batch, self.clock(), binned.unknown_fields, key)
+        return IngestResult(binned.n_rows, binned.unknown_fields, ack)
+
+    def _apply(
+        self, engine: Engine, batch: BinnedBatch, now: float, unknown_fields: int, key: str | None
+    ) -> Future[Outcome] | None:
+        """Apply a binned batch (hold ``_lock``): to the window, or in shared mode to the
+        next flush to the store (the returned future resolves once it is stored)."""
+        engine.apply(batch, now, unknown_fields=unknown_fields, window=self.cluster is None)
+        if self.cluster is None or batch.counts is None or batch.n_rows == 0:
+            return None
+        return self.cluster.submit(engine, batch.stream, batch.counts, batch.n_rows, key)
 
     def _check_queue_room(self, rows: int) -> None:
         """Raise :class:`QueueFull` unless ``rows`` more fit the row queue (hold ``_lock``).
@@ -390,14 +460,16 @@ class Daemon:
         if self._queue_rows + rows > capacity and self._queue_rows > 0:
             raise QueueFull(f"ingest queue holds {self._queue_rows} of {capacity} rows")
 
-    def ingest_batch(self, stream: str, batch: Batch) -> IngestResult:
+    def ingest_batch(self, stream: str, batch: Batch, key: str | None = None) -> IngestResult:
         """Bin and apply an already-parsed batch (worker threads)."""
-        result = self.ingest_batches([(stream, batch)])[0]
+        result = self.ingest_batches([(stream, batch)], key)[0]
         if result is None:
             raise UnknownStreamError(stream)
         return result
 
-    def ingest_batches(self, batches: Sequence[tuple[str, Batch]]) -> list[IngestResult | None]:
+    def ingest_batches(
+        self, batches: Sequence[tuple[str, Batch]], key: str | None = None
+    ) -> list[IngestResult | None]:
         """Bin and apply several batches as one: all of them are applied, or none.
 
         The queue bound is checked once for their total rows; binning runs
@@ -428,8 +500,8 @@ class Daemon:
                         except UnknownStreamError:
                             results.append(None)
                             continue
-                    current.apply(done, now, unknown_fields=batch.unknown_fields)
-                    results.append(IngestResult(batch.n_rows, batch.unknown_fields))
+                    ack = self._apply(current, done, now, batch.unknown_fields, key)
+                    results.append(IngestResult(batch.n_rows, batch.unknown_fields, ack))
         finally:
             with self._lock:
                 self._queue_rows -= rows
@@ -437,16 +509,38 @@ class Daemon:
 
     # --- evaluation and status ------------------------------------------------
 
-    def evaluate(self) -> Evaluation:
-        """One evaluation pass now; publishes and returns it."""
+    def evaluate(self) -> Evaluation | None:
+        """One evaluation pass now; publishes and returns it.
+
+        In shared mode only the leader evaluates, over the windows it reads
+        from the store, on the store's clock; a follower publishes nothing.
+        """
+        shared = None
+        if self.cluster is not None:
+            assert self.engine is not None
+            shared = self.cluster.read(self.engine)  # store round trips: outside the lock
+            if shared is None:
+                with self._lock:
+                    self.latest = None
+                return None
         with self._lock:
             assert self.engine is not None
             previous = self.latest
-            evaluation = self.engine.evaluate(self.clock())
+            now = self.clock()
+            if self.cluster is not None and shared is not None:
+                self.cluster.install(self.engine, shared)
+                now = shared.now
+            evaluation = self.engine.evaluate(now)
             self.latest = evaluation
             self._durations.observe(evaluation.duration_s)
+        if self.cluster is not None and shared is not None:
+            self.cluster.evaluated(evaluation, shared)
         _log_transitions(previous, evaluation)
         return evaluation
+
+    def is_ready(self) -> bool:
+        """``/-/ready``: references loaded, state restored and (shared mode) the store answers."""
+        return self.ready and (self.cluster is None or self.cluster.store_reachable())
 
     def status(self) -> Status:
         """The picture one scrape shows (consistent: taken under the lock)."""
@@ -467,8 +561,9 @@ class Daemon:
                     progress = engine.warmup_progress(name)
                     if progress is not None:
                         warmup[name] = progress
+            leading = self.cluster is None or self.cluster.is_leader()
             return Status(
-                evaluation=self.latest,
+                evaluation=self.latest if leading else None,
                 stream_rows=rows,
                 value_kinds=kinds,
                 unknown_fields=unknown,
@@ -488,6 +583,7 @@ class Daemon:
                 dropped_events=dict(self._dropped_events),
                 files_moved_aside=dict(self._moved_aside),
                 parse_processes=None if self._parsers is None else self._parsers.alive,
+                cluster=None if self.cluster is None else self.cluster.status(),
             )
 
     def monitor_detail(self, stream: str, feature: str) -> dict[str, object] | None:
@@ -554,6 +650,9 @@ class Daemon:
             return self._reload_failed([str(exc)])
         if config.server != self.config.server:
             log.warning("server settings (listen, body size) change only at restart")
+        if config.cluster != self.config.cluster:
+            log.warning("cluster settings change only at restart")
+            config = dataclasses.replace(config, cluster=self.config.cluster)
         with self._lock:
             assert self.engine is not None
             engine.take_over(self.engine, self.clock())
@@ -619,7 +718,9 @@ class Daemon:
             except ReferenceError as exc:
                 log.error("cannot start: %s", exc)
                 return 1
-            log.info("ready: %d monitors", len(self.latest.monitors) if self.latest else 0)
+            if self.cluster is not None:
+                await asyncio.to_thread(self.cluster.start)
+            log.info("ready: %d monitors", len(self.engine.monitors) if self.engine else 0)
             tasks.append(asyncio.create_task(self._every(self._evaluate_every, self.evaluate)))
             if self.state_dir is not None:
                 tasks.append(
@@ -641,6 +742,8 @@ class Daemon:
             # Stop taking requests, let the ones in flight finish, then drain the pool.
             await runner.cleanup()
             await asyncio.to_thread(self._pool.shutdown, wait=True)
+            if self.cluster is not None:
+                await asyncio.to_thread(self.cluster.stop)
             if self._parsers is not None:
                 await asyncio.to_thread(self._parsers.close)
             if self.engine is not None and self.state_dir is not None:

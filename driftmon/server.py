@@ -133,7 +133,12 @@ async def ingest_rows(request: web.Request) -> web.StreamResponse:
     if isinstance(body, web.Response):
         return body
     try:
-        result = await daemon.ingest(stream, body, request.headers.get("Content-Type"))
+        result = await daemon.ingest(
+            stream,
+            body,
+            request.headers.get("Content-Type"),
+            request.headers.get("Idempotency-Key"),  # cluster.mode: shared
+        )
     except UnsupportedMediaType as exc:
         return _error(415, str(exc))
     except BodyError as exc:
@@ -163,7 +168,7 @@ async def healthy(request: web.Request) -> web.StreamResponse:
 
 async def ready(request: web.Request) -> web.StreamResponse:
     """``GET /-/ready``: 200 once references are loaded and state restored, else 503."""
-    if request.app[DAEMON_KEY].ready:
+    if request.app[DAEMON_KEY].is_ready():
         return web.Response(text="driftmon is ready.\n")
     return web.Response(status=503, text="driftmon is not ready.\n")
 
