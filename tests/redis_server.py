@@ -99,3 +99,44 @@ def running_redis(dir: Path, extra_args: Sequence[str] = ()) -> Iterator[RedisSe
         yield server
     finally:
         server.kill()
+
+
+@contextlib.contextmanager
+def running_redis_cluster(dir: Path, masters: int = 3) -> Iterator[list[RedisServer]]:
+    """A Redis Cluster of ``masters`` primaries (no replicas), each with AOF, killed on leaving.
+
+    ``servers[0].url`` names one node; a cluster client learns the others.
+    """
+    servers = [
+        RedisServer(
+            dir / f"node-{i}",
+            extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
+        )
+        for i in range(masters)
+    ]
+    try:
+        for server in servers:
+            server.start()
+        nodes = [f"127.0.0.1:{server.port}" for server in servers]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0",
+             "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=60,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not all(_cluster_ok(server) for server in servers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()
+
+
+def _cluster_ok(server: RedisServer) -> bool:
+    info = server.client().execute_command("CLUSTER", "INFO")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return "cluster_state:ok" in text or "'cluster_state': 'ok'" in text

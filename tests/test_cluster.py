@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from harness import DaemonProcess, Reply, parse_metrics, series, wait_for
-from redis_server import RedisServer, running_redis
+from redis_server import RedisServer, running_redis, running_redis_cluster
 
 REFERENCE = Path(__file__).resolve().parent.parent / "config" / "data" / "credit_reference.csv"
 FEATURES = ("income", "age", "utilisation", "region")
@@ -33,6 +33,7 @@ def write_config(
     *,
     ack_timeout: str = "10s",
     alert_for: str = "0s",
+    redis_cluster: bool = False,
 ) -> Path:
     """The same streams and rules for the replicas (``redis_url``) and the baseline (None)."""
     cluster = ""
@@ -40,7 +41,7 @@ def write_config(
         cluster = f"""
 cluster:
   mode: shared
-  redis: {{url: "{redis_url}", key_prefix: dmtest}}
+  redis: {{url: "{redis_url}", key_prefix: dmtest, cluster: {str(redis_cluster).lower()}}}
   flush_every: 50ms
   lease_ttl: {LEASE_TTL_S:g}s
   max_clock_skew: 1s
@@ -198,8 +199,25 @@ def test_the_leader_counts_exactly_what_a_single_node_counts(
     tmp_path: Path, redis_server: RedisServer, processes: list[DaemonProcess]
 ) -> None:
     shared = write_config(tmp_path / "shared.yaml", redis_server.url)
+    check_equality(tmp_path, processes, shared, replica_count=3)
+
+
+def test_a_redis_cluster_of_three_masters_counts_exactly_too(
+    tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    with running_redis_cluster(tmp_path / "redis-cluster", masters=3) as nodes:
+        shared = write_config(tmp_path / "shared.yaml", nodes[0].url, redis_cluster=True)
+        check_equality(tmp_path, processes, shared, replica_count=2)
+        keys = [node.client().dbsize() for node in nodes]
+        assert sum(keys) > 0
+
+
+def check_equality(
+    tmp_path: Path, processes: list[DaemonProcess], shared: Path, replica_count: int
+) -> None:
+    """Same bodies round-robin to the replicas and once to a single node: same windows."""
     single = write_config(tmp_path / "single.yaml", None)
-    replicas = start(processes, shared, 3)
+    replicas = start(processes, shared, replica_count)
     (baseline,) = start(processes, single)
     leader = the_leader(replicas)
     sent = bodies(seed=1, count=80, drift=True)

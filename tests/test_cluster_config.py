@@ -44,6 +44,7 @@ def test_every_key_is_read(tmp_path: Path) -> None:
                 "url": "redis://10.0.0.5:6380/2",
                 "password_file": "redis.pw",
                 "key_prefix": "dm-prod",
+                "cluster": True,
             },
             "replica_id": "pod-1",
             "flush_every": "50ms",
@@ -61,6 +62,7 @@ def test_every_key_is_read(tmp_path: Path) -> None:
     assert cluster.redis.url == "redis://10.0.0.5:6380/2"
     assert cluster.redis.password_file == (tmp_path / "redis.pw").resolve()
     assert cluster.redis.key_prefix == "dm-prod"
+    assert cluster.redis.cluster
     assert cluster.replica_id == "pod-1"
     assert (cluster.flush_every_s, cluster.lease_ttl_s, cluster.max_clock_skew_s) == (
         0.05,

@@ -97,7 +97,11 @@ class ClusterNode:
         self.on_new_lease = on_new_lease
         self.replica_id = settings.replica_id or default_replica_id()
         password = read_password(settings.redis.password_file)
-        self.store = Store(connect(settings.redis.url, password), settings.redis.key_prefix)
+        try:
+            client = connect(settings.redis.url, password, cluster=settings.redis.cluster)
+        except redis.RedisError as exc:  # a Redis Cluster client asks for the nodes at once
+            raise ValueError(f"cluster.redis: cannot reach {settings.redis.url}: {exc}") from None
+        self.store = Store(client, settings.redis.key_prefix)
         self.flusher = Flusher(
             self.store,
             self.replica_id,

@@ -4,7 +4,8 @@
 
     cluster:
       mode: shared                  # off | shared
-      redis: {url: redis://127.0.0.1:6379/0, password_file: null, key_prefix: driftmon}
+      redis: {url: redis://127.0.0.1:6379/0, password_file: null, key_prefix: driftmon,
+              cluster: false}       # cluster: true for a Redis Cluster (url: any node)
       replica_id: null              # default: hostname-pid-random
       flush_every: 100ms            # group commit of pane deltas
       lease_ttl: 10s
@@ -40,6 +41,7 @@ class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
     password_file: Path | None = None
     key_prefix: str = "driftmon"
+    cluster: bool = False  # a Redis Cluster: url names one of its nodes
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def _parse_redis(value: object, path: str, errs: _Errors, base_dir: Path) -> Red
     from driftmon import config as c
 
     defaults = RedisSettings()
-    section = c._open(value, path, errs, ("url", "password_file", "key_prefix"))
+    section = c._open(value, path, errs, ("url", "password_file", "key_prefix", "cluster"))
     if section is None:
         return defaults
     url = section.read("url", _read_url)
@@ -126,6 +128,7 @@ def _parse_redis(value: object, path: str, errs: _Errors, base_dir: Path) -> Red
         url=url or defaults.url,
         password_file=section.read("password_file", c._path_reader(base_dir, must_exist=True)),
         key_prefix=prefix or defaults.key_prefix,
+        cluster=bool(section.read("cluster", c._read_bool)),
     )
 
 

@@ -213,8 +213,23 @@ def read_password(path: Path | None) -> str | None:
     return path.read_text().strip()
 
 
-def connect(url: str, password: str | None = None, timeout_s: float = 2.0) -> Any:
-    """A Redis client for ``url`` that fails fast (``timeout_s``) instead of hanging."""
+def connect(
+    url: str, password: str | None = None, timeout_s: float = 2.0, *, cluster: bool = False
+) -> Any:
+    """A Redis client for ``url`` that fails fast (``timeout_s``) instead of hanging.
+
+    With ``cluster``, a Redis Cluster client that learns the other nodes from
+    the one ``url`` names (at its first command).
+    """
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(
+            url,
+            password=password,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
     return redis.Redis.from_url(
         url,
         password=password,
@@ -238,6 +253,7 @@ class Store:
         self._lease = client.register_script(_LEASE)
         self._release = client.register_script(_RELEASE)
         self._save = client.register_script(_SAVE_UNDER_EPOCH)
+        self._scripts = (self._flush, self._read, self._lease, self._release, self._save)
         self.lease_key = f"{{{prefix}}}:lease"
         self.epoch_key = f"{{{prefix}}}:epoch"
         self.alerts_key = f"{{{prefix}}}:alerts"
@@ -256,7 +272,7 @@ class Store:
 
     def flush(self, flushes: Sequence[Flush], idempotency_ttl_s: float) -> list[FlushResult]:
         """Apply every flush (one script call each, pipelined); results in the same order."""
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[tuple[Any, list[str], list[object]]] = []
         ttl_ms = str(max(1, int(idempotency_ttl_s * 1000)))
         for flush in flushes:
             layout = flush.layout
@@ -274,8 +290,8 @@ class Store:
                 args += [key, pack(delta)]
             keys = [f"{self.stream_key(layout.stream)}:seq:{flush.replica_id}",
                     self.pane_prefix(layout)]
-            self._flush(keys=keys, args=args, client=pipe)
-        replies = pipe.execute()
+            calls.append((self._flush, keys, args))
+        replies = self._pipelined(calls)
         return [
             FlushResult(
                 server_time_s=int(reply[0]) + int(reply[1]) / 1e6,
@@ -288,21 +304,39 @@ class Store:
 
     def read_windows(self, layouts: Sequence[StreamLayout]) -> list[WindowRead]:
         """Each layout's window summed over its newest panes (one call each, pipelined)."""
-        pipe = self.client.pipeline(transaction=False)
-        for layout in layouts:
-            self._read(
-                keys=[self.pane_prefix(layout)],
-                args=[layout.pane_width_us, layout.panes],
-                client=pipe,
-            )
+        calls: list[tuple[Any, list[str], list[object]]] = [
+            (self._read, [self.pane_prefix(layout)], [layout.pane_width_us, layout.panes])
+            for layout in layouts
+        ]
         reads = []
-        for layout, reply in zip(layouts, pipe.execute(), strict=True):
+        for layout, reply in zip(layouts, self._pipelined(calls), strict=True):
             total = np.zeros(layout.n_bins, dtype=np.int64)
             for blob in reply[3:]:
                 if blob:
                     total += unpack(blob, layout.n_bins)
             reads.append(WindowRead(int(reply[0]) + int(reply[1]) / 1e6, int(reply[2]), total))
         return reads
+
+    def _pipelined(self, calls: Sequence[tuple[Any, list[str], list[object]]]) -> list[Any]:
+        """Script calls ``(script, keys, args)`` in one pipeline; their replies in order.
+
+        A plain pipeline loads missing scripts itself; a Redis Cluster pipeline
+        does not (nor does a node restarted without its script cache): on
+        NOSCRIPT the scripts are loaded on every primary and the calls sent
+        again, which is safe because a resent flush is a no-op.
+        """
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                script(keys=keys, args=args, client=pipe)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in self._scripts:
+                    self.client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def time(self) -> float:
         """The store's clock, Unix seconds."""
