@@ -11,8 +11,9 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import redis
@@ -140,3 +141,75 @@ def _cluster_ok(server: RedisServer) -> bool:
     info = server.client().execute_command("CLUSTER", "INFO")
     text = info.decode() if isinstance(info, bytes) else str(info)
     return "cluster_state:ok" in text or "'cluster_state': 'ok'" in text
+
+
+class ReplySwallowingProxy:
+    """A TCP proxy in front of a server that can swallow the server's replies.
+
+    Fault injection for "the store applied the call, but its answer never
+    arrived": while ``swallow`` is set, the first reply for which
+    ``matches(reply)`` holds is read and thrown away, and so is everything
+    after it on that connection (the client waits until its timeout, then
+    reconnects). ``swallowed`` is set once a reply was thrown away. By
+    default it matches driftmon's flush replies (an array of the store's
+    time, pane and flags), not the handshake or ``SCRIPT EXISTS`` before it.
+    """
+
+    def __init__(
+        self, upstream_port: int, matches: Callable[[bytes], bool] | None = None
+    ) -> None:
+        self.upstream_port = upstream_port
+        self.matches = matches or _is_flush_reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.swallow = threading.Event()
+        self.swallowed = threading.Event()
+        self._closed = False
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, replies: bool) -> None:
+        dead = False
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if replies and (dead or (self.swallow.is_set() and self.matches(data))):
+                    dead = True
+                    self.swallowed.set()
+                    continue
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def _is_flush_reply(data: bytes) -> bool:
+    # [seconds, microseconds, pane, applied, duplicate flags...]: seconds are 10 digits.
+    return data[:1] == b"*" and b"\r\n$10\r\n" in data[:12] and data[1:2] in b"456789"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from harness import DaemonProcess, Reply, parse_metrics, series, wait_for
-from redis_server import RedisServer, running_redis, running_redis_cluster
+from redis_server import RedisServer, ReplySwallowingProxy, running_redis, running_redis_cluster
 
 REFERENCE = Path(__file__).resolve().parent.parent / "config" / "data" / "credit_reference.csv"
 FEATURES = ("income", "age", "utilisation", "region")
@@ -342,3 +343,44 @@ def test_every_acknowledged_row_survives_a_kill_9_of_redis(
     )
     assert failures >= 1
     assert not math.isnan(failures)
+
+
+def test_a_replica_dying_after_the_store_applied_its_flush_loses_nothing_on_retry(
+    tmp_path: Path, redis_server: RedisServer, processes: list[DaemonProcess]
+) -> None:
+    proxy = ReplySwallowingProxy(redis_server.port)
+    try:
+        (leader,) = start(processes, write_config(tmp_path / "b.yaml", redis_server.url))
+        the_leader([leader])
+        # This replica talks to the store through the proxy, which will lose its answer.
+        (doomed,) = start(processes, write_config(tmp_path / "a.yaml", proxy.url))
+        path, body, headers = bodies(seed=6, count=1, drift=False)[0]
+        n = rows_in((path, body, headers))
+        keyed = {**headers, "Idempotency-Key": "applied-then-died"}
+        proxy.swallow.set()
+        answers: list[Reply | Exception] = []
+
+        def send() -> None:
+            try:
+                answers.append(doomed.post(path, body, keyed))
+            except Exception as exc:  # the connection dies with the replica
+                answers.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        assert proxy.swallowed.wait(30), "the flush never reached the store"
+        idempotency = f"dmtest:{{credit}}:idem:{keyed['Idempotency-Key']}"
+        wait_for(lambda: redis_server.client().exists(idempotency), 10, "the flush applied")
+        doomed.kill()  # SIGKILL before it could answer
+        sender.join(30)
+        assert answers and not (isinstance(answers[0], Reply) and answers[0].status == 200)
+        # The client retries the same request, with the same key, on the surviving replica.
+        assert leader.post(path, body, keyed).status == 200
+        wait_for(lambda: samples_are(leader, n), 30, "the leader's windows")
+        time.sleep(2 * EVALUATE_EVERY_S)
+        assert samples_are(leader, n)
+        assert series(leader.metrics(), "driftmon_cluster_deduplicated_requests_total") == {
+            (): 1.0
+        }
+    finally:
+        proxy.close()

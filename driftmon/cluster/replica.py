@@ -138,8 +138,9 @@ class Flusher:
         with self.lock:
             offset = self.stats.clock_offset_s
             if abs(offset) > self.max_clock_skew_s:
+                side = "ahead of" if offset < 0 else "behind"
                 raise ClockSkew(
-                    f"this replica's clock is {offset:+.3f} s off the store's "
+                    f"this replica's clock is {abs(offset):.3f} s {side} the store's "
                     f"(cluster.max_clock_skew is {self.max_clock_skew_s:g} s)"
                 )
             group = self._groups.get((layout.stream, layout.fingerprint))
