@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -384,3 +385,52 @@ def test_a_replica_dying_after_the_store_applied_its_flush_loses_nothing_on_retr
         }
     finally:
         proxy.close()
+
+
+def test_a_replica_killed_mid_load_and_restarted_loses_no_row_of_a_retried_request(
+    tmp_path: Path, redis_server: RedisServer, processes: list[DaemonProcess]
+) -> None:
+    shared = write_config(tmp_path / "shared.yaml", redis_server.url)
+    (steady,) = start(processes, shared)
+    the_leader([steady])
+    (victim,) = start(processes, shared)
+    replicas = [victim, steady]
+    sent = bodies(seed=7, count=60, drift=False)
+    total = sum(rows_in(body) for body in sent)
+    retries = 0
+
+    def post_until_stored(i: int, body: tuple[str, bytes, dict[str, str]]) -> None:
+        nonlocal retries
+        path, raw, headers = body
+        keyed = {**headers, "Idempotency-Key": f"load-{i}"}
+        for attempt in range(40):
+            replica = replicas[(i + attempt) % 2]
+            try:
+                if replica.post(path, raw, keyed).status == 200:
+                    return
+            except Exception:  # the victim died under this request
+                pass
+            retries += 1
+            time.sleep(0.05)
+        raise AssertionError(f"request {i} never stored")
+
+    done = threading.Semaphore(0)
+
+    def post_and_count(item: tuple[int, tuple[str, bytes, dict[str, str]]]) -> None:
+        post_until_stored(*item)
+        done.release()
+
+    with ThreadPoolExecutor(4) as senders:  # requests in flight while the victim dies
+        futures = [senders.submit(post_and_count, item) for item in enumerate(sent)]
+        for _ in range(15):
+            done.acquire()
+        victim.kill()  # SIGKILL mid-load ...
+        for _ in range(10):
+            done.acquire()
+        victim.start()  # ... and back: a new process, a new replica id
+        for future in futures:
+            future.result()
+    assert retries > 0
+    wait_for(lambda: samples_are(steady, total), 30, "every row, once")
+    time.sleep(2 * EVALUATE_EVERY_S)
+    assert samples_are(steady, total)
