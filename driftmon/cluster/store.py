@@ -60,11 +60,19 @@ local current = redis.call('GET', key)
 if current and #current ~= n * 8 then
   return redis.error_reply('pane ' .. key .. ' holds ' .. #current .. ' bytes, expected ' .. n * 8)
 end
+-- Counters are read and written CHUNK at a time: one struct call per chunk, not per counter.
+local CHUNK = 128
+local function format(count) return '>' .. string.rep('i8', count) end
+local full = format(CHUNK)
 local sum = {}
 for i = 1, n do sum[i] = 0 end
 local any = false
 local function add(blob)
-  for i = 1, n do sum[i] = sum[i] + struct.unpack('>i8', blob, i * 8 - 7) end
+  for first = 1, n, CHUNK do
+    local count = math.min(CHUNK, n - first + 1)
+    local values = {struct.unpack(count == CHUNK and full or format(count), blob, first * 8 - 7)}
+    for k = 1, count do sum[first + k - 1] = sum[first + k - 1] + values[k] end
+  end
   any = true
 end
 if ARGV[8] ~= '' then add(ARGV[8]) end
@@ -80,7 +88,11 @@ end
 if any then
   if current then add(current) end
   local parts = {}
-  for i = 1, n do parts[i] = struct.pack('>i8', sum[i]) end
+  for first = 1, n, CHUNK do
+    local count = math.min(CHUNK, n - first + 1)
+    parts[#parts + 1] = struct.pack(
+      count == CHUNK and full or format(count), unpack(sum, first, first + count - 1))
+  end
   redis.call('SET', key, table.concat(parts))
   local panes = tonumber(ARGV[3])
   redis.call('PEXPIREAT', key, string.format('%d', math.floor((pane + panes + 1) * width / 1000)))
