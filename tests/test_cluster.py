@@ -36,6 +36,7 @@ def write_config(
     ack_timeout: str = "10s",
     alert_for: str = "0s",
     redis_cluster: bool = False,
+    lease_ttl_s: float = LEASE_TTL_S,
 ) -> Path:
     """The same streams and rules for the replicas (``redis_url``) and the baseline (None)."""
     cluster = ""
@@ -45,7 +46,7 @@ cluster:
   mode: shared
   redis: {{url: "{redis_url}", key_prefix: dmtest, cluster: {str(redis_cluster).lower()}}}
   flush_every: 50ms
-  lease_ttl: {LEASE_TTL_S:g}s
+  lease_ttl: {lease_ttl_s:g}s
   max_clock_skew: 1s
   ack_timeout: {ack_timeout}
 """
@@ -434,3 +435,21 @@ def test_a_replica_killed_mid_load_and_restarted_loses_no_row_of_a_retried_reque
     wait_for(lambda: samples_are(steady, total), 30, "every row, once")
     time.sleep(2 * EVALUATE_EVERY_S)
     assert samples_are(steady, total)
+
+
+def test_a_stopped_leader_hands_the_lease_over_before_it_would_expire(
+    tmp_path: Path, redis_server: RedisServer, processes: list[DaemonProcess]
+) -> None:
+    shared = write_config(tmp_path / "shared.yaml", redis_server.url, lease_ttl_s=20.0)
+    replicas = start(processes, shared, 2)
+    leader = the_leader(replicas)
+    path, body, headers = bodies(seed=8, count=1, drift=False)[0]
+    assert leader.post(path, body, headers).status == 200
+    follower = next(r for r in replicas if r is not leader)
+    stopped_at = time.monotonic()
+    assert leader.stop(signal.SIGTERM) == 0
+    wait_for(lambda: is_leader(follower), 30, "the follower to take the lease")
+    # Given up at exit, the lease is free long before its 20 s would have run out (the
+    # follower looks every 2 s).
+    assert time.monotonic() - stopped_at < 10.0
+    wait_for(lambda: samples_are(follower, rows_in((path, body, headers))), 30, "the rows")
