@@ -435,6 +435,8 @@ class Daemon:
             if (self._engine_serial, current.generation) != layout.version:
                 return None  # the layout changed while the child binned: bin again here
             self._check_queue_room(binned.n_rows)
+            if self.cluster is not None:
+                self.cluster.admit(current, [stream], key)  # refused whole, or taken whole
             batch = BinnedBatch(
                 stream, binned.n_rows, {}, current.generation, binned.counts, binned.indices
             )
@@ -492,6 +494,8 @@ class Daemon:
                 current = self.engine
                 assert current is not None
                 now = self.clock()
+                if self.cluster is not None:  # refused whole, or taken whole
+                    self.cluster.admit(current, [stream for stream, _ in batches], key)
                 for (stream, batch), done in zip(batches, binned, strict=True):
                     if current is not engine:
                         # A reload swapped the engine while these batches were binned.

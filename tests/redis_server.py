@@ -28,6 +28,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair (P, P + 10000) for a Redis Cluster node")
+
+
 class RedisServer:
     """One redis-server process; its data (AOF) lives in ``dir``."""
 
@@ -111,6 +126,7 @@ def running_redis_cluster(dir: Path, masters: int = 3) -> Iterator[list[RedisSer
     servers = [
         RedisServer(
             dir / f"node-{i}",
+            port=free_cluster_port(),
             extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
         )
         for i in range(masters)

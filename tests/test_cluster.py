@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from harness import DaemonProcess, Reply, parse_metrics, series, wait_for
 from redis_server import RedisServer, ReplySwallowingProxy, running_redis, running_redis_cluster
+from test_rules import run_promtool
 
 REFERENCE = Path(__file__).resolve().parent.parent / "config" / "data" / "credit_reference.csv"
 FEATURES = ("income", "age", "utilisation", "region")
@@ -260,6 +261,8 @@ def check_equality(
         assert series(samples, "driftmon_cluster_store_up") == {(): 1.0}
         assert series(samples, "driftmon_cluster_flush_duration_seconds_count")[()] > 0
         rows_seen += sum(series(samples, "driftmon_ingest_rows_total").values())
+        linted = run_promtool("check", "metrics", stdin=replica.get("/metrics").body)
+        assert linted.returncode == 0 and not linted.stdout.strip(), linted.stdout
     assert rows_seen == total
     assert baseline.metrics().get(("driftmon_cluster_leader", ())) is None
 

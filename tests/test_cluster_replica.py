@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from redis_server import RedisServer, ReplySwallowingProxy, running_redis
 
+from driftmon.cluster import replica
 from driftmon.cluster.leader import (
     Leadership,
     alert_states_document,
@@ -20,7 +21,7 @@ from driftmon.cluster.leader import (
     load_alert_states,
     stream_layouts,
 )
-from driftmon.cluster.replica import ClockSkew, Flusher, Outcome
+from driftmon.cluster.replica import ClockSkew, Flusher, Outcome, TooManyPending
 from driftmon.cluster.store import Store, StreamLayout, connect
 from driftmon.config import parse_config
 from driftmon.engine import Engine
@@ -80,7 +81,27 @@ def test_a_replica_whose_clock_is_off_refuses_rows(redis_server: RedisServer) ->
     flusher.measure_offset()
     assert flusher.stats.clock_offset_s == pytest.approx(-5.0, abs=0.5)
     with pytest.raises(ClockSkew, match=r"clock is [45]\.\d+ s ahead of the store's"):
-        flusher.submit(LAYOUT, np.array([1.0, 1.0, 1.0]), 1, None)
+        flusher.admit([LAYOUT], keyed=False)
+
+
+def test_keyed_requests_pending_through_an_outage_are_bounded_and_merged(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica, "MAX_PENDING_KEYS", 2)
+    flusher = _flusher(redis_server.url)
+    flusher.measure_offset()
+    redis_server.kill()  # no flush can happen: everything stays pending
+    first = flusher.submit(LAYOUT, np.array([1.0, 0.0, 0.0]), 1, "k1")
+    retry = flusher.submit(LAYOUT, np.array([1.0, 0.0, 0.0]), 1, "k1")  # same key: merged
+    flusher.admit([LAYOUT], keyed=True)
+    flusher.submit(LAYOUT, np.array([0.0, 1.0, 0.0]), 1, "k2")
+    with pytest.raises(TooManyPending, match="2 keyed requests of stream 'credit'"):
+        flusher.admit([LAYOUT], keyed=True)
+    flusher.admit([LAYOUT], keyed=False)  # rows without a key are summed: always room
+    redis_server.start()
+    flusher.flush_pending()
+    assert _result(first) == _result(retry) == Outcome(True)
+    assert _window(redis_server) == [1, 1, 0]
 
 
 def test_rows_handed_over_while_the_store_is_down_are_stored_once_it_is_back(

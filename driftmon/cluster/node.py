@@ -35,7 +35,13 @@ from driftmon.cluster.leader import (
     load_alert_states,
     stream_layouts,
 )
-from driftmon.cluster.replica import FLUSH_BUCKETS_S, ClockSkew, Flusher, Outcome
+from driftmon.cluster.replica import (
+    FLUSH_BUCKETS_S,
+    ClockSkew,
+    Flusher,
+    Outcome,
+    TooManyPending,
+)
 from driftmon.cluster.settings import ClusterConfig
 from driftmon.cluster.status import ClusterStatus
 from driftmon.cluster.store import Store, StreamLayout, connect, read_password
@@ -174,20 +180,26 @@ class ClusterNode:
             self._layouts = (version, layouts)
         return layouts
 
+    def admit(self, engine: Engine, streams: Sequence[str], key: str | None) -> None:
+        """Refuse a whole request up front (:class:`StoreUnavailable`, nothing submitted)
+        while this replica's clock is too far off the store's, or while the store has been
+        away so long that keyed requests fill a stream's pending flush."""
+        layouts = self.layouts(engine)
+        found = [layouts[name][0] for name in streams if name in layouts]
+        try:
+            self.flusher.admit(found, key is not None)
+        except (ClockSkew, TooManyPending) as exc:
+            raise StoreUnavailable(str(exc)) from None
+
     def submit(
         self, engine: Engine, stream: str, counts: np.ndarray, rows: int, key: str | None
     ) -> Future[Outcome] | None:
-        """Hand a batch's counts to the next flush; ``None`` for a stream without a window.
-
-        Raises :class:`StoreUnavailable` while the clock is too far off the store's.
-        """
+        """Hand a batch's counts to the next flush (after :meth:`admit`); ``None`` for a
+        stream without a window."""
         found = self.layouts(engine).get(stream)
         if found is None:
             return None
-        try:
-            return self.flusher.submit(found[0], counts, rows, key)
-        except ClockSkew as exc:
-            raise StoreUnavailable(str(exc)) from None
+        return self.flusher.submit(found[0], counts, rows, key)
 
     async def wait_stored(self, acks: Sequence[Future[Outcome]]) -> None:
         """Wait until the store holds every part of one request.

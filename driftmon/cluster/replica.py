@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -53,6 +53,11 @@ class _Waiter:
     keyed_index: int | None
 
 
+MAX_PENDING_KEYS = 10_000
+"""Most keyed requests one stream's pending flush holds (each keeps its own counts until
+the store says whether it was counted before); past it, requests are refused (503)."""
+
+
 @dataclass
 class _Group:
     """The pending rows of one stream layout since the last flush."""
@@ -60,6 +65,7 @@ class _Group:
     layout: StreamLayout
     plain: np.ndarray | None = None
     keyed: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    key_index: dict[str, int] = field(default_factory=dict)
     waiters: list[_Waiter] = field(default_factory=list)
 
 
@@ -88,6 +94,10 @@ class FlushStats:
 
 class ClockSkew(Exception):
     """This replica's clock is further from the store's than ``max_clock_skew``."""
+
+
+class TooManyPending(Exception):
+    """The pending flush of a stream holds :data:`MAX_PENDING_KEYS` keyed requests already."""
 
 
 class Flusher:
@@ -130,11 +140,36 @@ class Flusher:
     ) -> Future[Outcome]:
         """Add a request's counts over ``layout``'s bins to the next flush.
 
-        Raises :class:`ClockSkew` (nothing added) while this replica's clock
-        is too far from the store's.
+        Call :meth:`admit` first: this never refuses. A key already pending
+        (a client retrying during an outage) joins the pending request's
+        outcome instead of adding its counts again.
         """
         future: Future[Outcome] = Future()
         delta = np.asarray(counts).astype(np.int64)
+        with self.lock:
+            offset = self.stats.clock_offset_s
+            group = self._groups.get((layout.stream, layout.fingerprint))
+            if group is None:
+                group = self._groups[(layout.stream, layout.fingerprint)] = _Group(layout)
+            index = None
+            if key is None:
+                group.plain = delta if group.plain is None else group.plain + delta
+            elif key in group.key_index:
+                index = group.key_index[key]
+            else:
+                index = group.key_index[key] = len(group.keyed)
+                group.keyed.append((key, delta))
+            group.waiters.append(_Waiter(future, rows, self.clock() + offset, index))
+        return future
+
+    def admit(self, layouts: Sequence[StreamLayout], keyed: bool) -> None:
+        """Check that a request over ``layouts`` may be submitted, before any part of it is.
+
+        Raises :class:`ClockSkew` while this replica's clock is further than
+        ``max_clock_skew`` from the store's, and :class:`TooManyPending` when
+        a stream's pending flush holds :data:`MAX_PENDING_KEYS` keyed requests
+        (the store has been away a while).
+        """
         with self.lock:
             offset = self.stats.clock_offset_s
             if abs(offset) > self.max_clock_skew_s:
@@ -143,17 +178,15 @@ class Flusher:
                     f"this replica's clock is {abs(offset):.3f} s {side} the store's "
                     f"(cluster.max_clock_skew is {self.max_clock_skew_s:g} s)"
                 )
-            group = self._groups.get((layout.stream, layout.fingerprint))
-            if group is None:
-                group = self._groups[(layout.stream, layout.fingerprint)] = _Group(layout)
-            index = None
-            if key is None:
-                group.plain = delta if group.plain is None else group.plain + delta
-            else:
-                index = len(group.keyed)
-                group.keyed.append((key, delta))
-            group.waiters.append(_Waiter(future, rows, self.clock() + offset, index))
-        return future
+            if not keyed:
+                return
+            for layout in layouts:
+                group = self._groups.get((layout.stream, layout.fingerprint))
+                if group is not None and len(group.keyed) >= MAX_PENDING_KEYS:
+                    raise TooManyPending(
+                        f"{len(group.keyed)} keyed requests of stream {layout.stream!r} are "
+                        "waiting for the store already"
+                    )
 
     # --- the flushing thread ------------------------------------------------------
 
