@@ -456,3 +456,30 @@ def test_a_stopped_leader_hands_the_lease_over_before_it_would_expire(
     # follower looks every 2 s).
     assert time.monotonic() - stopped_at < 10.0
     wait_for(lambda: samples_are(follower, rows_in((path, body, headers))), 30, "the rows")
+
+
+def test_a_reload_keeps_the_store_windows_unless_the_stream_bins_change(
+    tmp_path: Path, redis_server: RedisServer, processes: list[DaemonProcess]
+) -> None:
+    config = write_config(tmp_path / "shared.yaml", redis_server.url)
+    replicas = start(processes, config, 2)
+    leader = the_leader(replicas)
+    first = bodies(seed=9, count=4, drift=False)
+    for i, (path, body, headers) in enumerate(first):
+        assert replicas[i % 2].post(path, body, headers).status == 200
+    before = sum(rows_in(b) for b in first)
+    wait_for(lambda: samples_are(leader, before), 30, "the first rows")
+    # Same bins, another threshold: the windows in the store stay.
+    config.write_text(config.read_text().replace("threshold: 0.05", "threshold: 0.06"))
+    for replica in replicas:
+        assert replica.post("/-/reload").status == 200
+    time.sleep(2 * EVALUATE_EVERY_S)
+    assert samples_are(leader, before)
+    # Other bins for one feature: the stream's counts live under a new layout, from zero.
+    config.write_text(config.read_text().replace("count: 16", "count: 8"))
+    for replica in replicas:
+        assert replica.post("/-/reload").status == 200
+    path, body, headers = bodies(seed=10, count=1, drift=False)[0]
+    assert replicas[1].post(path, body, headers).status == 200
+    wait_for(lambda: samples_are(leader, rows_in((path, body, headers))), 30, "a fresh window")
+    assert len(leader.monitor("credit", "age")["live_counts"]) == 8 + 4
