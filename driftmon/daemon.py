@@ -532,7 +532,8 @@ class Daemon:
             previous = self.latest
             now = self.clock()
             if self.cluster is not None and shared is not None:
-                self.cluster.install(self.engine, shared)
+                if not self.cluster.install(self.engine, shared):
+                    return self.latest  # an evaluation that read later already ran
                 now = shared.now
             evaluation = self.engine.evaluate(now)
             self.latest = evaluation

@@ -227,3 +227,24 @@ def test_leadership_lapses_locally_before_the_store_can_give_it_away(
     assert not leadership.is_leader()
     assert not leadership.tick()  # the store's copy of the lease still lasts: renewed
     assert leadership.is_leader()
+
+
+def test_a_read_older_than_one_installed_is_not_installed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    from driftmon.cluster.node import ClusterNode, WindowsRead
+    from driftmon.cluster.settings import ClusterConfig, RedisSettings
+
+    node = ClusterNode(ClusterConfig(mode="shared", redis=RedisSettings(url=redis_server.url)))
+    engine = _engine(tmp_path)
+    ((layout, bins),) = stream_layouts(engine).values()
+    ones = np.ones(layout.n_bins, dtype=np.int64)
+
+    def read(now: float, counts: np.ndarray) -> WindowsRead:
+        return WindowsRead(now, 1, {"s": (layout.fingerprint, counts)}, None, False)
+
+    assert node.install(engine, read(2000.0, ones))
+    assert not node.install(engine, read(1999.0, 2 * ones))  # read earlier, came later
+    assert engine.live[bins].tolist() == ones.tolist()
+    assert node.install(engine, read(2000.5, 3 * ones))
+    assert engine.live[bins].tolist() == (3 * ones).tolist()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import socket
@@ -121,6 +122,7 @@ class ClusterNode:
         self._deduplicated = 0
         self._layouts: tuple[object, dict[str, tuple[StreamLayout, slice]]] | None = None
         self._alerts_loaded_epoch = 0
+        self._installed_now = -math.inf  # store time of the newest read installed
         self._stopped = threading.Event()
         self._lease_thread: threading.Thread | None = None
 
@@ -260,13 +262,22 @@ class ClusterNode:
         }
         return WindowsRead(now, epoch, counts, states, load)
 
-    def install(self, engine: Engine, read: WindowsRead) -> None:
-        """Put what :meth:`read` got into ``engine`` (hold the daemon's engine lock)."""
+    def install(self, engine: Engine, read: WindowsRead) -> bool:
+        """Put what :meth:`read` got into ``engine`` (hold the daemon's engine lock).
+
+        ``False`` (nothing done) for a read older than one already installed:
+        two evaluations may read at once (the periodic one and the one on
+        taking the lease), and alert timers must never see time go back.
+        """
+        if read.now < self._installed_now:
+            return False
+        self._installed_now = read.now
         if read.load_alerts:
             kept = load_alert_states(engine, read.alert_states)
             log.info("leader (epoch %d): took over %d alert states", read.epoch, kept)
             self._alerts_loaded_epoch = read.epoch
         install_windows(engine, read.now, read.counts)
+        return True
 
     def evaluated(self, evaluation: Evaluation, read: WindowsRead) -> None:
         """Write the evaluation's alert states under the epoch; step down if fenced off."""

@@ -131,6 +131,7 @@ class Flusher:
         self._sequence = int(time.time() * 1e6)
         self._wake = threading.Event()
         self._stopping = False
+        self._stop_deadline = math.inf  # monotonic; set by stop()
         self._thread: threading.Thread | None = None
 
     # --- the ingest side ----------------------------------------------------------
