@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from driftmon.cli import main
-from driftmon.cluster.settings import ClusterConfig
-from driftmon.config import ConfigError, parse_config
+from driftmon.config import ClusterConfig, ConfigError, parse_config
 
 
 def _doc(cluster: object, **stream: object) -> dict[str, object]:

@@ -233,7 +233,7 @@ def test_a_read_older_than_one_installed_is_not_installed(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     from driftmon.cluster.node import ClusterNode, WindowsRead
-    from driftmon.cluster.settings import ClusterConfig, RedisSettings
+    from driftmon.config import ClusterConfig, RedisSettings
 
     node = ClusterNode(ClusterConfig(mode="shared", redis=RedisSettings(url=redis_server.url)))
     engine = _engine(tmp_path)

@@ -43,9 +43,9 @@ from driftmon.cluster.replica import (
     Outcome,
     TooManyPending,
 )
-from driftmon.cluster.settings import ClusterConfig
 from driftmon.cluster.status import ClusterStatus
 from driftmon.cluster.store import Store, StreamLayout, connect, read_password
+from driftmon.config import ClusterConfig
 from driftmon.daemon import QueueFull
 from driftmon.engine import Engine, Evaluation
 

@@ -15,53 +15,27 @@
 
 In shared mode ``{samples: N}`` windows and ``warmup`` references are
 refused: both need one global order of rows, which replicas do not have.
-This module is read by the config loader only; it imports nothing heavy.
+The typed section is :class:`~driftmon.config.model.ClusterConfig`; the
+cluster machinery itself is in driftmon/cluster/.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
-if TYPE_CHECKING:
-    from driftmon.config import StreamConfig, _Errors
-
-ClusterMode = Literal["off", "shared"]
+from driftmon.config.errors import Errors, show
+from driftmon.config.model import ClusterConfig, RedisSettings, SampleWindow, StreamConfig
+from driftmon.config.readers import (
+    choice_reader,
+    duration_reader,
+    open_section,
+    path_reader,
+    read_bool,
+)
 
 _URL = re.compile(r"(rediss?|unix)://\S+\Z")
 _WORD = re.compile(r"[A-Za-z0-9_.:-]+\Z")
-
-
-@dataclass(frozen=True)
-class RedisSettings:
-    """Where the shared store is. ``password_file`` is absolute; its content is the password."""
-
-    url: str = "redis://127.0.0.1:6379/0"
-    password_file: Path | None = None
-    key_prefix: str = "driftmon"
-    cluster: bool = False  # a Redis Cluster: url names one of its nodes
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """The ``cluster:`` section; durations are seconds."""
-
-    mode: ClusterMode = "off"
-    redis: RedisSettings = field(default_factory=RedisSettings)
-    replica_id: str | None = None
-    flush_every_s: float = 0.1
-    lease_ttl_s: float = 10.0
-    max_clock_skew_s: float = 1.0
-    ack_timeout_s: float = 10.0
-    idempotency_ttl_s: float = 3600.0
-
-    @property
-    def shared(self) -> bool:
-        """Whether replicas share their windows in Redis."""
-        return self.mode == "shared"
-
 
 _KEYS = (
     "mode",
@@ -73,23 +47,19 @@ _KEYS = (
     "ack_timeout",
     "idempotency_ttl",
 )
+_DURATIONS = ("flush_every", "lease_ttl", "max_clock_skew", "ack_timeout", "idempotency_ttl")
 
 
-def parse_cluster(value: object, errs: _Errors, base_dir: Path) -> ClusterConfig:
+def parse_cluster(value: object, errs: Errors, base_dir: Path) -> ClusterConfig:
     """Read the ``cluster`` section (``None``: absent) into a :class:`ClusterConfig`."""
-    from driftmon import config as c  # the loader's readers; imported late (it imports us)
-
     defaults = ClusterConfig()
-    section = c._open(value, "cluster", errs, _KEYS)
+    section = open_section(value, "cluster", errs, _KEYS)
     if section is None:
         return defaults
-    mode = section.read("mode", c._choice_reader("mode", ("off", "shared")))
+    mode = section.read("mode", choice_reader("mode", ("off", "shared")))
     redis = _parse_redis(section.raw("redis"), section.at("redis"), errs, base_dir)
     replica_id = section.read("replica_id", _read_word)
-    durations = {
-        key: section.read(key, c._duration_reader(positive=True))
-        for key in ("flush_every", "lease_ttl", "max_clock_skew", "ack_timeout", "idempotency_ttl")
-    }
+    durations = {key: section.read(key, duration_reader(positive=True)) for key in _DURATIONS}
     result = ClusterConfig(
         mode="shared" if mode == "shared" else "off",
         redis=redis,
@@ -115,44 +85,38 @@ def parse_cluster(value: object, errs: _Errors, base_dir: Path) -> ClusterConfig
     return result
 
 
-def _parse_redis(value: object, path: str, errs: _Errors, base_dir: Path) -> RedisSettings:
-    from driftmon import config as c
-
+def _parse_redis(value: object, path: str, errs: Errors, base_dir: Path) -> RedisSettings:
     defaults = RedisSettings()
-    section = c._open(value, path, errs, ("url", "password_file", "key_prefix", "cluster"))
+    section = open_section(value, path, errs, ("url", "password_file", "key_prefix", "cluster"))
     if section is None:
         return defaults
     url = section.read("url", _read_url)
     prefix = section.read("key_prefix", _read_word)
     return RedisSettings(
         url=url or defaults.url,
-        password_file=section.read("password_file", c._path_reader(base_dir, must_exist=True)),
+        password_file=section.read("password_file", path_reader(base_dir, must_exist=True)),
         key_prefix=prefix or defaults.key_prefix,
-        cluster=bool(section.read("cluster", c._read_bool)),
+        cluster=bool(section.read("cluster", read_bool)),
     )
 
 
-def _read_url(value: object, path: str, errs: _Errors) -> str | None:
-    from driftmon import config as c
-
+def _read_url(value: object, path: str, errs: Errors) -> str | None:
     if not isinstance(value, str) or not _URL.match(value):
         errs.add(
             path,
             'expected a Redis URL like "redis://host:6379/0" (rediss:// for TLS, unix:// for a '
-            f"socket), got {c._show(value)}",
+            f"socket), got {show(value)}",
         )
         return None
     return value
 
 
-def _read_word(value: object, path: str, errs: _Errors) -> str | None:
-    from driftmon import config as c
-
+def _read_word(value: object, path: str, errs: Errors) -> str | None:
     if not isinstance(value, str) or not _WORD.match(value):
         errs.add(
             path,
             'may hold only letters, digits, "_", ".", ":" and "-" (it is part of Redis keys), '
-            f"got {c._show(value)}",
+            f"got {show(value)}",
         )
         return None
     return value
@@ -164,8 +128,6 @@ def shared_mode_errors(stream: StreamConfig, stream_path: str, item: object) -> 
     ``item`` is the stream as YAML gave it: a window inherited from
     ``defaults.window`` is reported at that path (the caller drops repeats).
     """
-    from driftmon.config import SampleWindow
-
     problems: list[str] = []
     if isinstance(stream.window, SampleWindow):
         own = isinstance(item, dict) and "window" in item
