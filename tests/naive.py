@@ -159,3 +159,11 @@ def histogram_edges(values: Sequence[float], edges: Sequence[float]) -> np.ndarr
     for v in values:
         out[edges_bin(float(v), edges)] += 1
     return out
+
+
+def quantile_edges(finite: Sequence[float], count: int) -> list[float]:
+    """§2 quantile bins of finite numbers: quantiles 0, 1/count, ..., 1, repeats removed,
+    the last moved to the next float above the maximum (so the maximum is in a regular bin)."""
+    edges = sorted(set(np.quantile(np.asarray(finite, dtype=float), np.linspace(0, 1, count + 1))))
+    edges[-1] = float(np.nextafter(max(finite), math.inf))
+    return edges
