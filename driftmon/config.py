@@ -50,8 +50,10 @@ LogBase = Literal["e", "2"]
 ReferenceKind = Literal["file", "warmup", "snapshot"]
 DataFormat = Literal["csv", "ndjson", "json"]
 AlertMetric = Literal["kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein"]
+PValueCorrection = Literal["none", "bonferroni", "holm", "bh"]
 
 ALERT_METRICS: tuple[str, ...] = ("kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein")
+P_VALUE_CORRECTIONS: tuple[PValueCorrection, ...] = ("none", "bonferroni", "holm", "bh")
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,9 @@ class AlertRule:
     max_p_value: float | None = None
     keep_firing_for_s: float = 0.0
     severity: str = "warning"
+    # How max_p_value judges the monitors this rule matches in one stream at
+    # one evaluation (driftmon.multiple_testing); "none" when the key is absent.
+    p_value_correction: PValueCorrection = "none"
 
     @property
     def clear_threshold(self) -> float:
@@ -1290,6 +1295,7 @@ _ALERT_KEYS = (
     "clear_below",
     "min_samples",
     "max_p_value",
+    "p_value_correction",
     "keep_firing_for",
     "severity",
 )
@@ -1340,6 +1346,18 @@ def _read_alert(
     clear_below = section.read("clear_below", _float_reader(at_least=0.0))
     min_samples = section.read("min_samples", _NON_NEGATIVE_INT)
     max_p_value = section.read("max_p_value", _read_p_value)
+    correction_name = section.read(
+        "p_value_correction", _choice_reader("p_value_correction", P_VALUE_CORRECTIONS)
+    )
+    correction: PValueCorrection | None = next(
+        (c for c in P_VALUE_CORRECTIONS if c == correction_name), None
+    )
+    if correction not in (None, "none") and "max_p_value" not in section:
+        errs.add(
+            section.at("p_value_correction"),
+            f"{correction} corrects the p-values that max_p_value judges, and this rule "
+            "has no max_p_value; add one (e.g. max_p_value: 0.01) or drop the key",
+        )
     keep_firing_for_s = section.read("keep_firing_for", _duration_reader(positive=False))
     severity = section.read("severity", _read_str)
     if threshold is not None and clear_below is not None and clear_below > threshold:
@@ -1407,6 +1425,7 @@ def _read_alert(
         max_p_value=max_p_value,
         keep_firing_for_s=keep_firing_for_s or 0.0,
         severity=severity or "warning",
+        p_value_correction=correction or "none",
     )
     return rule, name
 
