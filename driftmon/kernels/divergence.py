@@ -570,39 +570,44 @@ def _one_shot_rows(
     first_row: int,
     last_row: int,
     out: np.ndarray,
-    error: np.ndarray,
+    errors: np.ndarray,
+    chunk: int,
 ) -> None:
-    """Rows ``first_row:last_row`` of :func:`one_shot_pass`; stops at the first bad row."""
+    """Rows ``first_row:last_row`` of :func:`one_shot_pass`; stops at the first bad row,
+    recording it in ``errors[chunk]``.
+
+    Each row is copied into small scratch arrays as it is checked, so that
+    everything after the check reads L1 and no array view is made per row (a
+    view's reference count is an atomic that threads would fight over).
+    """
     n_bins = reference.shape[1]
     reference_bins = np.empty((2, n_bins))
+    live_row = np.empty(n_bins)
     reference_monitors = np.empty((3, 1))
     terms = np.empty((_N_TERMS, n_bins))
     for m in range(first_row, last_row):
-        reference_row = reference[m]
-        live_row = live[m]
-        # Validation, fused with the copy of the raw reference counts: after this
-        # loop both rows sit in L1 for everything that follows.
         bad = 0
         for k in range(n_bins):
-            r = reference_row[k]
-            q = live_row[k]
+            r = reference[m, k]
+            q = live[m, k]
             reference_bins[REF_COUNT, k] = r
+            live_row[k] = q
             r_ok = (r >= 0.0) & (r <= _LARGEST)
             q_ok = (q >= 0.0) & (q <= _LARGEST)
             bad += 0 if (r_ok & q_ok) else 1
         if bad:
-            column = _first_bad(reference_row)
+            column = _first_bad(reference_bins[REF_COUNT])
             side = 0
             if column < 0:
                 column = _first_bad(live_row)
                 side = 1
-            value = reference_row[column] if side == 0 else live_row[column]
-            error[ERR_KIND] = NEGATIVE if value < 0.0 else NOT_FINITE
-            error[ERR_SIDE] = side
-            error[ERR_ROW] = m
-            error[ERR_COLUMN] = column
+            value = reference_bins[REF_COUNT, column] if side == 0 else live_row[column]
+            errors[chunk, ERR_KIND] = NEGATIVE if value < 0.0 else NOT_FINITE
+            errors[chunk, ERR_SIDE] = side
+            errors[chunk, ERR_ROW] = m
+            errors[chunk, ERR_COLUMN] = column
             return
-        ref_total = _total(reference_row, 0, n_bins)
+        ref_total = _total(reference_bins[REF_COUNT], 0, n_bins)
         live_total = _total(live_row, 0, n_bins)
         overflow_side = -1
         if not ref_total + n_bins * a <= _LARGEST:
@@ -610,10 +615,10 @@ def _one_shot_rows(
         elif not (live_total + n_bins * a <= _LARGEST and ref_total + live_total <= _LARGEST):
             overflow_side = 1
         if overflow_side >= 0:
-            error[ERR_KIND] = TOTAL_OVERFLOW
-            error[ERR_SIDE] = overflow_side
-            error[ERR_ROW] = m
-            error[ERR_COLUMN] = 0
+            errors[chunk, ERR_KIND] = TOTAL_OVERFLOW
+            errors[chunk, ERR_SIDE] = overflow_side
+            errors[chunk, ERR_ROW] = m
+            errors[chunk, ERR_COLUMN] = 0
             return
         _prepare_monitor(reference_bins, 0, n_bins, ref_total, a, reference_monitors, 0)
         _monitor_values(
@@ -644,7 +649,10 @@ def one_shot_pass(
     then partly written and must not be used. Results equal
     :func:`prepare_reference` + :func:`divergence_pass` bit for bit.
     """
-    _one_shot_rows(reference, live, a, log_scale, 0, reference.shape[0], out, error)
+    errors = np.zeros((1, 4), dtype=np.int64)
+    _one_shot_rows(reference, live, a, log_scale, 0, reference.shape[0], out, errors, 0)
+    for j in range(4):
+        error[j] = errors[0, j]
 
 
 @njit(nogil=True, cache=True, error_model="numpy", parallel=True)
@@ -667,7 +675,7 @@ def one_shot_pass_parallel(
     for chunk in prange(n_chunks):
         _one_shot_rows(
             reference, live, a, log_scale, chunk * n_monitors // n_chunks,
-            (chunk + 1) * n_monitors // n_chunks, out, errors[chunk],
+            (chunk + 1) * n_monitors // n_chunks, out, errors, chunk,
         )
     for chunk in range(n_chunks):
         if errors[chunk, ERR_KIND] != NO_ERROR:
