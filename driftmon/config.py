@@ -188,6 +188,15 @@ class ServerConfig:
     port: int = 9108
     max_body_bytes: int = 16 * 1024 * 1024
     auth_token_file: Path | None = None
+    external_url: str | None = None  # None: http://<listen address>
+
+    def base_url(self) -> str:
+        """Where users reach the daemon: ``external_url`` (no trailing slash), else the
+        listen address."""
+        if self.external_url is not None:
+            return self.external_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -221,6 +230,14 @@ class EngineConfig:
 
     evaluate_every_s: float = 15.0
     log_base: LogBase = "e"
+    history_length_s: float = 3600.0  # engine.history.length; 0 keeps no history
+    history_every_s: float = 60.0  # engine.history.every: at most one entry per this long
+
+    @property
+    def history_capacity(self) -> int:
+        """Entries of each monitor's history ring (see :mod:`driftmon.history`)."""
+        step_s = max(self.history_every_s, self.evaluate_every_s)
+        return math.ceil(self.history_length_s / step_s - 1e-9)
 
 
 @dataclass(frozen=True)
@@ -768,7 +785,9 @@ def _path_reader(base_dir: Path, *, must_exist: bool) -> _Reader[Path | None]:
 
 
 def _parse_server(value: object, errs: _Errors, base_dir: Path) -> ServerConfig:
-    section = _open(value, "server", errs, ("listen", "max_body_bytes", "auth_token_file"))
+    section = _open(
+        value, "server", errs, ("listen", "max_body_bytes", "auth_token_file", "external_url")
+    )
     defaults = ServerConfig()
     if section is None:
         return defaults
@@ -779,7 +798,21 @@ def _parse_server(value: object, errs: _Errors, base_dir: Path) -> ServerConfig:
         port=listen[1],
         max_body_bytes=max_body_bytes or defaults.max_body_bytes,
         auth_token_file=section.read("auth_token_file", _path_reader(base_dir, must_exist=True)),
+        external_url=section.read("external_url", _read_external_url),
     )
+
+
+def _read_external_url(value: object, path: str, errs: _Errors) -> str | None:
+    if (
+        not isinstance(value, str)
+        or not value.startswith(("http://", "https://"))
+        or len(value) <= len("https://")
+        or any(c.isspace() or c in "\"'<>" for c in value)
+    ):
+        errs.add(path, f'expected an http:// or https:// URL like "https://driftmon.example", '
+                 f"got {_show(value)}")
+        return None
+    return value
 
 
 def _parse_ingest(value: object, errs: _Errors) -> IngestConfig:
@@ -814,16 +847,31 @@ def _read_log_base(value: object, path: str, errs: _Errors) -> LogBase | None:
 
 
 def _parse_engine(value: object, errs: _Errors) -> EngineConfig:
-    section = _open(value, "engine", errs, ("evaluate_every", "log_base"))
+    section = _open(value, "engine", errs, ("evaluate_every", "log_base", "history"))
     defaults = EngineConfig()
     if section is None:
         return defaults
     evaluate_every_s = section.read("evaluate_every", _duration_reader(positive=True))
     log_base = section.read("log_base", _read_log_base)
+    history_length_s, history_every_s = defaults.history_length_s, defaults.history_every_s
+    history = _open(section.raw("history"), section.at("history"), errs, ("length", "every"))
+    if history is not None:
+        length_s = history.read("length", _duration_reader(positive=False))
+        every_s = history.read("every", _duration_reader(positive=True))
+        history_length_s = history_length_s if length_s is None else length_s
+        history_every_s = history_every_s if every_s is None else every_s
+        if length_s is not None and length_s > _MAX_HISTORY_S:
+            shown = _show(history.raw("length"))
+            errs.add(history.at("length"), f"must be at most 30d, got {shown}")
     return EngineConfig(
         evaluate_every_s=evaluate_every_s or defaults.evaluate_every_s,
         log_base=log_base or defaults.log_base,
+        history_length_s=history_length_s,
+        history_every_s=history_every_s,
     )
+
+
+_MAX_HISTORY_S = 30 * 86400.0
 
 
 def _parse_state(value: object, errs: _Errors, base_dir: Path) -> StateConfig:

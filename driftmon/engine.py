@@ -33,6 +33,7 @@ from driftmon.alerting import AlertTable, RuleParams, advance
 from driftmon.binning import NumericBinner
 from driftmon.config import AlertRule, Config, SampleWindow, StreamConfig, TimeWindow
 from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
+from driftmon.history import HistoryRing, HistoryState, MonitorKey
 from driftmon.reference import (
     Binner,
     Reference,
@@ -106,6 +107,10 @@ class Evaluation:
     alert_pairs: tuple[AlertPair, ...]
     alerts: AlertTable
     duration_s: float
+    # The counts this evaluation saw (float64[B], read-only), so that pages show the
+    # same histograms as the divergences they print; empty for an evaluation made by hand.
+    live_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    reference_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def firing_rules(self, monitor: int) -> list[str]:
         """Names of the rules firing for monitor number ``monitor``."""
@@ -266,7 +271,18 @@ class Engine:
             [np.asarray(m.binner.edges, dtype=np.float64) for m in numeric],  # type: ignore[union-attr]
         )
         self._build_alert_pairs(previous=None)
+        engine_config = self.config.engine
+        self.history = HistoryRing(
+            engine_config.history_capacity,
+            len(monitors),
+            max(engine_config.history_every_s, engine_config.evaluate_every_s),
+            tolerance_s=engine_config.evaluate_every_s / 2,
+        )
         self.generation = next(_GENERATIONS)
+
+    def history_keys(self) -> list[MonitorKey]:
+        """(stream, feature, layout key) of every monitor, in monitor order."""
+        return [(m.stream, m.feature, layout_key(m.binner)) for m in self.monitors]
 
     def _new_window(self, stream: _Stream) -> PaneWindow | SampleRing | None:
         if not stream.monitors:
@@ -487,7 +503,9 @@ class Engine:
             for m in self.monitors
         }
         kept_alerts = self.alert_states()
+        kept_history = self.history.export(self.history_keys())
         self._pack()
+        self.history.restore(kept_history, self.history_keys())
         for name, exported in kept_windows.items():
             if exported is not None:
                 self.restore_window(name, exported, self.now)
@@ -614,7 +632,11 @@ class Engine:
                 warmup_rows=stream.warmup_rows,
                 warmup_columns={k: list(v) for k, v in stream.warmup_columns.items()},
             )
-        return EngineState(streams=streams, alerts=self.alert_states())
+        return EngineState(
+            streams=streams,
+            alerts=self.alert_states(),
+            history=self.history.export(self.history_keys()),
+        )
 
     def adopt(self, state: EngineState, now: float) -> None:
         """Take over exported state for the streams, monitors and rules it still fits.
@@ -647,6 +669,9 @@ class Engine:
                 self.restore_window(name, kept.window, now)
         self.advance_windows(now)
         self._build_alert_pairs(previous=self._alerts_of_unchanged_monitors(state))
+        if state.history is not None:
+            # Keyed by layout too: a monitor whose layout changed starts a fresh history.
+            self.history.restore(state.history, self.history_keys())
 
     def _alerts_of_unchanged_monitors(
         self, state: EngineState
@@ -699,7 +724,15 @@ class Engine:
                 samples=window_samples[self._alert_monitors],
                 now=now,
             )
-        for array in (*values.values(), window_samples):
+        firing = np.zeros(m, dtype=np.int64)
+        if self.alert_pairs:
+            firing = np.bincount(
+                self._alert_monitors[self.alerts.state == 2], minlength=m
+            ).astype(np.int64)
+        self.history.record(now, values, window_samples, firing)
+        live_counts = self.live.copy()
+        reference_counts = self.reference.view()
+        for array in (*values.values(), window_samples, live_counts, reference_counts):
             array.flags.writeable = False
         return Evaluation(
             time=now,
@@ -710,6 +743,8 @@ class Engine:
             alert_pairs=self.alert_pairs,
             alerts=self.alerts,
             duration_s=time.perf_counter() - started,
+            live_counts=live_counts,
+            reference_counts=reference_counts,
         )
 
     # --- introspection --------------------------------------------------------
@@ -784,6 +819,7 @@ class EngineState:
 
     streams: Mapping[str, StreamState]
     alerts: Mapping[tuple[str, str, str], tuple]
+    history: HistoryState | None = None  # None: none kept (an older checkpoint)
 
 
 def _as_objects(values: Sequence[object] | np.ndarray) -> list[object]:

@@ -7,6 +7,7 @@ field), auth, and the ingest request counter.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 
@@ -250,6 +251,97 @@ async def monitor(request: web.Request) -> web.StreamResponse:
     return _json({**found[0], **detail})
 
 
+# --- HTML pages (driftmon.pages renders; these only fetch the snapshot) -----------------
+
+# Pages run no script and load nothing from anywhere: a browser enforces it too.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=text, status=status, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS
+    )
+
+
+async def overview(request: web.Request) -> web.StreamResponse:
+    """``GET /``: every monitor, firing first; ``?stream=`` and ``?state=`` filter it."""
+    from driftmon.pages import monitor_views, overview_page
+    from driftmon.pages.render import FILTER_STATES
+
+    daemon = request.app[DAEMON_KEY]
+    stream = request.query.get("stream") or None
+    state = request.query.get("state") or None
+    if state is not None and state not in FILTER_STATES:
+        return _error(400, f"state: expected one of {', '.join(FILTER_STATES)}, got {state!r}")
+    evaluation = daemon.latest
+
+    def render() -> str:
+        wanted = {}
+        if evaluation is not None:
+            for view in monitor_views(evaluation):
+                if stream is None or view.stream == stream:
+                    wanted[(view.stream, view.feature)] = view.rule_metric
+        return overview_page(
+            evaluation,
+            daemon.history_series(wanted),
+            streams=[s.name for s in daemon.config.streams],
+            stream=stream,
+            state=state,
+            refresh_s=daemon.config.engine.evaluate_every_s,
+        )
+
+    return _html(await asyncio.to_thread(render))
+
+
+async def monitor_html(request: web.Request) -> web.StreamResponse:
+    """``GET /monitors/{stream}/{feature}``: one monitor's histograms, rules and history."""
+    from driftmon.pages import monitor_page
+
+    daemon = request.app[DAEMON_KEY]
+    stream, feature = request.match_info["stream"], request.match_info["feature"]
+    evaluation = daemon.latest
+
+    def render() -> str | None:
+        return monitor_page(
+            evaluation,
+            stream,
+            feature,
+            daemon.monitor_history(stream, feature),
+            log_base=daemon.config.engine.log_base,
+            refresh_s=daemon.config.engine.evaluate_every_s,
+        )
+
+    text = await asyncio.to_thread(render)
+    if text is None:
+        return _error(404, f"no monitor {stream}/{feature}")
+    return _html(text)
+
+
+async def monitor_history(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/monitors/{stream}/{feature}/history``: the monitor's recent evaluations."""
+    daemon = request.app[DAEMON_KEY]
+    stream, feature = request.match_info["stream"], request.match_info["feature"]
+    history = daemon.monitor_history(stream, feature)
+    if history is None:
+        return _error(404, f"no monitor {stream}/{feature}")
+    engine = daemon.config.engine
+    return _json(
+        {
+            "stream": stream,
+            "feature": feature,
+            "log_base": engine.log_base,
+            "history_length_s": engine.history_length_s,
+            "history_every_s": max(engine.history_every_s, engine.evaluate_every_s),
+            **history.to_json(),
+        }
+    )
+
+
 def make_app(daemon: Daemon) -> web.Application:
     """The aiohttp application of one daemon."""
     # The body limit is enforced by read_body (413 with a message); aiohttp's own
@@ -264,6 +356,9 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/-/reload", reload)
     app.router.add_get("/api/v1/monitors", monitors)
     app.router.add_get("/api/v1/monitors/{stream}/{feature}", monitor)
+    app.router.add_get("/api/v1/monitors/{stream}/{feature}/history", monitor_history)
+    app.router.add_get("/", overview)
+    app.router.add_get("/monitors/{stream}/{feature}", monitor_html)
     from driftmon.cloudevents import ingest_cloudevents, ingest_cloudevents_root  # (circular)
 
     app.router.add_post("/v1/cloudevents", ingest_cloudevents)
