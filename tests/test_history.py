@@ -207,3 +207,38 @@ def test_a_bad_history_section_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="history/values"):
         read_checkpoint(tmp_path)
     assert (tmp_path / CHECKPOINT_NAME).exists()
+
+
+def test_a_restarted_daemon_keeps_its_history(tmp_path: Path) -> None:
+    from tests.harness import DaemonProcess, wait_for
+
+    config_path = tmp_path / "c.yaml"
+    make_config(tmp_path)  # writes ref.csv
+    config_path.write_text(
+        json.dumps(
+            {
+                "engine": {"evaluate_every": "1s", "history": {"length": "1h", "every": "1s"}},
+                "state": {"dir": str(tmp_path / "state")},
+                "streams": [
+                    {
+                        "name": "s",
+                        "reference": {"file": "ref.csv"},
+                        "window": {"samples": 50},
+                        "features": [{"name": "c", "type": "categorical", "categories": ["a"]}],
+                    }
+                ],
+            }
+        )
+    )
+    with DaemonProcess(config_path) as first:
+        assert first.post_json("s", json.dumps([{"c": "a"}] * 10).encode()).status == 200
+
+        def entries() -> list[float]:
+            reply = first.get("/api/v1/monitors/s/c/history").json()
+            return [t for t, n in zip(reply["times"], reply["samples"], strict=True) if n > 0]
+
+        before = wait_for(lambda: entries() if len(entries()) >= 2 else None, 30, "history")
+        assert first.stop() == 0
+    with DaemonProcess(config_path) as second:
+        times = second.get("/api/v1/monitors/s/c/history").json()["times"]
+        assert set(before) <= set(times)

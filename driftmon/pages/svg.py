@@ -136,7 +136,7 @@ def histogram(
     y_max = float(max(reference.max(initial=0.0), live.max(initial=0.0)))
     y_max = math.ceil(y_max * 20) / 20 if y_max > 0 else 1.0  # a multiple of 5 %
     group = 2 * bar_width + 10
-    left, top, label_space = 44, 10, 96
+    left, top, label_space = 72, 10, 96
     width = left + k * group + 10
     height = top + plot_height + label_space
     parts = [
