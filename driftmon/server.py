@@ -322,6 +322,20 @@ async def monitor_html(request: web.Request) -> web.StreamResponse:
     return _html(text)
 
 
+async def monitor_by_query(request: web.Request) -> web.StreamResponse:
+    """``GET /monitors?stream=S&feature=F``: a redirect to the monitor's page.
+
+    For links made by templates that can only escape query strings (Prometheus
+    ``urlquery``, Grafana data links): ``+`` there means a space.
+    """
+    from driftmon.pages.render import monitor_path
+
+    stream, feature = request.query.get("stream"), request.query.get("feature")
+    if not stream or not feature:
+        return _error(400, "stream and feature: both query parameters are required")
+    raise web.HTTPFound(monitor_path(stream, feature))
+
+
 async def monitor_history(request: web.Request) -> web.StreamResponse:
     """``GET /api/v1/monitors/{stream}/{feature}/history``: the monitor's recent evaluations."""
     daemon = request.app[DAEMON_KEY]
@@ -359,6 +373,7 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/api/v1/monitors/{stream}/{feature}/history", monitor_history)
     app.router.add_get("/", overview)
     app.router.add_get("/monitors/{stream}/{feature}", monitor_html)
+    app.router.add_get("/monitors", monitor_by_query)
     from driftmon.cloudevents import ingest_cloudevents, ingest_cloudevents_root  # (circular)
 
     app.router.add_post("/v1/cloudevents", ingest_cloudevents)

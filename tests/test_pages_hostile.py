@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from html import escape
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 import yaml
@@ -138,3 +139,22 @@ def test_hostile_names_are_text_not_markup(hostile: DaemonProcess) -> None:
     assert set(LEARNED_VALUES) <= set(pages[2]["bins"])
     assert set(LISTED_CATEGORIES) <= set(pages[3]["bins"])
     assert Path(ARTIFACTS / "hostile-1.png").exists()
+
+
+def test_query_links_redirect_to_the_page(hostile: DaemonProcess) -> None:
+    """What ``driftmon rules``' ``driftmon_url`` and the dashboard's data links open."""
+    import aiohttp
+
+    async def follow(path: str) -> tuple[int, str, str]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(hostile.url + path, allow_redirects=False) as first:
+                location = first.headers.get("Location", "")
+            async with session.get(hostile.url + location) as page:
+                return first.status, location, await page.text()
+
+    status, location, text = asyncio.run(
+        follow(f"/monitors?stream=s&feature={quote_plus(NUMERIC, safe='')}")
+    )
+    assert status == 302 and unquote(location) == f"/monitors/s/{NUMERIC}"
+    assert escape(NUMERIC) in text
+    assert hostile.get("/monitors?stream=s").status == 400
