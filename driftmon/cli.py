@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--stream", required=True, help="the stream the rows belong to")
     replay.add_argument("--input", required=True, metavar="DATA", help="the rows to replay")
     replay.add_argument("--format", choices=["csv", "ndjson", "json"], help="default: by suffix")
+    replay.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the stream's monitor pages for the run (final distributions, history "
+        "over event time) into one self-contained HTML file",
+    )
     replay.set_defaults(handler=_replay)
 
     reference = commands.add_parser("reference", help="reference snapshots")
@@ -267,7 +273,14 @@ def _replay(args: argparse.Namespace) -> int:
     if config is None or _stream(config, args.stream, args.config) is None:
         return 1
     try:
-        replay(config, args.stream, Path(args.input), sys.stdout, data_format=args.format)
+        replay(
+            config,
+            args.stream,
+            Path(args.input),
+            sys.stdout,
+            data_format=args.format,
+            html=None if args.html is None else Path(args.html),
+        )
     except (ReferenceError, ValueError, OSError) as exc:
         print(f"driftmon replay: {exc}", file=sys.stderr)
         return 1

@@ -415,10 +415,13 @@ def report_page(
     *,
     log_base: str,
     title: str,
+    stream: str | None = None,
 ) -> str:
-    """One self-contained file: the overview of ``evaluation`` and every monitor's page,
-    linked by anchors (``driftmon replay --html``)."""
+    """One self-contained file: the overview of ``evaluation`` and every monitor's page
+    (of ``stream`` only, when given), linked by anchors (``driftmon replay --html``)."""
     views = firing_first(monitor_views(evaluation))
+    if stream is not None:
+        views = [v for v in views if v.stream == stream]
     table = _overview_table(views, lambda v: f"#monitor-{v.index}", histories, evaluation.time)
     sections = "".join(
         f'<section class="monitor" id="monitor-{view.index}">'
