@@ -203,6 +203,9 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
     from driftmon.demo import DemoTimings, produce
 
     daemon = Daemon(path, config, state_dir=state_dir)
+    daemon.on_firing = lambda rule, stream, feature, url: print(
+        f"driftmon demo: alert {rule} firing for {stream}/{feature}: {url}", flush=True
+    )
     stop = asyncio.Event()
     producers: list[asyncio.Task[object]] = []
 
@@ -216,6 +219,7 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
     def on_listening(url: str) -> None:
         print(
             f"driftmon demo: serving on {url}\n"
+            f"  pages:     {url}/   (every monitor, firing first; click one for its histograms)\n"
             f"  metrics:   {url}/metrics   (driftmon_js_divergence, driftmon_alert_firing, ...)\n"
             f"  monitors:  {url}/api/v1/monitors\n"
             f"  state in:  {state_dir}\n"

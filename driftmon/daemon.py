@@ -151,6 +151,8 @@ class Daemon:
         self._layout: Layout | None = None
         # Where users open the monitor pages: server.external_url, else the bound address.
         self.base_url = config.server.base_url()
+        # Called with (rule, stream, feature, page URL) for each alert that starts firing.
+        self.on_firing: Callable[[str, str, str, str], None] | None = None
         self.registry = new_registry(self.status)
 
     # --- start ----------------------------------------------------------------
@@ -448,7 +450,10 @@ class Daemon:
             evaluation = self.engine.evaluate(self.clock())
             self.latest = evaluation
             self._durations.observe(evaluation.duration_s)
-        _log_transitions(previous, evaluation, self.base_url)
+        fired = _log_transitions(previous, evaluation, self.base_url)
+        if self.on_firing is not None:
+            for rule, stream, feature, url in fired:
+                self.on_firing(rule, stream, feature, url)
         return evaluation
 
     def status(self) -> Status:
@@ -807,8 +812,12 @@ def monitor_url(base_url: str, stream: str, feature: str) -> str:
     return f"{base_url}/monitors/{quote(stream, safe='')}/{quote(feature, safe='')}"
 
 
-def _log_transitions(previous: Evaluation | None, current: Evaluation, base_url: str) -> None:
-    """Log alerts that started or stopped firing, with the monitor's page."""
+def _log_transitions(
+    previous: Evaluation | None, current: Evaluation, base_url: str
+) -> list[tuple[str, str, str, str]]:
+    """Log alerts that started or stopped firing, with the monitor's page; returns the
+    (rule, stream, feature, page URL) of those that started."""
+    fired = []
     before: dict[tuple[str, str, str], int] = {}
     if previous is not None:
         for pair, state in zip(previous.alert_pairs, previous.alerts.state, strict=True):
@@ -820,15 +829,18 @@ def _log_transitions(previous: Evaluation | None, current: Evaluation, base_url:
         was = before.get(key, 0)
         if state == 2 and was != 2:
             value = float(current.values[pair.rule.metric][pair.monitor])
+            url = monitor_url(base_url, m.stream, m.feature)
             log.warning(
                 "alert %s firing for %s/%s: %s = %.6g; see %s",
-                *key, pair.rule.metric, value, monitor_url(base_url, m.stream, m.feature),
+                *key, pair.rule.metric, value, url,
             )
+            fired.append((*key, url))
         elif was == 2 and state != 2:
             log.info(
                 "alert %s resolved for %s/%s; see %s",
                 *key, monitor_url(base_url, m.stream, m.feature),
             )
+    return fired
 
 
 def configure_logging(log_format: str, level: str = "INFO") -> None:
