@@ -174,10 +174,12 @@ class Browser:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def screenshot(self, path: Path) -> Path:
-        """The whole page as a PNG at ``path``."""
+    async def screenshot(self, path: Path, *, full_page: bool = True) -> Path:
+        """The whole page (or only the viewport) as a PNG at ``path``."""
         shot = await self.send(
-            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, page=True
+            "Page.captureScreenshot",
+            {"format": "png", "captureBeyondViewport": full_page},
+            page=True,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))

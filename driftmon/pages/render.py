@@ -57,6 +57,7 @@ svg text{font-size:10px;fill:#444}
 .charts svg{width:100%;height:auto}
 figcaption{font-size:.85em}
 section.monitor{border-top:2px solid #24323f;margin-top:2em}
+.side{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}.side>div{max-width:100%}
 @media (max-width:640px){.wide{display:none}main{padding:.5em}}
 """
 
@@ -262,9 +263,8 @@ def _monitor_body(
     now: float,
     api_links: bool,
 ) -> str:
-    reference, live = view.proportions()
-    metric = view.rule_metric
-    contribution = per_bin_contributions(view, metric, log_base)
+    """One monitor: histograms beside its divergences, its rules (since when), the history
+    of every divergence, then the per-bin table."""
     title = f"{escape(view.stream)} / {escape(view.feature)}"
     parts = [
         f'<h2 class="monitor-title">{title} {_badge(view.state)}</h2>',
@@ -281,85 +281,134 @@ def _monitor_body(
             f'<p><a href="{escape(base, quote=True)}">JSON</a> · '
             f'<a href="{escape(base + "/history", quote=True)}">history JSON</a></p>'
         )
-    parts.append(
-        "<h2>Reference and live distributions</h2>"
+    parts += [
+        '<div class="side">',
+        _distributions(view),
+        _divergences(view, log_base),
+        "</div>",
+        _rules(view, now),
+        _history(view, history, log_base, now),
+        _bins(view, log_base),
+    ]
+    return "".join(parts)
+
+
+def _distributions(view: MonitorView) -> str:
+    reference, live = view.proportions()
+    return (
+        "<div><h2>Reference and live distributions</h2>"
         f'<p class="legend"><span style="background:{REFERENCE_COLOUR}"></span>reference'
         f'<span style="background:{LIVE_COLOUR}"></span>live (proportion of rows per bin)</p>'
-        f'<div class="scroll">{histogram(view.labels, reference, live)}</div>'
+        f'<div class="scroll">{histogram(short_labels(view), reference, live)}</div></div>'
     )
-    # Every divergence with its unit.
+
+
+def _divergences(view: MonitorView, log_base: str) -> str:
     rows = "".join(
         f'<tr data-metric="{name}"><td>{name}</td><td class="num">{_number(view.values[name])}'
         f"</td><td>{metric_unit(name, log_base)}</td></tr>"
         for name in SHOWN_METRICS
     )
-    parts.append(
-        '<h2>Divergences</h2><div class="scroll"><table id="divergences">'
-        f"<tr><th>metric</th><th class=\"num\">value</th><th>unit</th></tr>{rows}</table></div>"
+    return (
+        '<div><h2>Divergences</h2><div class="scroll"><table id="divergences">'
+        f'<tr><th>metric</th><th class="num">value</th><th>unit</th></tr>{rows}</table></div>'
+        "</div>"
     )
-    # Per-bin table with the contribution to the charted metric.
-    contribution_head = f"contribution to {escape(metric)}"
+
+
+def _rules(view: MonitorView, now: float) -> str:
+    if not view.alerts:
+        return "<h2>Alert rules</h2><p>No alert rule matches this monitor.</p>"
+    rule_rows = "".join(
+        f'<tr data-rule="{escape(a.rule, quote=True)}" data-state="{a.state}">'
+        f"<td>{escape(a.rule)}</td><td>{escape(a.severity)}</td><td>{a.metric} &gt; "
+        f"{a.threshold:g}"
+        + (f", p &lt; {a.max_p_value:g}" if a.max_p_value else "")
+        + f"</td><td>{_badge(a.state)}</td><td>{format_time(a.since)}</td>"
+        f"<td>{_ago(a.since, now)}</td></tr>"
+        for a in view.alerts
+    )
+    return (
+        '<h2>Alert rules</h2><div class="scroll"><table id="rules"><tr><th>rule</th>'
+        "<th>severity</th><th>condition</th><th>state</th><th>since</th><th></th></tr>"
+        f"{rule_rows}</table></div>"
+    )
+
+
+def _history(
+    view: MonitorView, history: MonitorHistory | None, log_base: str, now: float
+) -> str:
+    if history is None or len(history) == 0:
+        return "<h2>History</h2><p>No history yet.</p>"
+    start, end = format_time(float(history.times[0])), format_time(float(history.times[-1]))
+    parts = [
+        "<h2>History</h2>",
+        f'<p class="muted">{len(history)} evaluations from {start} to {end}; '
+        "shaded: a rule was firing; dashed: a rule's threshold.</p>",
+    ]
+    streak = _firing_since(history)
+    if streak is not None:
+        parts.append(
+            f'<p id="drift-since">Firing since {format_time(streak)} ({_ago(streak, now)}).</p>'
+        )
+    charts = []
+    for name in SHOWN_METRICS:
+        thresholds = [a.threshold for a in view.alerts if a.metric == name]
+        charts.append(
+            f'<figure data-metric="{name}"><figcaption>{name} '
+            f'<span class="muted">({metric_unit(name, log_base)})</span></figcaption>'
+            + history_chart(
+                history.times,
+                history.values[name],
+                thresholds=thresholds,
+                firing=history.firing,
+                label=f"history of {name}",
+            )
+            + "</figure>"
+        )
+    parts.append(f'<div class="charts">{"".join(charts)}</div>')
+    return "".join(parts)
+
+
+def _bins(view: MonitorView, log_base: str) -> str:
+    """Counts, proportions and each bin's term of the charted divergence."""
+    reference, live = view.proportions()
+    metric = view.rule_metric
+    contribution = per_bin_contributions(view, metric, log_base)
+    head = f"contribution to {escape(metric)}"
     if metric == "hellinger":
-        contribution_head += " (to its square)"
-    bin_rows = []
-    for i, label in enumerate(view.labels):
+        head += " (to its square)"
+    rows = []
+    for i, (label, shown) in enumerate(zip(view.labels, short_labels(view), strict=True)):
         term = "—" if contribution is None else _number(float(contribution[i]))
-        bin_rows.append(
-            f'<tr data-bin="{i}"><td>{escape(label)}</td>'
+        rows.append(
+            f'<tr data-bin="{i}" data-label="{escape(label, quote=True)}">'
+            f'<td title="{escape(label, quote=True)}">{escape(shown)}</td>'
             f'<td class="num">{view.reference_counts[i]:.0f}</td>'
             f'<td class="num">{reference[i] * 100:.2f}%</td>'
             f'<td class="num">{view.live_counts[i]:.0f}</td>'
             f'<td class="num">{live[i] * 100:.2f}%</td><td class="num">{term}</td></tr>'
         )
-    parts.append(
+    return (
         '<h2>Bins</h2><div class="scroll"><table id="bins"><tr><th>bin</th>'
         '<th class="num">reference rows</th><th class="num">reference</th>'
         '<th class="num">live rows</th><th class="num">live</th>'
-        f'<th class="num">{contribution_head}</th></tr>{"".join(bin_rows)}</table></div>'
+        f'<th class="num">{head}</th></tr>{"".join(rows)}</table></div>'
     )
-    # The rules that match, their state and since when.
-    if view.alerts:
-        rule_rows = "".join(
-            f'<tr data-rule="{escape(a.rule, quote=True)}" data-state="{a.state}">'
-            f"<td>{escape(a.rule)}</td><td>{escape(a.severity)}</td><td>{a.metric} &gt; "
-            f"{a.threshold:g}" + (f", p &lt; {a.max_p_value:g}" if a.max_p_value else "") +
-            f"</td><td>{_badge(a.state)}</td><td>{format_time(a.since)}</td>"
-            f"<td>{_ago(a.since, now)}</td></tr>"
-            for a in view.alerts
-        )
-        parts.append(
-            '<h2>Alert rules</h2><div class="scroll"><table id="rules"><tr><th>rule</th>'
-            "<th>severity</th><th>condition</th><th>state</th><th>since</th><th></th></tr>"
-            f"{rule_rows}</table></div>"
-        )
-    else:
-        parts.append("<h2>Alert rules</h2><p>No alert rule matches this monitor.</p>")
-    # The history of each divergence.
-    parts.append("<h2>History</h2>")
-    if history is None or len(history) == 0:
-        parts.append("<p>No history yet.</p>")
-    else:
-        start, end = format_time(float(history.times[0])), format_time(float(history.times[-1]))
-        parts.append(
-            f'<p class="muted">{len(history)} evaluations from {start} to {end}; '
-            "shaded: a rule was firing.</p>"
-        )
-        streak = _firing_since(history)
-        if streak is not None:
-            parts.append(f'<p id="drift-since">Firing since {format_time(streak)} '
-                         f"({_ago(streak, now)}).</p>")
-        charts = []
-        for name in SHOWN_METRICS:
-            thresholds = [a.threshold for a in view.alerts if a.metric == name]
-            charts.append(
-                f'<figure data-metric="{name}"><figcaption>{name} '
-                f'<span class="muted">({metric_unit(name, log_base)})</span></figcaption>'
-                + history_chart(history.times, history.values[name], thresholds=thresholds,
-                                firing=history.firing, label=f"history of {name}")
-                + "</figure>"
-            )
-        parts.append(f'<div class="charts">{"".join(charts)}</div>')
-    return "".join(parts)
+
+
+def short_labels(view: MonitorView) -> list[str]:
+    """Bin labels for people: numeric edges with the fewest significant digits (4 at least)
+    that keep every edge distinct; categories and special bins as they are."""
+    if view.edges is None:
+        return list(view.labels)
+    edges = view.edges.tolist()
+    for digits in range(4, 18):
+        texts = [f"{edge:.{digits}g}" for edge in edges]
+        if len(set(texts)) == len(texts):
+            break
+    regular = [f"[{a}, {b})" for a, b in zip(texts[:-1], texts[1:], strict=True)]
+    return ["underflow", *regular, "overflow", "missing", "invalid"]
 
 
 def _firing_since(history: MonitorHistory) -> float | None:

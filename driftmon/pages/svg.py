@@ -69,7 +69,7 @@ def _firing_bands(
             end = (xs[i] + xs[i + 1]) / 2 if i + 1 < len(xs) else xs[i]
             parts.append(
                 f'<rect class="firing-band" x="{_fmt(start)}" y="{_fmt(top)}" '
-                f'width="{_fmt(max(end - start, 2.0))}" height="{_fmt(height)}" '
+                f'width="{_fmt(max(end - start + 0.5, 2.0))}" height="{_fmt(height)}" '
                 f'fill="{FIRING_COLOUR}"/>'
             )
     return "".join(parts)
