@@ -124,10 +124,13 @@ class HistoryRing:
         self.capacity = capacity
         self.every_s = every_s
         self.tolerance_s = tolerance_s
-        self.times = np.full(capacity, math.nan)
-        self.values = np.full((capacity, n_monitors, len(HISTORY_METRICS)), np.nan, np.float32)
-        self.samples = np.zeros((capacity, n_monitors))
-        self.firing = np.zeros((capacity, n_monitors), dtype=np.uint8)
+        # Slots past ``size`` are never read, so nothing is written before an entry is:
+        # the pages stay untouched (no resident memory) until the ring fills, and an
+        # engine that never evaluates (a parse process's) costs nothing for it.
+        self.times = np.empty(capacity)
+        self.values = np.empty((capacity, n_monitors, len(HISTORY_METRICS)), np.float32)
+        self.samples = np.empty((capacity, n_monitors))
+        self.firing = np.empty((capacity, n_monitors), dtype=np.uint8)
         self.head = 0  # the slot the next entry goes to
         self.size = 0
 
@@ -229,10 +232,9 @@ class HistoryRing:
         their history.
         """
         n = min(len(state.times), self.capacity)
-        self.times[:] = math.nan
-        self.values[:] = np.nan
-        self.samples[:] = 0
-        self.firing[:] = 0
+        self.values[:n] = np.nan
+        self.samples[:n] = 0
+        self.firing[:n] = 0
         self.head = n % max(self.capacity, 1)
         self.size = n
         if n == 0:

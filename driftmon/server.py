@@ -269,26 +269,35 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
-    """``GET /``: every monitor, firing first; ``?stream=`` and ``?state=`` filter it."""
-    from driftmon.pages import monitor_views, overview_page
-    from driftmon.pages.render import FILTER_STATES
+    """``GET /``: the monitors, firing first; ``?stream=``, ``?state=`` filter, ``?limit=``
+    bounds the rows."""
+    from driftmon.pages import overview_page
+    from driftmon.pages.render import DEFAULT_LIMIT, FILTER_STATES, select_monitors
 
     daemon = request.app[DAEMON_KEY]
     stream = request.query.get("stream") or None
     state = request.query.get("state") or None
     if state is not None and state not in FILTER_STATES:
         return _error(400, f"state: expected one of {', '.join(FILTER_STATES)}, got {state!r}")
+    limit_text = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not limit_text.isdigit() or int(limit_text) < 1:
+        return _error(400, f"limit: expected a whole number >= 1, got {limit_text!r}")
     evaluation = daemon.latest
 
     def render() -> str:
-        wanted = {}
+        selection = None
+        histories = {}
         if evaluation is not None:
-            for view in monitor_views(evaluation):
-                if stream is None or view.stream == stream:
-                    wanted[(view.stream, view.feature)] = view.rule_metric
+            selection = select_monitors(
+                evaluation, stream=stream, state=state, limit=int(limit_text)
+            )
+            histories = daemon.history_series(
+                {(v.stream, v.feature): v.rule_metric for v in selection.views}
+            )
         return overview_page(
             evaluation,
-            daemon.history_series(wanted),
+            selection,
+            histories,
             streams=[s.name for s in daemon.config.streams],
             stream=stream,
             state=state,

@@ -219,8 +219,13 @@ def test_filters_history_api_and_headers(drifted: DaemonProcess) -> None:
     only_fraud = process.get("/?stream=fraud-model").body.decode()
     assert set(re.findall(r'data-stream="([^"]+)"', only_fraud)) == {"fraud-model"}
     assert process.get("/?state=burning").status == 400
+    limited = process.get("/?limit=2").body.decode()
+    shown = re.findall(r'data-state="(\w+)"', limited)
+    assert shown == ["firing", "firing"]
+    assert "Showing the first 2 of 6 monitors" in limited
+    assert process.get("/?limit=0").status == 400 and process.get("/?limit=x").status == 400
     assert process.get("/monitors/shop/nope").status == 404
-    assert 'http-equiv="refresh" content="1"' in page.body.decode()
+    assert 'http-equiv="refresh" content="5"' in page.body.decode()
 
     api = process.get("/api/v1/monitors").json()["monitors"]
     first = next(m for m in api if any(a["state"] == "firing" for a in m["alerts"]))

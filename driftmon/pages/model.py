@@ -81,9 +81,7 @@ class MonitorView:
     def state(self) -> str:
         """The most urgent state of its rules (``firing`` > ``pending`` > ``inactive``), or
         ``none`` when no rule matches it."""
-        if not self.alerts:
-            return "none"
-        return min((a.state for a in self.alerts), key=_STATE_RANK.__getitem__)
+        return state_of(self.alerts)
 
     @property
     def rule_metric(self) -> str:
@@ -105,8 +103,15 @@ def _share(counts: np.ndarray) -> np.ndarray:
     return counts / total if total > 0 else np.zeros_like(counts)
 
 
-def monitor_views(evaluation: Evaluation) -> list[MonitorView]:
-    """Every monitor of ``evaluation``, in config order."""
+def state_of(alerts: tuple[AlertView, ...] | list[AlertView]) -> str:
+    """The most urgent of ``alerts``' states, ``none`` for no alert."""
+    if not alerts:
+        return "none"
+    return min((a.state for a in alerts), key=_STATE_RANK.__getitem__)
+
+
+def alert_views(evaluation: Evaluation) -> dict[int, list[AlertView]]:
+    """The rules of each monitor (by monitor number) with their state, in config order."""
     alerts: dict[int, list[AlertView]] = {}
     table = evaluation.alerts
     for i, pair in enumerate(evaluation.alert_pairs):
@@ -126,9 +131,21 @@ def monitor_views(evaluation: Evaluation) -> list[MonitorView]:
                 fired_at=float(table.fired_at[i]),
             )
         )
+    return alerts
+
+
+def monitor_views(
+    evaluation: Evaluation,
+    indices: list[int] | None = None,
+    alerts: dict[int, list[AlertView]] | None = None,
+) -> list[MonitorView]:
+    """The monitors of ``evaluation`` numbered ``indices`` (default all, in config order)."""
+    if alerts is None:
+        alerts = alert_views(evaluation)
     views = []
     has_counts = evaluation.live_counts.size > 0
-    for monitor in evaluation.monitors:
+    chosen = evaluation.monitors if indices is None else [evaluation.monitors[i] for i in indices]
+    for monitor in chosen:
         i = monitor.index
         binner = monitor.binner
         if has_counts:

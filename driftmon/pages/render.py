@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote
@@ -15,10 +16,12 @@ from driftmon.history import MonitorHistory
 from driftmon.pages.model import (
     SHOWN_METRICS,
     MonitorView,
+    alert_views,
     firing_first,
     metric_unit,
     monitor_views,
     per_bin_contributions,
+    state_of,
 )
 from driftmon.pages.svg import LIVE_COLOUR, REFERENCE_COLOUR, histogram, history_chart, sparkline
 
@@ -95,9 +98,14 @@ def monitor_path(stream: str, feature: str) -> str:
     return f"/monitors/{quote(stream, safe='')}/{quote(feature, safe='')}"
 
 
+MIN_REFRESH_S = 5
+"""Pages reload themselves every evaluation interval, but never more often than this: a
+person cannot read faster, and a page must not vanish under a click."""
+
+
 def _page(title: str, body: str, refresh_s: float | None, header: str) -> str:
     refresh = (
-        f'<meta http-equiv="refresh" content="{max(1, math.ceil(refresh_s))}">'
+        f'<meta http-equiv="refresh" content="{max(MIN_REFRESH_S, math.ceil(refresh_s))}">'
         if refresh_s
         else ""
     )
@@ -192,8 +200,46 @@ def _span(history: MonitorHistory) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
+DEFAULT_LIMIT = 500
+"""Most rows the overview shows unless ``?limit=`` says otherwise (firing ones come first)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The monitors an overview shows: filtered, firing first, at most ``limit`` of them."""
+
+    views: list[MonitorView]
+    total: int  # monitors in the evaluation
+    matching: int  # monitors the filters keep
+    counts: dict[str, int]  # monitors by state, over all of them
+
+
+def select_monitors(
+    evaluation: Evaluation,
+    *,
+    stream: str | None = None,
+    state: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> Selection:
+    """The monitors of ``evaluation`` of ``stream`` in ``state`` (``None``: any), firing
+    first, then pending, inactive and unwatched, in config order within each; only the
+    shown ones are turned into views, so a page over 10^4 monitors stays cheap."""
+    alerts = alert_views(evaluation)
+    states = [state_of(alerts.get(m.index, [])) for m in evaluation.monitors]
+    counts = {s: states.count(s) for s in FILTER_STATES}
+    kept = [
+        m.index
+        for m, monitor_state in zip(evaluation.monitors, states, strict=True)
+        if (stream is None or m.stream == stream) and (state is None or monitor_state == state)
+    ]
+    kept.sort(key=lambda i: FILTER_STATES.index(states[i]))
+    views = monitor_views(evaluation, kept[:limit], alerts)
+    return Selection(views, len(states), len(kept), counts)
+
+
 def overview_page(
     evaluation: Evaluation | None,
+    selection: Selection | None,
     histories: Mapping[tuple[str, str], MonitorHistory],
     *,
     streams: list[str],
@@ -201,10 +247,11 @@ def overview_page(
     state: str | None = None,
     refresh_s: float | None = None,
 ) -> str:
-    """``GET /``: every monitor (firing first), filtered by ``stream`` and ``state``.
+    """``GET /``: the monitors of ``selection`` (see :func:`select_monitors`).
 
     ``histories`` holds each monitor's recent values of its rule's metric (see
-    :attr:`MonitorView.rule_metric`); ``streams`` every configured stream.
+    :attr:`MonitorView.rule_metric`); ``streams`` every configured stream;
+    ``stream`` and ``state`` the filters, shown selected.
     """
     stream_options = "".join(
         f'<option value="{escape(s, quote=True)}"{" selected" if s == stream else ""}>'
@@ -222,26 +269,33 @@ def overview_page(
         f'</select></label><label>state<select name="state"><option value="">all</option>'
         f'{state_options}</select></label><button type="submit">filter</button></form>'
     )
-    if evaluation is None:
+    if evaluation is None or selection is None:
         body = form + "<p>No evaluation yet: references are loading.</p>"
         return _page("driftmon", body, refresh_s, _header(True, None))
-    views = firing_first(monitor_views(evaluation))
-    total = len(views)
-    counts = {s: sum(v.state == s for v in views) for s in FILTER_STATES}
-    if stream:
-        views = [v for v in views if v.stream == stream]
-    if state:
-        views = [v for v in views if v.state == state]
+    counts = selection.counts
     summary = (
-        f'<p class="facts"><span>{total} monitors</span>'
+        f'<p class="facts"><span>{selection.total} monitors</span>'
         f'<span>{_badge("firing")} {counts["firing"]}</span>'
         f'<span>{_badge("pending")} {counts["pending"]}</span>'
         f'<span>{_badge("inactive")} {counts["inactive"]}</span>'
         f'<span>{_badge("none")} {counts["none"]}</span></p>'
     )
+    views = selection.views
     if views:
-        table = _overview_table(views, lambda v: monitor_path(v.stream, v.feature), histories,
-                                evaluation.time)
+        cut = {
+            key: shown
+            for key, history in histories.items()
+            if (shown := cut_history(history, evaluation.time)) is not None
+        }
+        table = _overview_table(
+            views, lambda v: monitor_path(v.stream, v.feature), cut, evaluation.time
+        )
+        if len(views) < selection.matching:
+            table += (
+                f'<p id="more">Showing the first {len(views)} of {selection.matching} '
+                "monitors (firing first): filter by stream or state, or add "
+                "<code>limit=N</code> to the address.</p>"
+            )
     else:
         table = '<p id="no-match">No monitor matches this filter.</p>'
     body = summary + form + table
@@ -249,9 +303,9 @@ def overview_page(
 
 
 def _find(evaluation: Evaluation, stream: str, feature: str) -> MonitorView | None:
-    for view in monitor_views(evaluation):
-        if view.stream == stream and view.feature == feature:
-            return view
+    for monitor in evaluation.monitors:
+        if monitor.stream == stream and monitor.feature == feature:
+            return monitor_views(evaluation, [monitor.index])[0]
     return None
 
 
