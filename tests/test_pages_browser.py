@@ -138,6 +138,9 @@ async def _look(url: str, firing_path: str) -> dict[str, Any]:
         )
         await browser.screenshot(ARTIFACTS / "monitor.png")
         await browser.open(url + firing_path, width=390, height=844)
+        seen["monitor_phone_overflow"] = await browser.evaluate(
+            "document.documentElement.scrollWidth - window.innerWidth"
+        )
         await browser.screenshot(ARTIFACTS / "monitor-phone.png")
         seen["requests"] = list(browser.requests)
         seen["dialogs"] = list(browser.dialogs)
@@ -172,6 +175,7 @@ def test_overview_and_monitor_pages_in_chromium(drifted: DaemonProcess) -> None:
     assert rows[0]["href"] == firing_path
     assert {"/api/v1/monitors", "/metrics", "/-/healthy", "/-/ready"} <= set(seen["links"])
     assert seen["phone_overflow"] <= 0, "the overview scrolls sideways on a phone"
+    assert seen["monitor_phone_overflow"] <= 0, "the monitor page scrolls sideways on a phone"
 
     # The bars are the API's proportions, within a pixel.
     bars = seen["bars"]
