@@ -210,7 +210,7 @@ def test_a_bad_history_section_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_restarted_daemon_keeps_its_history(tmp_path: Path) -> None:
-    from tests.harness import DaemonProcess, wait_for
+    from harness import DaemonProcess, wait_for
 
     config_path = tmp_path / "c.yaml"
     make_config(tmp_path)  # writes ref.csv

@@ -20,10 +20,10 @@ import numpy as np
 import orjson
 import pytest
 import yaml
+from browser import ARTIFACTS, CHROMIUM, Browser
+from harness import DaemonProcess, wait_for
 
 from driftmon.demo import _fraud_columns, _shop_rows, demo_config_path
-from tests.browser import ARTIFACTS, CHROMIUM, Browser
-from tests.harness import DaemonProcess, wait_for
 
 assert Path(CHROMIUM).exists(), "the browser tests need Debian's chromium (see .ci/run)"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.harness import DaemonProcess
+from harness import DaemonProcess
 
 
 def test_demo_prints_the_page_of_each_alert_that_fires() -> None:

@@ -17,9 +17,8 @@ from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 import yaml
-
-from tests.browser import ARTIFACTS, Browser
-from tests.harness import DaemonProcess, wait_for
+from browser import ARTIFACTS, Browser
+from harness import DaemonProcess, wait_for
 
 NUMERIC = "q\"uo'te &amp; <u>under"
 LEARNED = "<script>alert(1)"
@@ -158,3 +157,22 @@ def test_query_links_redirect_to_the_page(hostile: DaemonProcess) -> None:
     assert status == 302 and unquote(location) == f"/monitors/s/{NUMERIC}"
     assert escape(NUMERIC) in text
     assert hostile.get("/monitors?stream=s").status == 400
+
+
+def test_names_that_cannot_reach_a_page(tmp_path: Path) -> None:
+    """Stream names (``[A-Za-z0-9_.-]``) and feature names (no ``/``, nothing unprintable)
+    are checked by the config, so a newline or a tag can only arrive as a category."""
+    from driftmon.config import ConfigError, parse_config
+
+    for stream, feature in (("<script>", "x"), ("s", "two\nlines"), ("s", "</script>")):
+        document = {
+            "streams": [
+                {
+                    "name": stream,
+                    "reference": {"warmup": 10},
+                    "features": [{"name": feature, "type": "categorical", "top_k": 2}],
+                }
+            ]
+        }
+        with pytest.raises(ConfigError):
+            parse_config(document, base_dir=tmp_path)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import ARTIFACTS, Browser
 
 from driftmon.cli import main
-from tests.browser import ARTIFACTS, Browser
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "replay" / "payments.yaml"
