@@ -56,6 +56,7 @@ class Browser:
                 "--disable-component-update",
                 "--disable-sync",
                 "--disable-extensions",
+                "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
                 "--disable-default-apps",
                 "--hide-scrollbars",
                 "--force-device-scale-factor=1",
