@@ -78,6 +78,17 @@ def drifted(tmp_path_factory: pytest.TempPathFactory) -> Any:
             30,
             "an alert firing",
         )
+        # Then no rule pending (`for:` of 10 s and 15 s in the demo's rules): the states hold
+        # still while the test compares the pages with the API (the rows do not move).
+        wait_for(
+            lambda: all(
+                a["state"] != "pending"
+                for m in process.get("/api/v1/monitors").json()["monitors"]
+                for a in m["alerts"]
+            ),
+            60,
+            "no alert pending",
+        )
         wait_evaluation_after(process, last_post)
         yield process
 
