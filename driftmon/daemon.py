@@ -807,9 +807,9 @@ def value_kinds(engine: Engine) -> list[tuple[str, str, dict[str, float]]]:
 
 def monitor_url(base_url: str, stream: str, feature: str) -> str:
     """The address of a monitor's page under ``base_url``."""
-    from urllib.parse import quote
+    from driftmon.pages.render import monitor_path
 
-    return f"{base_url}/monitors/{quote(stream, safe='')}/{quote(feature, safe='')}"
+    return base_url + monitor_path(stream, feature)
 
 
 def _log_transitions(

@@ -342,7 +342,8 @@ async def monitor_by_query(request: web.Request) -> web.StreamResponse:
     stream, feature = request.query.get("stream"), request.query.get("feature")
     if not stream or not feature:
         return _error(400, "stream and feature: both query parameters are required")
-    raise web.HTTPFound(monitor_path(stream, feature))
+    # Relative ("monitors/S/F" from "/monitors"), so that it also works under a path prefix.
+    raise web.HTTPFound(monitor_path(stream, feature)[1:])
 
 
 async def monitor_history(request: web.Request) -> web.StreamResponse:

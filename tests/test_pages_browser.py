@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import numpy as np
 import orjson
@@ -183,8 +183,8 @@ def test_overview_and_monitor_pages_in_chromium(drifted: DaemonProcess) -> None:
     assert {(r["stream"], r["feature"]) for r in rows if r["state"] == "firing"} == {
         (m["stream"], m["feature"]) for m in firing
     }
-    assert rows[0]["href"] == firing_path
-    assert {"/api/v1/monitors", "/metrics", "/-/healthy", "/-/ready"} <= set(seen["links"])
+    assert urljoin(process.url + "/", rows[0]["href"]) == process.url + firing_path
+    assert {"./api/v1/monitors", "./metrics", "./-/healthy", "./-/ready"} <= set(seen["links"])
     assert seen["phone_overflow"] <= 0, "the overview scrolls sideways on a phone"
     assert seen["monitor_phone_overflow"] <= 0, "the monitor page scrolls sideways on a phone"
 

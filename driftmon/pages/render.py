@@ -98,6 +98,13 @@ def monitor_path(stream: str, feature: str) -> str:
     return f"/monitors/{quote(stream, safe='')}/{quote(feature, safe='')}"
 
 
+# Links between pages are relative to the daemon's root, so the pages work behind a proxy
+# that serves the daemon under a path prefix: the overview is at the root, a monitor's page
+# two levels down.
+_OVERVIEW_ROOT = "./"
+_MONITOR_ROOT = "../../"
+
+
 MIN_REFRESH_S = 5
 """Pages reload themselves every evaluation interval, but never more often than this: a
 person cannot read faster, and a page must not vanish under a click."""
@@ -117,14 +124,17 @@ def _page(title: str, body: str, refresh_s: float | None, header: str) -> str:
     )
 
 
-def _header(links: bool, evaluation: Evaluation | None) -> str:
-    parts = ['<h1><a href="/" style="color:#fff;text-decoration:none">driftmon</a></h1>']
-    if links:
+def _header(root: str | None, evaluation: Evaluation | None) -> str:
+    """The bar on top; ``root`` is the relative path to the daemon's root (``None``: a
+    report file, which links nowhere)."""
+    home = "#monitors" if root is None else root
+    parts = [f'<h1><a href="{home}" style="color:#fff;text-decoration:none">driftmon</a></h1>']
+    if root is not None:
         parts += [
-            '<a href="/api/v1/monitors">JSON API</a>',
-            '<a href="/metrics">/metrics</a>',
-            '<a href="/-/healthy">health</a>',
-            '<a href="/-/ready">ready</a>',
+            f'<a href="{root}api/v1/monitors">JSON API</a>',
+            f'<a href="{root}metrics">/metrics</a>',
+            f'<a href="{root}-/healthy">health</a>',
+            f'<a href="{root}-/ready">ready</a>',
         ]
     if evaluation is not None:
         parts.append(
@@ -264,14 +274,14 @@ def overview_page(
         for s in FILTER_STATES
     )
     form = (
-        '<form class="filters" method="get" action="/">'
+        '<form class="filters" method="get" action="./">'
         f'<label>stream<select name="stream"><option value="">all</option>{stream_options}'
         f'</select></label><label>state<select name="state"><option value="">all</option>'
         f'{state_options}</select></label><button type="submit">filter</button></form>'
     )
     if evaluation is None or selection is None:
         body = form + "<p>No evaluation yet: references are loading.</p>"
-        return _page("driftmon", body, refresh_s, _header(True, None))
+        return _page("driftmon", body, refresh_s, _header(_OVERVIEW_ROOT, None))
     counts = selection.counts
     summary = (
         f'<p class="facts"><span>{selection.total} monitors</span>'
@@ -288,7 +298,10 @@ def overview_page(
             if (shown := cut_history(history, evaluation.time)) is not None
         }
         table = _overview_table(
-            views, lambda v: monitor_path(v.stream, v.feature), cut, evaluation.time
+            views,
+            lambda v: _OVERVIEW_ROOT + monitor_path(v.stream, v.feature)[1:],
+            cut,
+            evaluation.time,
         )
         if len(views) < selection.matching:
             table += (
@@ -299,7 +312,7 @@ def overview_page(
     else:
         table = '<p id="no-match">No monitor matches this filter.</p>'
     body = summary + form + table
-    return _page("driftmon: overview", body, refresh_s, _header(True, evaluation))
+    return _page("driftmon: overview", body, refresh_s, _header(_OVERVIEW_ROOT, evaluation))
 
 
 def _find(evaluation: Evaluation, stream: str, feature: str) -> MonitorView | None:
@@ -330,7 +343,7 @@ def _monitor_body(
         f"<span>evaluated {format_time(now)}</span></p>",
     ]
     if api_links:
-        base = f"/api/v1{monitor_path(view.stream, view.feature)}"
+        base = f"{_MONITOR_ROOT}api/v1{monitor_path(view.stream, view.feature)}"
         parts.append(
             f'<p><a href="{escape(base, quote=True)}">JSON</a> · '
             f'<a href="{escape(base + "/history", quote=True)}">history JSON</a></p>'
@@ -505,11 +518,13 @@ def monitor_page(
     view = _find(evaluation, stream, feature)
     if view is None:
         return None
-    body = '<p><a href="/">← all monitors</a></p>' + _monitor_body(
+    body = f'<p><a href="{_MONITOR_ROOT}">← all monitors</a></p>' + _monitor_body(
         view, cut_history(history, evaluation.time), log_base=log_base, now=evaluation.time,
         api_links=True,
     )
-    return _page(f"driftmon: {stream} / {feature}", body, refresh_s, _header(True, evaluation))
+    return _page(
+        f"driftmon: {stream} / {feature}", body, refresh_s, _header(_MONITOR_ROOT, evaluation)
+    )
 
 
 def report_page(
