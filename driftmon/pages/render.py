@@ -61,7 +61,9 @@ svg text{font-size:10px;fill:#444}
 figcaption{font-size:.85em}
 section.monitor{border-top:2px solid #24323f;margin-top:2em}
 .side{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}.side>div{max-width:100%}
-@media (max-width:640px){.wide{display:none}main{padding:.5em}}
+.stream-inline{display:none}
+@media (max-width:640px){.wide,.stream-col{display:none}.stream-inline{display:inline}
+main{padding:.5em}th,td{padding:.25em .35em}}
 """
 
 
@@ -178,9 +180,10 @@ def _overview_table(
             f'data-stream="{escape(view.stream, quote=True)}" '
             f'data-feature="{escape(view.feature, quote=True)}" data-state="{view.state}">'
             f"<td>{_badge(view.state)}</td>"
-            f"<td>{escape(view.stream)}</td>"
+            f'<td class="stream-col">{escape(view.stream)}</td>'
             f'<td><a class="monitor-link" href="{escape(link(view), quote=True)}">'
-            f"{escape(view.feature)}</a></td>"
+            f'{escape(view.feature)}</a><span class="stream-inline muted"><br>'
+            f"{escape(view.stream)}</span></td>"
             f'<td title="{escape(metric)}">{spark}<br><span class="muted">{escape(metric)}</span>'
             "</td>"
             f'<td class="num">{view.samples}</td>'
@@ -194,7 +197,8 @@ def _overview_table(
             "</td></tr>"
         )
     head = (
-        "<tr><th>state</th><th>stream</th><th>feature</th><th>recent history</th>"
+        '<tr><th>state</th><th class="stream-col">stream</th><th>feature</th>'
+        "<th>recent history</th>"
         '<th class="num">live samples</th><th class="num wide">reference</th>'
         '<th class="num">JS</th><th class="num">PSI</th><th class="num wide">Hellinger</th>'
         '<th class="num wide">Wasserstein</th><th class="num">p-value</th>'
