@@ -1,10 +1,10 @@
-"""Speed of the divergence pass against the obvious alternatives (DESIGN.md §3, §11).
+"""Speed of the divergence pass against the obvious alternatives (docs/divergences.md).
 
 Run ``python bench/bench_divergence.py`` (``--help`` for options). For M
 monitors of K bins (M in {1, 100, 10 000}, K in {16, 64, 256}; smoothing 0.5,
 natural log) it prints the median time of:
 
-- ``evaluate``: ``PackedDivergence.evaluate``, i.e. all nine §3 metrics
+- ``evaluate``: ``PackedDivergence.evaluate``, i.e. all nine docs/divergences.md metrics
   (kl, kl_reverse, js, psi, hellinger, both entropies, cross-entropy and the
   G-test p-value), serial below ``PARALLEL_MIN_BINS`` bins, threaded above;
 - ``serial``: the same kernel forced serial (``divergence_pass``);

@@ -233,7 +233,7 @@ def live_counts(process: DaemonProcess, stream: str, feature: str) -> list[int]:
 
 
 def x_bin(value: float | None) -> int:
-    """DESIGN.md §2 for ``UNIFORM_X``: underflow, 10 bins, overflow, missing, invalid."""
+    """docs/configuration.md for ``UNIFORM_X``: underflow, 10 bins, overflow, missing, invalid."""
     if value is None or math.isnan(value):
         return 12
     if value < 0:
@@ -244,7 +244,7 @@ def x_bin(value: float | None) -> int:
 
 
 def c_bin(value: object) -> int:
-    """DESIGN.md §2 for ``CATEGORIES``: a, b, c, other, missing, invalid."""
+    """docs/configuration.md#bins for ``CATEGORIES``: a, b, c, other, missing, invalid."""
     if value is None:
         return 4
     if isinstance(value, int):

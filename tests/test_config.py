@@ -1,4 +1,4 @@
-"""The config loader (DESIGN.md §4, §5, §12): typed results, and every error with its path."""
+"""The config loader (docs/configuration.md): typed results, and every error with its path."""
 
 from __future__ import annotations
 

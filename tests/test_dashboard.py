@@ -1,4 +1,4 @@
-"""``driftmon dashboard`` (DESIGN.md §7, §8) and the Grafana files in deploy/grafana/.
+"""``driftmon dashboard`` (docs/metrics.md, docs/cli.md) and the Grafana files in deploy/grafana/.
 
 No Grafana runs here (none is packaged for this machine), so the dashboard is
 checked from three sides instead:
