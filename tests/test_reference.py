@@ -54,6 +54,27 @@ from driftmon.reference import (
 FIELDS = [f["name"] for f in ALL_FEATURES]
 
 
+@pytest.mark.parametrize("distribution", ["normal", "lognormal", "ties"])
+def test_a_large_column_learns_quantiles_that_hold_the_whole_reference(distribution: str) -> None:
+    """The one-pass quantile search of large float columns (driftmon.quantiles) ends the
+    layout above the maximum too: no reference value in underflow or overflow."""
+    rng = np.random.default_rng(21)
+    values = {
+        "normal": rng.normal(size=200_000),
+        "lognormal": rng.lognormal(size=200_000),
+        "ties": np.round(rng.normal(size=200_000), 1),
+    }[distribution]
+    feature = {"name": "q", "type": "numeric", "bins": {"kind": "quantile", "count": 10}}
+    stream = make_config([stream_doc(features=[feature])]).stream("s")
+    reference = build_reference(stream, values.size, {"q": values})
+    binner = reference.binners[0]
+    assert isinstance(binner, NumericBinner)
+    counts = reference.counts[0]
+    assert counts[0] == 0 and counts[binner.n_regular + 1] == 0
+    assert counts[1 : binner.n_regular + 1].sum() == values.size
+    assert binner.edges[-1] == np.nextafter(values.max(), np.inf)
+
+
 # --- learned layouts hold their own reference --------------------------------------------
 
 
