@@ -7,7 +7,10 @@ thread batches the buffered rows and posts them to
 ``POST {url}/v1/streams/{stream}/rows`` as columnar JSON,
 ``{"columns": {"age": [...], "region": [...]}}``, over one kept-alive HTTP
 connection (the standard library's :mod:`http.client`; the only dependency
-is :mod:`orjson`).
+is :mod:`orjson`). :meth:`Client.log_frame` takes a whole pandas DataFrame
+or Arrow table; a batch made only of its rows goes as an Arrow IPC stream
+(``application/vnd.apache.arrow.stream``) when pyarrow is installed
+(:mod:`driftmon.frames`).
 
 Delivery rules:
 
@@ -62,13 +65,15 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
+
+from driftmon.frames import FrameRow, arrow_body_or_none, as_dicts, frame_rows
 
 log = logging.getLogger("driftmon.client")
 
@@ -396,7 +401,7 @@ class Client:
         # Every unsettled row, oldest first, the batch on the wire included: rows are
         # numbered in log order and the buffer always holds rows [_head_seq, _end_seq).
         # Rows logged after close() are counted but never numbered.
-        self._buffer: deque[dict[Any, Any]] = deque()
+        self._buffer: deque[dict[Any, Any] | FrameRow] = deque()
         self._head_seq = 0
         self._end_seq = 0
         self._logged = 0
@@ -487,7 +492,9 @@ class Client:
             records.append(dict(row))
         self._enqueue(records, timeout)
 
-    def _enqueue(self, records: list[dict[Any, Any]], timeout: float | None) -> None:
+    def _enqueue(
+        self, records: Sequence[dict[Any, Any] | FrameRow], timeout: float | None
+    ) -> None:
         """Buffer ``records`` (already copied) in order, waiting for room as :meth:`log_many` says.
 
         The one way rows of a multi-row call enter the buffer.
@@ -524,6 +531,19 @@ class Client:
                     self._room.wait(1.0 if remaining is None else min(remaining, 1.0))
         if self._unwarned_dropped:
             self._warn_losses()
+
+    def log_frame(self, frame: object, *, timeout: float | None = LOG_MANY_TIMEOUT_S) -> None:
+        """Buffer every row of a pandas ``DataFrame`` or a pyarrow ``Table``/``RecordBatch``.
+
+        The rows are buffered, evicted, retried and counted one by one as
+        :meth:`log`'s, and wait for room as :meth:`log_many`'s do; a batch of
+        frame rows of one schema is sent as an Arrow IPC stream (no per-value
+        encoding), any other batch as columnar JSON. Without pyarrow a pandas
+        frame is logged as row dictionaries. The table is kept by reference:
+        do not change it in place afterwards. Raises ``TypeError`` for any
+        other object.
+        """
+        self._enqueue(frame_rows(frame), timeout)
 
     def _wake_sender(self) -> None:
         """Tell the sender thread rows wait, starting it for the first row (lock held)."""
@@ -729,7 +749,7 @@ class Client:
         pending_since: float | None = None
         while True:
             with self._lock:
-                batch: list[dict[Any, Any]] | None = None
+                batch: list[dict[Any, Any] | FrameRow] | None = None
                 while batch is None:
                     if self._stopping:
                         self._drop_leftovers()
@@ -840,10 +860,15 @@ class Client:
             self._connection.close()
             self._connection = None
 
-    def _attempt(self, target: _Target, batch: list[dict[Any, Any]]) -> _Outcome:
+    def _attempt(self, target: _Target, batch: list[dict[Any, Any] | FrameRow]) -> _Outcome:
         """Encode and post one batch; what its answer means for the rows."""
+        content_type = "application/json"
         try:
-            body = encode_rows(batch)
+            body = arrow_body_or_none(batch)
+            if body is None:
+                body = encode_rows(as_dicts(batch))
+            else:
+                content_type = "application/vnd.apache.arrow.stream"
         except ValueError as exc:
             return _Outcome(_Verdict.REJECTED, error=str(exc))
         if self._connection is not None and self._connection_target is not target:
@@ -851,14 +876,14 @@ class Client:
             self._connection = None
         reused = self._connection is not None
         try:
-            status, reason, retry_after, payload = self._post(target, body)
+            status, reason, retry_after, payload = self._post(target, body, content_type)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
             if not reused:
                 return _unreachable(exc)
             # Most likely the daemon closed an idle kept-alive connection before reading
             # the request: try once more at once on a fresh connection.
             try:
-                status, reason, retry_after, payload = self._post(target, body)
+                status, reason, retry_after, payload = self._post(target, body, content_type)
             except (OSError, http.client.HTTPException) as again:
                 return _unreachable(again)
         except (OSError, http.client.HTTPException) as exc:
@@ -870,7 +895,9 @@ class Client:
             return _Outcome(_Verdict.RETRY, error=error, retry_after_s=retry_after_s(retry_after))
         return _Outcome(_Verdict.REJECTED, error=error)
 
-    def _post(self, target: _Target, body: bytes) -> tuple[int, str, str | None, bytes]:
+    def _post(
+        self, target: _Target, body: bytes, content_type: str = "application/json"
+    ) -> tuple[int, str, str | None, bytes]:
         """One POST on the kept-alive connection (opened if needed); closes it on failure.
 
         Returns the status, reason, ``Retry-After`` header and body of the answer.
@@ -884,7 +911,10 @@ class Client:
             self._connection = connection
             self._connection_target = target
         try:
-            connection.request("POST", target.path, body=body, headers=self._headers)
+            headers = self._headers
+            if content_type != headers["Content-Type"]:
+                headers = {**headers, "Content-Type": content_type}
+            connection.request("POST", target.path, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
         except BaseException:
