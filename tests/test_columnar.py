@@ -174,7 +174,7 @@ def write_formats(tmp_path: Path, table: pa.Table) -> list[Path]:
 
 
 def typed_table() -> tuple[pa.Table, list[dict[str, object]]]:
-    """Columns of every Arrow type §2 maps, and the same rows as JSON values."""
+    """Columns of every Arrow type the bin rules map, and the same rows as JSON values."""
     rows: list[dict[str, object]] = [
         {"f": 1.5, "i": 3, "s": "a", "b": True, "ts": 1_700_000_000, "n": None},
         {"f": None, "i": None, "s": None, "b": None, "ts": None, "n": None},
