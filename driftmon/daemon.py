@@ -50,7 +50,7 @@ from driftmon.checkpoint import (
     restore_or_move_aside,
     write_checkpoint,
 )
-from driftmon.config import Config, ConfigError, load_config
+from driftmon.config import Config, ConfigError, describe, load_config
 from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.files import StateDirLock, read_regular
@@ -189,6 +189,7 @@ class Daemon:
         self._checkpoint_failures = 0
         # Both kinds from the start, so that increase() sees the first one.
         self._moved_aside: Counter[str] = Counter({"checkpoint": 0})
+        self._warmup_logged: dict[str, int] = {}  # stream -> last warmup percentage logged
         self._pool = ThreadPoolExecutor(
             max_workers=config.ingest.worker_count, thread_name_prefix="driftmon-ingest"
         )
@@ -591,11 +592,39 @@ class Daemon:
         if self.on_firing is not None:
             for rule, stream, feature, url in fired:
                 self.on_firing(rule, stream, feature, url)
+        self._log_warmup_progress()
         return evaluation
 
     def is_ready(self) -> bool:
         """``/-/ready``: references loaded, state restored and (shared mode) the store answers."""
         return self.ready and (self.cluster is None or self.cluster.store_reachable())
+
+    def _log_warmup_progress(self) -> int:
+        """Log each warmup's progress once per 10 % step, and its freezing; how many warm up.
+
+        A stream collecting its warmup reference has no divergence yet: without
+        this the log says nothing between "ready" and its first alert.
+        """
+        with self._lock:
+            engine = self.engine
+            if engine is None:
+                return 0
+            progress = {name: engine.warmup_progress(name) for name in engine.stream_names()}
+        for name, rows in progress.items():
+            logged = self._warmup_logged.get(name)
+            if rows is None:
+                if logged is not None and logged < 100:
+                    log.info("stream %s: warmup reference frozen", name)
+                    self._warmup_logged[name] = 100
+                continue
+            collected, needed = rows
+            step = min(100, collected * 100 // max(needed, 1)) // 10 * 10
+            if logged is None or step > logged:
+                self._warmup_logged[name] = step
+                log.info(
+                    "stream %s: warmup %d %% (%d of %d rows)", name, step, collected, needed
+                )
+        return sum(rows is not None for rows in progress.values())
 
     def status(self) -> Status:
         """The picture one scrape shows (consistent: taken under the lock)."""
@@ -852,7 +881,15 @@ class Daemon:
                 self._events.put_nowait(event)
             if self.cluster is not None:
                 await asyncio.to_thread(self.cluster.start)
-            log.info("ready: %d monitors", len(self.engine.monitors) if self.engine else 0)
+            warming = self._log_warmup_progress()
+            log.info(
+                "ready: %s%s",
+                describe(self.config),
+                f"; {warming} stream{'s' if warming > 1 else ''} still collecting "
+                "a warmup reference"
+                if warming
+                else "",
+            )
             tasks.append(asyncio.create_task(self._every(self._evaluate_every, self.evaluate)))
             if self.state_dir is not None:
                 tasks.append(
