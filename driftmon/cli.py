@@ -1,8 +1,10 @@
-"""The ``driftmon`` command line (DESIGN.md §8).
+"""The ``driftmon`` command line, and the composition root of ``driftmon run``.
 
 Each subcommand is a small function that parses nothing itself: argparse does
 the parsing, the function calls into the module that owns the work and turns
-its result into an exit status.
+its result into an exit status. :func:`serve_daemon` wires a daemon to its
+HTTP API; nothing else imports both. Heavy modules are imported inside the
+subcommands that need them, so ``driftmon --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftmon import __version__
 from driftmon.config import (
@@ -22,6 +25,11 @@ from driftmon.config import (
     load_config,
     parse_listen,
 )
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from driftmon.daemon import Daemon
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +150,12 @@ def _with_listen(config: Config, listen: str | None) -> Config | None:
     )
 
 
-def serve(config_path: Path, config: Config, state_dir: Path | None = None, **hooks: object) -> int:
+def serve(
+    config_path: Path,
+    config: Config,
+    state_dir: Path | None = None,
+    on_listening: Callable[[str], None] | None = None,
+) -> int:
     """Run a daemon for ``config`` until TERM/INT; returns the exit status."""
     import asyncio
 
@@ -153,12 +166,39 @@ def serve(config_path: Path, config: Config, state_dir: Path | None = None, **ho
     except (OSError, ValueError) as exc:
         print(f"driftmon: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(daemon.serve_forever(**hooks))  # type: ignore[arg-type]
+    return asyncio.run(serve_daemon(daemon, on_listening))
+
+
+def http_app(daemon: Daemon) -> web.Application:
+    """The HTTP API of ``daemon``: its gate for ingest, callables for the rest."""
+    from driftmon.exporter import exposition
+    from driftmon.http.app import bearer_matches, make_app
+    from driftmon.http.interfaces import Views
+
+    views = Views(
+        authorized=lambda header: bearer_matches(header, daemon.token),
+        ready=lambda: daemon.ready,
+        exposition=lambda accept: exposition(daemon.registry, accept),
+        reload=daemon.reload,
+        latest=lambda: daemon.latest,
+        log_base=lambda: daemon.config.engine.log_base,
+        monitor_detail=daemon.monitor_detail,
+    )
+    return make_app(daemon.gate, views)
+
+
+async def serve_daemon(daemon: Daemon, on_listening: Callable[[str], None] | None = None) -> int:
+    """Serve ``daemon``'s HTTP API and run it until TERM/INT; returns the exit status."""
+    from driftmon.http.app import HttpListener
+
+    server = daemon.config.server
+    listener = HttpListener(http_app(daemon), server.host, server.port)
+    return await daemon.serve_forever(on_listening, listener=listener)
 
 
 def _run(args: argparse.Namespace) -> int:
     """``driftmon run -c FILE``."""
-    from driftmon.daemon import configure_logging
+    from driftmon.logs import configure_logging
 
     configure_logging(args.log_format)
     config = _load(args.config, snapshots_must_exist=False)
@@ -175,8 +215,8 @@ def _demo(args: argparse.Namespace) -> int:
     import asyncio
     import tempfile
 
-    from driftmon.daemon import configure_logging
     from driftmon.demo import demo_config_path
+    from driftmon.logs import configure_logging
 
     configure_logging(args.log_format)
     path = demo_config_path()
@@ -223,7 +263,7 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
         )
 
     try:
-        return await daemon.serve_forever(on_listening=on_listening)
+        return await serve_daemon(daemon, on_listening)
     finally:
         stop.set()
         for task in producers:
@@ -276,13 +316,13 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _reference_build(args: argparse.Namespace) -> int:
     """``driftmon reference build``: write a snapshot, print a one-line summary."""
-    from driftmon.parse import read_table
     from driftmon.reference import (
         ReferenceError,
         build_reference,
         numeric_fields,
         save_snapshot,
     )
+    from driftmon.sources import read_table
 
     config = _load(args.config)
     if config is None:

@@ -35,7 +35,7 @@ from driftmon.config import (
     StreamConfig,
     UniformBins,
 )
-from driftmon.parse import read_table
+from driftmon.sources import read_table
 
 Binner = NumericBinner | CategoricalBinner
 

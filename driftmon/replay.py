@@ -24,8 +24,8 @@ import numpy as np
 
 from driftmon.config import Config, TimeWindow
 from driftmon.engine import Engine, Evaluation
-from driftmon.parse import iter_table_chunks
 from driftmon.reference import numeric_fields
+from driftmon.sources import iter_table_chunks
 
 RECORD_KEYS = (
     "time",

@@ -578,7 +578,7 @@ def test_a_late_periodic_checkpoint_never_overwrites_a_newer_one(
     import driftmon.daemon as daemon_module
     from driftmon.config import load_config
     from driftmon.daemon import Daemon
-    from driftmon.parse import parse_body
+    from driftmon.sources import parse_body
 
     config = load_config(one_stream)
     daemon = Daemon(one_stream, config)

@@ -1,0 +1,55 @@
+"""What the HTTP layer is given: the ingest gate's interface, the views, and app keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from driftmon.engine import Evaluation
+from driftmon.http.responses import ReadingBodies
+from driftmon.ingest import CloudEventsResult, IngestResult
+
+__all__ = ["GATE_KEY", "READING_KEY", "VIEWS_KEY", "IngestGate", "Views"]
+
+
+class IngestGate(Protocol):
+    """What ingest handlers call (:class:`driftmon.ingest.Gate` is one)."""
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+    @property
+    def body_bound_bytes(self) -> int: ...
+
+    def has_stream(self, name: str) -> bool: ...
+
+    def cloudevents_root(self) -> bool: ...
+
+    def count_request(self, code: int) -> None: ...
+
+    async def ingest(self, stream: str, body: bytes, content_type: str | None) -> IngestResult: ...
+
+    async def ingest_cloudevents(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> CloudEventsResult: ...
+
+
+@dataclass(frozen=True)
+class Views:
+    """What the other endpoints read and do; each a callable, read at every request."""
+
+    authorized: Callable[[str | None], bool]  # the Authorization header passes
+    ready: Callable[[], bool]
+    exposition: Callable[[str | None], tuple[bytes, str]]  # Accept → body, Content-Type
+    reload: Callable[[], list[str]]  # blocking; the errors, [] once applied
+    latest: Callable[[], Evaluation | None]
+    log_base: Callable[[], str]  # "e" or "2"
+    monitor_detail: Callable[[str, str], dict[str, object] | None]
+
+
+GATE_KEY: web.AppKey[IngestGate] = web.AppKey("gate", IngestGate)
+VIEWS_KEY: web.AppKey[Views] = web.AppKey("views", Views)
+READING_KEY: web.AppKey[ReadingBodies] = web.AppKey("reading", ReadingBodies)
