@@ -22,7 +22,7 @@ Promises (any one broken makes the exit status 1):
   ``--rss-allowance-mib`` (default 256 MiB). What a flood may make the daemon
   hold: bodies being read, at most ``max(64 MiB, 4 × max_body_bytes)``
   (``driftmon/http/responses.py`` ``read_body``), bodies waiting for a worker, as much
-  again (``Daemon.run_job``), and the rows each worker parses and bins, some
+  again (``Gate.run_job`` in ``driftmon/ingest.py``), and the rows each worker parses and bins, some
   ten times its body's size in Python objects; plus the allocator's slack;
 - every row acknowledged with a 200 is counted exactly once: once the queue
   has drained, ``driftmon_ingest_rows_total`` and the live window grew by

@@ -33,11 +33,13 @@ from typing import Final
 
 import numpy as np
 
+from driftmon.coded import CodedColumn, FloatChunks
 from driftmon.kernels import binning as kernels
 
 __all__ = [
     "CategoricalBinner",
     "NumericBinner",
+    "cover_maximum",
     "quantile_edges",
     "top_k_categories",
 ]
@@ -257,6 +259,10 @@ def _numeric_column(values: Sequence[object] | np.ndarray) -> tuple[np.ndarray, 
     """(numbers, invalid) of a column: float64 numbers with NaN for missing values,
     and a boolean mask of the invalid positions (None when there are none; their
     numbers are NaN placeholders)."""
+    if isinstance(values, FloatChunks):
+        return values.array(), None
+    if isinstance(values, CodedColumn):
+        values = values.tolist()  # numbers do not come coded; any other value is invalid
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
             raise ValueError(f"values must be one column (1-D), got shape {values.shape}")
@@ -374,7 +380,8 @@ class NumericBinner:
         if not_finite.size:
             i = int(not_finite[0])
             raise ValueError(f"edges must be finite, got edges[{i}] = {array[i]!r}")
-        not_increasing = np.flatnonzero(np.diff(array) <= 0)
+        # Compared, not subtracted: edges spanning more than float64 overflow np.diff.
+        not_increasing = np.flatnonzero(array[1:] <= array[:-1])
         if not_increasing.size:
             i = int(not_increasing[0])
             raise ValueError(
@@ -640,8 +647,13 @@ class CategoricalBinner:
         (``3`` matches ``"3"``); bool as ``"true"``/``"false"``; a valid value
         outside the categories is ``other``; None and float NaN are missing; any
         other float, list, dict or other type is invalid. Columns of only str and
-        int take a fast path.
+        int take a fast path. A :class:`~driftmon.coded.CodedColumn` is matched
+        one distinct value at a time.
         """
+        if isinstance(values, CodedColumn):
+            return values.layout_codes(
+                self.codes(list(values.values)), self.invalid, self.missing
+            )
         if isinstance(values, np.ndarray):
             if values.ndim != 1:
                 raise ValueError(f"values must be one column (1-D), got shape {values.shape}")
@@ -716,21 +728,40 @@ def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
     values: 1-D array of real numbers (NaN and ±inf are ignored). count: the
     number of bins asked for (>= 1). Quantiles use ``np.quantile``'s default
     linear interpolation; repeated edges are removed, so heavily tied data gets
-    fewer bins. The last edge is the largest value, which therefore bins as
-    overflow (``v >= e_n``). Returns strictly increasing float64 edges. Raises
-    ValueError when fewer than 2 distinct edges remain (e.g. constant data).
+    fewer bins. The last edge is then moved from the largest value to the next
+    float above it (:func:`cover_maximum`), so that every value the edges were
+    learned from falls in a regular bin: none in underflow or overflow. Returns
+    strictly increasing float64 edges. Raises ValueError when fewer than 2
+    distinct quantiles remain (e.g. constant data) or the largest value is the
+    largest float64.
     """
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
     if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "iuf":
         raise ValueError(f"values must be a 1-D numeric numpy array, got {_describe(values)}")
-    numbers = values.astype(np.float64, copy=False)
-    finite = numbers[np.isfinite(numbers)]
-    if finite.size == 0:
-        raise ValueError("values has no finite number to take quantiles of")
+    from driftmon.quantiles import finite_quantiles  # it bins with NumericBinner
+
+    numbers = np.ascontiguousarray(values, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         # interpolating between values near ±1.8e308 can overflow: reported below
-        quantiles = np.quantile(finite, np.linspace(0.0, 1.0, int(count) + 1))
+        try:
+            quantiles = finite_quantiles(numbers, quantile_levels(int(count)))
+        except ValueError:
+            raise ValueError("values has no finite number to take quantiles of") from None
+    return edges_from_quantiles(quantiles)
+
+
+def quantile_levels(count: int) -> np.ndarray:
+    """The levels ``0, 1/count, ..., 1`` of ``count`` quantile bins."""
+    return np.linspace(0.0, 1.0, count + 1)
+
+
+def edges_from_quantiles(quantiles: np.ndarray) -> np.ndarray:
+    """Quantile bin edges from the quantiles at :func:`quantile_levels`: repeats removed.
+
+    Raises ValueError when a quantile is not finite (interpolation overflowed)
+    or fewer than 2 distinct ones remain.
+    """
     if not np.all(np.isfinite(quantiles)):
         raise ValueError("the finite values span more than float64 can interpolate between")
     edges = np.unique(quantiles)
@@ -738,7 +769,30 @@ def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
         raise ValueError(
             f"the finite values have fewer than 2 distinct quantiles (all equal to {edges[0]!r})"
         )
-    return edges
+    return cover_maximum(edges, float(edges[-1]))
+
+
+def cover_maximum(edges: np.ndarray, largest: float) -> np.ndarray:
+    """``edges`` with the last one set to the next float above ``largest``.
+
+    Bins are half-open (``e_i <= v < e_{i+1}``, ``v >= e_n`` is overflow), so
+    a layout learned from data must end just above the data's maximum, never
+    at it: otherwise the reference's own maximum lands in overflow, and with
+    ``smoothing: 0`` that one count makes KL and PSI +Inf for any window that
+    does not repeat it. Every layout learned from values goes through here.
+    ``edges``: strictly increasing float64 whose last edge is ``largest``
+    (or below it). Raises ValueError when ``largest`` is the largest finite
+    float64, above which no finite edge exists.
+    """
+    top = math.nextafter(largest, math.inf)
+    if not math.isfinite(top):
+        raise ValueError(
+            f"the largest value is {largest!r}, the largest float64: no finite bin edge lies "
+            "above it"
+        )
+    covered = np.array(edges, dtype=np.float64)
+    covered[-1] = max(float(covered[-1]), float(top))
+    return covered
 
 
 def top_k_categories(values: Sequence[object] | np.ndarray, k: int) -> tuple[str, ...]:
@@ -753,9 +807,14 @@ def top_k_categories(values: Sequence[object] | np.ndarray, k: int) -> tuple[str
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    frequency: Counter[str | None]
+    if isinstance(values, CodedColumn):
+        frequency = Counter()
+        for value, rows in values.value_counts():
+            frequency[_category_text(value)] += rows
+        return _ranked(frequency, int(k))
     if isinstance(values, np.ndarray):
         values = values.tolist()
-    frequency: Counter[str | None]
     try:
         if not set(map(type, values)) <= {str, int}:
             raise ValueError("mixed types: take the per-value path")
@@ -763,8 +822,12 @@ def top_k_categories(values: Sequence[object] | np.ndarray, k: int) -> tuple[str
     except ValueError:
         # Mixed types, or an int past the int-to-text digit limit.
         frequency = Counter(map(_category_text, values))
+    return _ranked(frequency, int(k))
+
+
+def _ranked(frequency: Counter[str | None], k: int) -> tuple[str, ...]:
     ranked = sorted(
         ((text, n) for text, n in frequency.items() if text),
         key=lambda item: (-item[1], item[0]),
     )
-    return tuple(text for text, _ in ranked[: int(k)])
+    return tuple(text for text, _ in ranked[:k])

@@ -86,8 +86,15 @@ import numpy as np
 from driftmon import __version__
 from driftmon.alerting import AlertTable
 from driftmon.binning import CategoricalBinner, NumericBinner
-from driftmon.config import ALERT_METRICS, AlertRule, SampleWindow, TimeWindow
+from driftmon.config import (
+    ALERT_METRICS,
+    P_VALUE_CORRECTIONS,
+    AlertRule,
+    SampleWindow,
+    TimeWindow,
+)
 from driftmon.engine import EngineState, StreamState, WindowState
+from driftmon.files import NotARegularFile, read_regular
 from driftmon.reference import Binner, Reference, layout_key
 
 __all__ = [
@@ -399,10 +406,13 @@ def read_checkpoint(state_dir: Path) -> LoadedCheckpoint | None:
     """
     path = Path(state_dir) / CHECKPOINT_NAME
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        # A FIFO or a link to a device is refused from its type, a huge file from its
+        # size, before a byte is read (a FIFO would hang the start, /dev/zero eat memory).
+        data = read_regular(path, max_bytes=max_checkpoint_bytes())
     except FileNotFoundError:
         return None
+    except NotARegularFile as exc:
+        raise CheckpointError(str(exc)) from exc
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
     payload = _unframe(data)
@@ -415,6 +425,19 @@ def read_checkpoint(state_dir: Path) -> LoadedCheckpoint | None:
         # makes the file unusable, never a crash.
         raise CheckpointError(f"malformed payload: {type(exc).__name__}: {exc}") from exc
     return LoadedCheckpoint(state=state, saved_at=saved_at, path=path)
+
+
+def max_checkpoint_bytes() -> int:
+    """The largest checkpoint a start reads: half the machine's physical memory.
+
+    Decoding needs a few times the file's size; a file this large could not
+    have been written by a daemon that fits in memory, so it is refused.
+    """
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        total = 16 << 30
+    return max(total // 2, 1 << 20)
 
 
 def _unframe(data: bytes) -> bytes:
@@ -875,12 +898,22 @@ _RULE_FIELDS: Final[Mapping[str, Callable[[object, str], object]]] = {
     "max_p_value": lambda v, w: None if v is None else _number(v, w),
     "keep_firing_for_s": _number,
     "severity": _str,
+    "p_value_correction": lambda v, w: (
+        _str(v, w) if v in P_VALUE_CORRECTIONS else _fail(w, f"unknown correction {v!r}")
+    ),
 }
+# Fields a checkpoint written before they existed lacks: their default then applies.
+_RULE_FIELDS_ADDED_LATER: Final = ("p_value_correction",)
 
 
 def _decode_rule(value: object, where: str) -> AlertRule:
-    fields = _object(value, where, tuple(_RULE_FIELDS))
-    checked = {name: check(fields[name], f"{where}.{name}") for name, check in _RULE_FIELDS.items()}
+    present = tuple(
+        name
+        for name in _RULE_FIELDS
+        if name not in _RULE_FIELDS_ADDED_LATER or (isinstance(value, dict) and name in value)
+    )
+    fields = _object(value, where, present)
+    checked = {name: _RULE_FIELDS[name](fields[name], f"{where}.{name}") for name in present}
     return AlertRule(**checked)  # type: ignore[arg-type]
 
 

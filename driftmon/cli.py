@@ -25,6 +25,10 @@ from driftmon.config import (
     load_config,
     parse_listen,
 )
+from driftmon.lifecycle import StopRequested
+from driftmon.tools.init import add_init_command
+
+DATA_FORMATS = ("parquet", "arrow", "csv", "ndjson", "json")
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -78,14 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="run the engine over a file of rows",
-        description="Run the engine over a file (CSV, NDJSON, JSON array); print one JSON line "
-        "per evaluation and monitor. On event time when the stream has time_field; otherwise "
-        "one evaluation at the end.",
+        description="Run the engine over a file (Parquet, Arrow, CSV, NDJSON, JSON); print one "
+        "JSON line per evaluation and monitor. On event time when the stream has time_field; "
+        "otherwise one evaluation at the end.",
     )
     replay.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
     replay.add_argument("--stream", required=True, help="the stream the rows belong to")
     replay.add_argument("--input", required=True, metavar="DATA", help="the rows to replay")
-    replay.add_argument("--format", choices=["csv", "ndjson", "json"], help="default: by suffix")
+    replay.add_argument("--format", choices=DATA_FORMATS, help="default: by suffix")
     replay.set_defaults(handler=_replay)
 
     reference = commands.add_parser("reference", help="reference snapshots")
@@ -98,11 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
     build.add_argument("--stream", required=True, help="the stream whose features to use")
-    build.add_argument("--input", required=True, metavar="DATA", help="CSV, NDJSON or JSON rows")
-    build.add_argument("--format", choices=["csv", "ndjson", "json"], help="default: by suffix")
+    build.add_argument(
+        "--input", required=True, metavar="DATA", help="Parquet, Arrow, CSV, NDJSON or JSON"
+    )
+    build.add_argument("--format", choices=DATA_FORMATS, help="default: by suffix")
     build.add_argument("-o", "--output", required=True, metavar="OUT", help="the snapshot to write")
     build.set_defaults(handler=_reference_build)
     reference.set_defaults(handler=lambda _args: _usage(reference))
+
+    add_init_command(commands)
 
     rules = commands.add_parser(
         "rules",
@@ -179,7 +187,7 @@ def http_app(daemon: Daemon) -> web.Application:
         authorized=lambda header: bearer_matches(header, daemon.token),
         ready=lambda: daemon.ready,
         exposition=lambda accept: exposition(daemon.registry, accept),
-        reload=daemon.reload,
+        reload=daemon.reload_coalesced,
         latest=lambda: daemon.latest,
         log_base=lambda: daemon.config.engine.log_base,
         monitor_detail=daemon.monitor_detail,
@@ -316,13 +324,13 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _reference_build(args: argparse.Namespace) -> int:
     """``driftmon reference build``: write a snapshot, print a one-line summary."""
+    from driftmon.columnar import read_batch
     from driftmon.reference import (
         ReferenceError,
         build_reference,
         numeric_fields,
         save_snapshot,
     )
-    from driftmon.sources import read_table
 
     config = _load(args.config)
     if config is None:
@@ -331,11 +339,12 @@ def _reference_build(args: argparse.Namespace) -> int:
     if stream is None:
         return 1
     try:
-        batch = read_table(
+        batch = read_batch(
             Path(args.input),
             [f.name for f in stream.features],
             format=args.format,
             numeric_fields=numeric_fields(stream),
+            chunked=True,
         )
         if batch.n_rows == 0:
             raise ReferenceError(f"{args.input}: no rows")
@@ -389,8 +398,39 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    errors = _check_files(config)
+    for error in errors:
+        print(f"{args.config}: {error}", file=sys.stderr)
+    if errors:
+        return 1
     print(f"{args.config}: ok ({describe(config)})")
     return 0
+
+
+def _check_files(config: Config) -> list[str]:
+    """Errors, by config path, in the files ``run`` reads: the token file, reference snapshots.
+
+    The loader only checks that they exist; ``run`` refuses an empty token
+    file and a snapshot that does not load for its stream, so ``check`` opens
+    them too (reading only: nothing is written or renamed).
+    """
+    from driftmon.daemon import read_token
+    from driftmon.reference import ReferenceError, load_snapshot
+
+    errors: list[str] = []
+    try:
+        read_token(config.server.auth_token_file)
+    except (OSError, ValueError) as exc:
+        errors.append(f"server.auth_token_file: {exc}")
+    for i, stream in enumerate(config.streams):
+        spec = stream.reference
+        if spec.kind != "snapshot" or spec.path is None:
+            continue
+        try:
+            load_snapshot(spec.path, stream)
+        except ReferenceError as exc:
+            errors.append(f"streams[{i}].reference.snapshot: {exc}")
+    return errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -401,4 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(handler(args))
+    try:
+        return int(handler(args))
+    except StopRequested as stop:
+        if args.command in ("run", "demo"):
+            # Asked to stop before it served: nothing was restored, nothing is lost.
+            print(f"driftmon: {stop} before the daemon started; stopped", file=sys.stderr)
+            return 0
+        return stop.status

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from harness import DaemonProcess, sample
 
+from driftmon.daemon import ReloadOutcome
 from driftmon.http.app import bearer_matches, make_app
 from driftmon.http.interfaces import Views
 from driftmon.ingest import CloudEventsResult, IngestResult, NotReady, QueueFull, body_bound_bytes
@@ -70,9 +71,9 @@ class FakeGate:
 
 
 def views(reloads: list[int]) -> Views:
-    def reload() -> list[str]:
+    async def reload() -> ReloadOutcome:
         reloads.append(1)
-        return []
+        return ReloadOutcome([], [])
 
     return Views(
         authorized=lambda header: bearer_matches(header, TOKEN),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,7 +12,7 @@ from driftmon.engine import Evaluation
 from driftmon.http.responses import ReadingBodies
 from driftmon.ingest import CloudEventsResult, IngestResult
 
-__all__ = ["GATE_KEY", "READING_KEY", "VIEWS_KEY", "IngestGate", "Views"]
+__all__ = ["GATE_KEY", "READING_KEY", "VIEWS_KEY", "IngestGate", "ReloadResult", "Views"]
 
 
 class IngestGate(Protocol):
@@ -37,6 +37,16 @@ class IngestGate(Protocol):
     ) -> CloudEventsResult: ...
 
 
+class ReloadResult(Protocol):
+    """What a reload did (:class:`driftmon.daemon.ReloadOutcome` is one)."""
+
+    @property
+    def errors(self) -> list[str]: ...  # then nothing changed
+
+    @property
+    def notices(self) -> list[str]: ...  # settings that apply only at restart
+
+
 @dataclass(frozen=True)
 class Views:
     """What the other endpoints read and do; each a callable, read at every request."""
@@ -44,7 +54,7 @@ class Views:
     authorized: Callable[[str | None], bool]  # the Authorization header passes
     ready: Callable[[], bool]
     exposition: Callable[[str | None], tuple[bytes, str]]  # Accept → body, Content-Type
-    reload: Callable[[], list[str]]  # blocking; the errors, [] once applied
+    reload: Callable[[], Awaitable[ReloadResult]]  # one at a time, coalesced
     latest: Callable[[], Evaluation | None]
     log_base: Callable[[], str]  # "e" or "2"
     monitor_detail: Callable[[str, str], dict[str, object] | None]

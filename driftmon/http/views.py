@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 from aiohttp import web
@@ -37,12 +36,13 @@ async def reload(request: web.Request) -> web.StreamResponse:
     views = request.app[VIEWS_KEY]
     if not views.ready():
         return unavailable("not ready")
-    errors = await asyncio.to_thread(views.reload)
-    if errors:
+    outcome = await views.reload()
+    if outcome.errors:
         return json_response(
-            {"error": "config not reloaded; the old one stays", "errors": errors}, 400
+            {"error": "config not reloaded; the old one stays", "errors": outcome.errors}, 400
         )
-    return json_response({"status": "reloaded"})
+    # Settings that changed but apply at the next start are said, not silently dropped.
+    return json_response({"status": "reloaded", "notices": outcome.notices})
 
 
 def _number(value: float) -> float | str | None:
@@ -61,6 +61,7 @@ def monitors_payload(
         return []
     alerts: dict[int, list[dict[str, object]]] = {}
     states = ("inactive", "pending", "firing")
+    p_values = evaluation.values["p_value"]
     for i, pair in enumerate(evaluation.alert_pairs):
         table = evaluation.alerts
         alerts.setdefault(pair.monitor, []).append(
@@ -71,6 +72,12 @@ def monitors_payload(
                 "state": states[int(table.state[i])],
                 "active_at": _number(float(table.active_at[i])),
                 "fired_at": _number(float(table.fired_at[i])),
+                # The raw G-test p-value, and the one max_p_value judged (corrected
+                # over the rule's family when it has p_value_correction; null when
+                # the pair got no verdict at this evaluation).
+                "p_value": _number(float(p_values[pair.monitor])),
+                "p_value_correction": pair.rule.p_value_correction,
+                "p_value_corrected": _number(float(evaluation.alert_p_values[i])),
             }
         )
     result = []
@@ -95,11 +102,33 @@ def monitors_payload(
     return result
 
 
+def streams_payload(evaluation: Evaluation | None) -> dict[str, dict[str, object]]:
+    """Per stream: its combined p-value and, per rule, the monitors the rule fires for."""
+    if evaluation is None:
+        return {}
+    streams: dict[str, dict[str, object]] = {
+        monitor.stream: {"drift_p_value": None, "drifting_features": {}}
+        for monitor in evaluation.monitors
+    }
+    for stream, value in evaluation.stream_p_values.items():
+        streams[stream]["drift_p_value"] = _number(value)
+    for (stream, rule), count in evaluation.drifting_features().items():
+        drifting = streams[stream]["drifting_features"]
+        assert isinstance(drifting, dict)
+        drifting[rule] = count
+    return streams
+
+
 async def monitors(request: web.Request) -> web.StreamResponse:
     """``GET /api/v1/monitors``: every monitor's samples, divergences and alert states."""
     views = request.app[VIEWS_KEY]
+    evaluation = views.latest()  # one evaluation for both parts of the answer
     return json_response(
-        {"log_base": views.log_base(), "monitors": monitors_payload(views.latest())}
+        {
+            "log_base": views.log_base(),
+            "monitors": monitors_payload(evaluation),
+            "streams": streams_payload(evaluation),
+        }
     )
 
 

@@ -6,8 +6,9 @@ CloudEvents envelope and routing, ``payloads`` the KServe V1, Open Inference
 Protocol (V2) and Seldon payloads inside an event.
 """
 
-from driftmon.sources.bodies import Batch, parse_body
+from driftmon.sources.bodies import parse_body
 from driftmon.sources.files import iter_table_chunks, read_table
+from driftmon.sources.jsonrows import Batch
 from driftmon.sources.jsontext import BodyError, UnsupportedMediaType
 
 __all__ = [

@@ -19,9 +19,9 @@ from typing import Final
 from urllib.parse import unquote
 
 from driftmon.config import StreamConfig
-from driftmon.sources.bodies import Batch, BodyError
+from driftmon.sources.jsonrows import Batch
+from driftmon.sources.jsontext import BodyError, load_json
 from driftmon.sources.jsontext import json_type as _json_type
-from driftmon.sources.jsontext import load_json
 from driftmon.sources.payloads import CloudEventError, Side, payload_batch
 
 __all__ = [

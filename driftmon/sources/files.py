@@ -13,7 +13,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Final, cast
 
-from driftmon.sources.bodies import (
+from driftmon.sources.jsonrows import (
     Batch,
     check_fields,
     columns_to_batch,

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from driftmon.sources.bodies import Batch, BodyError
+from driftmon.sources.jsonrows import Batch
+from driftmon.sources.jsontext import BodyError
 from driftmon.sources.jsontext import json_type as _json_type
 
 __all__ = ["CloudEventError", "Side", "payload_batch"]
@@ -250,7 +251,7 @@ def _seldon_rows(data: dict[str, object], features: tuple[str, ...], where: str)
 def payload_batch(
     payload: object, side: Side, features: tuple[str, ...], where: str = "data"
 ) -> Batch:
-    """The rows of one decoded payload, as a :class:`~driftmon.parse.Batch` over ``features``.
+    """The rows of one decoded payload, as a :class:`~driftmon.sources.Batch` over ``features``.
 
     ``side`` ``"inputs"`` reads a request (V1 ``instances``, V2 ``inputs``),
     ``"outputs"`` a response (``predictions``, ``outputs``); see the module
