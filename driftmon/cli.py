@@ -1,4 +1,4 @@
-"""The ``driftmon`` command line, and the composition root of ``driftmon run``.
+"""The ``driftmon`` command line (docs/cli.md), and the composition root of ``driftmon run``.
 
 Each subcommand is a small function that parses nothing itself: argparse does
 the parsing, the function calls into the module that owns the work and turns
@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--stream", required=True, help="the stream the rows belong to")
     replay.add_argument("--input", required=True, metavar="DATA", help="the rows to replay")
     replay.add_argument("--format", choices=DATA_FORMATS, help="default: by suffix")
+    replay.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the stream's monitor pages for the run (final distributions, history "
+        "over event time) into one self-contained HTML file",
+    )
     replay.set_defaults(handler=_replay)
 
     reference = commands.add_parser("reference", help="reference snapshots")
@@ -189,8 +195,10 @@ def http_app(daemon: Daemon) -> web.Application:
         exposition=lambda accept: exposition(daemon.registry, accept),
         reload=daemon.reload_coalesced,
         latest=lambda: daemon.latest,
-        log_base=lambda: daemon.config.engine.log_base,
+        config=lambda: daemon.config,
         monitor_detail=daemon.monitor_detail,
+        monitor_history=daemon.monitor_history,
+        history_series=daemon.history_series,
     )
     return make_app(daemon.gate, views)
 
@@ -245,6 +253,9 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
     from driftmon.demo import DemoTimings, produce
 
     daemon = Daemon(path, config, state_dir=state_dir)
+    daemon.on_firing = lambda rule, stream, feature, url: print(
+        f"driftmon demo: alert {rule} firing for {stream}/{feature}: {url}", flush=True
+    )
     stop = asyncio.Event()
     producers: list[asyncio.Task[object]] = []
 
@@ -258,6 +269,7 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
     def on_listening(url: str) -> None:
         print(
             f"driftmon demo: serving on {url}\n"
+            f"  pages:     {url}/   (every monitor, firing first; click one for its histograms)\n"
             f"  metrics:   {url}/metrics   (driftmon_js_divergence, driftmon_alert_firing, ...)\n"
             f"  monitors:  {url}/api/v1/monitors\n"
             f"  state in:  {state_dir}\n"
@@ -315,7 +327,14 @@ def _replay(args: argparse.Namespace) -> int:
     if config is None or _stream(config, args.stream, args.config) is None:
         return 1
     try:
-        replay(config, args.stream, Path(args.input), sys.stdout, data_format=args.format)
+        replay(
+            config,
+            args.stream,
+            Path(args.input),
+            sys.stdout,
+            data_format=args.format,
+            html=None if args.html is None else Path(args.html),
+        )
     except (ReferenceError, ValueError, OSError) as exc:
         print(f"driftmon replay: {exc}", file=sys.stderr)
         return 1

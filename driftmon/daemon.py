@@ -6,6 +6,7 @@
 checkpoint loops, and dispatches the signal queue (TERM/INT drain and
 checkpoint, HUP reloads). It keeps the parse processes up from its main
 loop. It imports no HTTP code: :mod:`driftmon.cli` hands it a listener.
+Durability: docs/durability.md.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ from driftmon.config import Config, ConfigError, load_config
 from driftmon.engine import Engine, Evaluation
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.files import StateDirLock, read_regular
+from driftmon.history import MonitorHistory
 from driftmon.ingest import Gate, IngestResult, LoopWatch
 from driftmon.kernels import warm_up_all
 from driftmon.lifecycle import take_pending
+from driftmon.logs import log_transitions
 from driftmon.parsers import ParseProcesses
 from driftmon.reference import Reference, ReferenceError, load_snapshot
 from driftmon.sources import Batch
@@ -147,6 +150,10 @@ class Daemon:
         # Both kinds from the start, so that increase() sees the first one.
         self._moved_aside: Counter[str] = Counter({"checkpoint": 0})
         self._events: asyncio.Queue[str] | None = None
+        # Where users open the monitor pages: server.external_url, else the bound address.
+        self.base_url = config.server.base_url()
+        # Called with (rule, stream, feature, page URL) for each alert that starts firing.
+        self.on_firing: Callable[[str, str, str, str], None] | None = None
         self.registry = new_registry(self.status)
         self._state_lock: StateDirLock | None = None
         # Reloads: one at a time, concurrent callers sharing the next one (reload_coalesced).
@@ -303,7 +310,10 @@ class Daemon:
             evaluation = self.engine.evaluate(self.clock())
             self.latest = evaluation
             self._durations.observe(evaluation.duration_s)
-        _log_transitions(previous, evaluation)
+        fired = log_transitions(previous, evaluation, self.base_url)
+        if self.on_firing is not None:
+            for rule, stream, feature, url in fired:
+                self.on_firing(rule, stream, feature, url)
         return evaluation
 
     def status(self) -> Status:
@@ -364,6 +374,35 @@ class Daemon:
                 "reference_counts": self.engine.reference[monitor.bins].tolist(),
                 "live_counts": self.engine.live[monitor.bins].tolist(),
             }
+
+    def monitor_history(self, stream: str, feature: str) -> MonitorHistory | None:
+        """The recent evaluations of one monitor (a copy), or ``None`` when it has none."""
+        with self._lock:
+            if self.engine is None:
+                return None
+            try:
+                monitor = self.engine.monitor(stream, feature)
+            except KeyError:
+                return None
+            return self.engine.history.monitor(monitor.index)
+
+    def history_series(
+        self, wanted: dict[tuple[str, str], str]
+    ) -> dict[tuple[str, str], MonitorHistory]:
+        """For each (stream, feature) of ``wanted``, its history of the metric named there."""
+        with self._lock:
+            if self.engine is None:
+                return {}
+            index = {(m.stream, m.feature): m.index for m in self.engine.monitors}
+            by_metric: dict[str, list[tuple[str, str]]] = {}
+            for key, metric in wanted.items():
+                if key in index:
+                    by_metric.setdefault(metric, []).append(key)
+            result: dict[tuple[str, str], MonitorHistory] = {}
+            for metric, keys in by_metric.items():
+                found = self.engine.history.monitors([index[k] for k in keys], metric)
+                result.update(zip(keys, found, strict=True))
+            return result
 
     # --- checkpoints ----------------------------------------------------------
 
@@ -500,6 +539,8 @@ class Daemon:
             if self._state_lock is not None:
                 self._state_lock.release()
             return 1
+        if server.external_url is None:
+            self.base_url = url
         log.info("listening on %s", url)
         if on_listening is not None:
             on_listening(url)
@@ -664,21 +705,3 @@ def value_kinds(engine: Engine) -> list[tuple[str, str, dict[str, float]]]:
             }
         result.append((monitor.stream, monitor.feature, kinds))
     return result
-
-
-def _log_transitions(previous: Evaluation | None, current: Evaluation) -> None:
-    """Log alerts that started or stopped firing."""
-    before: dict[tuple[str, str, str], int] = {}
-    if previous is not None:
-        for pair, state in zip(previous.alert_pairs, previous.alerts.state, strict=True):
-            m = previous.monitors[pair.monitor]
-            before[(pair.rule.name, m.stream, m.feature)] = int(state)
-    for pair, state in zip(current.alert_pairs, current.alerts.state, strict=True):
-        m = current.monitors[pair.monitor]
-        key = (pair.rule.name, m.stream, m.feature)
-        was = before.get(key, 0)
-        if state == 2 and was != 2:
-            value = float(current.values[pair.rule.metric][pair.monitor])
-            log.warning("alert %s firing for %s/%s: %s = %.6g", *key, pair.rule.metric, value)
-        elif was == 2 and state != 2:
-            log.info("alert %s resolved for %s/%s", *key)

@@ -1,10 +1,10 @@
-"""The Grafana dashboard of a config: ``driftmon dashboard -c FILE`` (DESIGN.md §7, §8).
+"""The Grafana dashboard of a config: ``driftmon dashboard -c FILE`` (docs/metrics.md, docs/cli.md).
 
 :func:`build_dashboard` turns a :class:`~driftmon.config.Config` into a Grafana
 dashboard (schema version 41, Grafana 11.6) with Grafana's own generated
 models, ``grafana-foundation-sdk``; :func:`dashboard_json` is the text the
 command prints. Nothing here reads YAML or talks to a daemon: the dashboard
-depends only on the config and on the public metric names of DESIGN.md §7.
+depends only on the config and on the public metric names of docs/metrics.md.
 
 What the dashboard holds:
 
@@ -23,7 +23,10 @@ What the dashboard holds:
   each line comes from. Lines at the same value merge, coloured by the most
   severe of their rules (``critical`` red, ``warning`` orange, other
   severities yellow);
-- an annotation that marks when ``driftmon_alert_firing`` is 1.
+- an annotation that marks when ``driftmon_alert_firing`` is 1;
+- on every panel a link to the daemon's pages (``server.external_url``, else
+  the listen address), and on every panel of per-monitor series a data link
+  from each series to that monitor's page.
 
 The output is deterministic (sorted keys, no timestamps, no paths), so a
 dashboard generated into a repository can be checked to be up to date. The
@@ -70,7 +73,7 @@ STREAM_QUERY = "label_values(driftmon_window_samples, stream)"
 FEATURE_QUERY = 'label_values(driftmon_window_samples{stream=~"$stream"}, feature)'
 
 DIVERGENCE_METRICS: dict[str, str] = dict(ALERT_SERIES)
-"""Alert metric (``alerts[].metric``) -> the gauge that exports it (DESIGN.md §7)."""
+"""Alert metric (``alerts[].metric``) -> the gauge that exports it (docs/metrics.md)."""
 
 RATE = "$__rate_interval"
 MONITOR_LEGEND = "{{stream}}/{{feature}}"
@@ -178,7 +181,8 @@ def build_dashboard(
         .editable()
         .tooltip(dashboard_models.DashboardCursorSync.CROSSHAIR)
         .time("now-1h", "now")
-        .refresh(_refresh(config.engine.evaluate_every_s))
+        .refresh(_refresh(config.engine.evaluate_every_s)),
+        config.server.base_url(),
     )
     _variables(board.builder)
     _annotations(board.builder)
@@ -247,15 +251,24 @@ _PanelBuilder = (
 class _Board:
     """The dashboard builder plus the next free panel id (Grafana wants them unique)."""
 
-    def __init__(self, builder: dashboard_builders.Dashboard) -> None:
+    def __init__(self, builder: dashboard_builders.Dashboard, base_url: str) -> None:
         self.builder = builder
         self._next_id = 1
+        self.base_url = base_url
 
     def row(self, title: str) -> None:
         self.builder.with_row(dashboard_builders.Row(title).id(self._take_id()))
 
     def panel(self, panel: _PanelBuilder, width: int, height: int) -> None:
-        """Add ``panel``, ``width`` of the grid's 24 columns wide and ``height`` rows high."""
+        """Add ``panel``, ``width`` of the grid's 24 columns wide and ``height`` rows high,
+        linked to the daemon's pages (and each per-monitor series to its monitor's page)."""
+        panel.links([_link("driftmon: all monitors", f"{self.base_url}/")])
+        targets = getattr(getattr(panel, "_internal", None), "targets", None) or ()
+        if hasattr(panel, "data_links") and any(
+            "$feature" in str(getattr(target, "expr", "")) for target in targets
+        ):
+            panel.data_links([_link("driftmon: ${__field.labels.stream}/${__field.labels.feature}",
+                                    monitor_link(self.base_url))])
         self.builder.with_panel(
             panel.id(self._take_id()).datasource(DATASOURCE).span(width).height(height)
         )
@@ -264,6 +277,23 @@ class _Board:
         taken = self._next_id
         self._next_id += 1
         return taken
+
+
+def monitor_link(base_url: str) -> str:
+    """The data link from a series with ``stream`` and ``feature`` labels to its monitor's page."""
+    return (
+        f"{base_url}/monitors?stream=${{__field.labels.stream:percentencode}}"
+        "&feature=${__field.labels.feature:percentencode}"
+    )
+
+
+def _link(title: str, url: str) -> dashboard_builders.DashboardLink:
+    return (
+        dashboard_builders.DashboardLink(title)
+        .type(dashboard_models.DashboardLinkType.LINK)
+        .url(url)
+        .target_blank(True)
+    )
 
 
 def _refresh(evaluate_every_s: float) -> str:

@@ -1,4 +1,4 @@
-"""Logging setup for ``driftmon run`` and ``driftmon demo``: one line per record."""
+"""Logging: the setup of ``driftmon run`` and ``driftmon demo``, and alert transitions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import logging
 import os
 import time
 
-__all__ = ["configure_logging"]
+from driftmon.engine import Evaluation
+
+__all__ = ["configure_logging", "log_transitions", "monitor_url"]
+
+log = logging.getLogger("driftmon")
 
 
 def configure_logging(log_format: str, level: str = "INFO") -> None:
@@ -35,3 +39,41 @@ def configure_logging(log_format: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("DRIFTMON_LOG_LEVEL", level))
+
+
+def monitor_url(base_url: str, stream: str, feature: str) -> str:
+    """The address of a monitor's page under ``base_url``."""
+    from driftmon.pages.render import monitor_path
+
+    return base_url + monitor_path(stream, feature)
+
+
+def log_transitions(
+    previous: Evaluation | None, current: Evaluation, base_url: str
+) -> list[tuple[str, str, str, str]]:
+    """Log alerts that started or stopped firing, with the monitor's page; returns the
+    (rule, stream, feature, page URL) of those that started."""
+    fired = []
+    before: dict[tuple[str, str, str], int] = {}
+    if previous is not None:
+        for pair, state in zip(previous.alert_pairs, previous.alerts.state, strict=True):
+            m = previous.monitors[pair.monitor]
+            before[(pair.rule.name, m.stream, m.feature)] = int(state)
+    for pair, state in zip(current.alert_pairs, current.alerts.state, strict=True):
+        m = current.monitors[pair.monitor]
+        key = (pair.rule.name, m.stream, m.feature)
+        was = before.get(key, 0)
+        if state == 2 and was != 2:
+            value = float(current.values[pair.rule.metric][pair.monitor])
+            url = monitor_url(base_url, m.stream, m.feature)
+            log.warning(
+                "alert %s firing for %s/%s: %s = %.6g; see %s",
+                *key, pair.rule.metric, value, url,
+            )
+            fired.append((*key, url))
+        elif was == 2 and state != 2:
+            log.info(
+                "alert %s resolved for %s/%s; see %s",
+                *key, monitor_url(base_url, m.stream, m.feature),
+            )
+    return fired

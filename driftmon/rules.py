@@ -1,4 +1,4 @@
-"""Prometheus alerting rules equivalent to a config's ``alerts:`` (DESIGN.md §5, §8).
+"""Prometheus alerting rules equivalent to a config's ``alerts:`` (docs/divergences.md).
 
 ``driftmon rules -c FILE`` prints one rule group (``driftmon``) with one
 alerting rule per driftmon alert rule, so that Prometheus (and through it
@@ -57,7 +57,7 @@ etc., selected by the rule's globs as regex label matchers), threshold ``T``,
   needs Prometheus 2.42 or later, and is written only when it is set).
 
 Every label match is ``on(stream, feature)``, which relies on each
-(stream, feature) being exported by one daemon (DESIGN.md §11: each replica
+(stream, feature) being exported by one daemon (docs/durability.md: each replica
 owns whole streams).
 
 Where Prometheus cannot follow the daemon exactly (documented, not hidden):
@@ -101,13 +101,13 @@ ALERT_PREFIX = "Driftmon"
 """What every generated alert name starts with."""
 
 METRIC_SERIES: Mapping[str, str] = ALERT_SERIES
-"""The exported series (DESIGN.md §7) of each alert metric (§5)."""
+"""The exported series (docs/metrics.md) of each alert metric (docs/divergences.md#alert-states)."""
 
 SAMPLES_SERIES = WINDOW_SAMPLES_SERIES
 """The series ``min_samples`` is checked against (rows in the live window)."""
 
 P_VALUE_SERIES = DIVERGENCE_SERIES["p_value"]
-"""The series ``max_p_value`` is checked against (the G-test p-value, DESIGN.md §3)."""
+"""The series ``max_p_value`` is checked against (the G-test p-value, docs/divergences.md)."""
 
 CORRECTED_P_VALUE_SERIES = ALERT_P_VALUE_SERIES
 """What ``max_p_value`` is checked against for a rule with ``p_value_correction``: the
@@ -376,7 +376,7 @@ def summary_template(rule: AlertRule) -> str:
     )
 
 
-def alerting_rule(rule: AlertRule, alert: str) -> dict[str, Any]:
+def alerting_rule(rule: AlertRule, alert: str, base_url: str | None = None) -> dict[str, Any]:
     """One entry of a rule group's ``rules:`` for ``rule``, alerting as ``alert``."""
     entry: dict[str, Any] = {
         "alert": alert,
@@ -393,7 +393,21 @@ def alerting_rule(rule: AlertRule, alert: str) -> dict[str, Any]:
         "summary": summary_template(rule),
         "description": _description(rule),
     }
+    if base_url is not None:
+        entry["annotations"]["driftmon_url"] = driftmon_url_template(base_url)
     return entry
+
+
+def driftmon_url_template(base_url: str) -> str:
+    """The ``driftmon_url`` annotation: the page of the alert's monitor on the daemon.
+
+    Prometheus templates escape only query strings (``urlquery``), so the link
+    is the daemon's ``/monitors?stream=…&feature=…``, which redirects to the page.
+    """
+    return (
+        f"{_template_text(base_url)}/monitors?stream={{{{ $labels.stream | urlquery }}}}"
+        "&feature={{ $labels.feature | urlquery }}"
+    )
 
 
 def rules_document(config: Config, group: str = GROUP_NAME) -> dict[str, Any]:
@@ -408,7 +422,7 @@ def rules_document(config: Config, group: str = GROUP_NAME) -> dict[str, Any]:
     rules = []
     for rule in config.alerts:
         try:
-            rules.append(alerting_rule(rule, names[rule.name]))
+            rules.append(alerting_rule(rule, names[rule.name], config.server.base_url()))
         except ValueError as exc:
             raise ValueError(f"alert rule {rule.name!r}: {exc}") from exc
     return {"groups": [{"name": group, "rules": rules}]}

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from harness import DaemonProcess, sample
 
+from driftmon.config import Config, parse_config
 from driftmon.daemon import ReloadOutcome
 from driftmon.http.app import bearer_matches, make_app
 from driftmon.http.interfaces import Views
@@ -70,7 +71,7 @@ class FakeGate:
         return CloudEventsResult(rows=1, events=1, dropped={"no_stream": 0})
 
 
-def views(reloads: list[int]) -> Views:
+def views(reloads: list[int], config: Config) -> Views:
     async def reload() -> ReloadOutcome:
         reloads.append(1)
         return ReloadOutcome([], [])
@@ -81,20 +82,32 @@ def views(reloads: list[int]) -> Views:
         exposition=lambda accept: (b"# nothing\n", "text/plain; version=0.0.4"),
         reload=reload,
         latest=lambda: None,
-        log_base=lambda: "e",
+        config=lambda: config,
         monitor_detail=lambda stream, feature: None,
+        monitor_history=lambda stream, feature: None,
+        history_series=lambda wanted: {},
     )
 
 
 def serve(check: Callable[[TestClient, FakeGate, list[int]], Awaitable[None]]) -> None:
     async def main() -> None:
         gate, reloads = FakeGate(), []
-        async with TestClient(TestServer(make_app(gate, views(reloads)))) as client:
+        config = parse_config(CONFIG, base_dir=Path("."))
+        async with TestClient(TestServer(make_app(gate, views(reloads, config)))) as client:
             await check(client, gate, reloads)
 
     asyncio.run(main())
 
 
+CONFIG = {
+    "streams": [
+        {
+            "name": "s",
+            "reference": {"warmup": 10},
+            "features": [{"name": "x", "type": "categorical", "categories": ["a"]}],
+        }
+    ]
+}
 AUTH = {"Authorization": "Bearer s3cret"}
 JSON = {"Content-Type": "application/json"}
 

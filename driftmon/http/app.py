@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
-from driftmon.http import cloudevents, rows, views
+from driftmon.http import cloudevents, pages, rows, views
 from driftmon.http.interfaces import GATE_KEY, READING_KEY, VIEWS_KEY, IngestGate, Views
 from driftmon.http.responses import ReadingBodies, error, unauthorized
 
@@ -116,6 +116,10 @@ def make_app(gate: IngestGate, views_: Views) -> web.Application:
     policies[router.add_post("/-/reload", views.reload)] = Policy(auth=True)
     router.add_get("/api/v1/monitors", views.monitors)
     router.add_get("/api/v1/monitors/{stream}/{feature}", views.monitor)
+    router.add_get("/api/v1/monitors/{stream}/{feature}/history", views.monitor_history)
+    router.add_get("/", pages.overview)
+    router.add_get("/monitors/{stream}/{feature}", pages.monitor_html)
+    router.add_get("/monitors", pages.monitor_by_query)
     app[_POLICIES_KEY] = policies
     return app
 

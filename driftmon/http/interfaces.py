@@ -8,7 +8,9 @@ from typing import Protocol
 
 from aiohttp import web
 
+from driftmon.config import Config
 from driftmon.engine import Evaluation
+from driftmon.history import MonitorHistory
 from driftmon.http.responses import ReadingBodies
 from driftmon.ingest import CloudEventsResult, IngestResult
 
@@ -56,8 +58,11 @@ class Views:
     exposition: Callable[[str | None], tuple[bytes, str]]  # Accept → body, Content-Type
     reload: Callable[[], Awaitable[ReloadResult]]  # one at a time, coalesced
     latest: Callable[[], Evaluation | None]
-    log_base: Callable[[], str]  # "e" or "2"
+    config: Callable[[], Config]  # the config running now
     monitor_detail: Callable[[str, str], dict[str, object] | None]
+    monitor_history: Callable[[str, str], MonitorHistory | None]
+    # (stream, feature) -> the metric wanted: their histories of it
+    history_series: Callable[[dict[tuple[str, str], str]], dict[tuple[str, str], MonitorHistory]]
 
 
 GATE_KEY: web.AppKey[IngestGate] = web.AppKey("gate", IngestGate)

@@ -1,4 +1,7 @@
-"""``/metrics``, ``/-/healthy``, ``/-/ready``, ``/-/reload`` and ``/api/v1/monitors``."""
+"""``/metrics``, ``/-/healthy``, ``/-/ready``, ``/-/reload`` and ``/api/v1/monitors``.
+
+The endpoints and their answers: docs/http-api.md.
+"""
 
 from __future__ import annotations
 
@@ -125,7 +128,7 @@ async def monitors(request: web.Request) -> web.StreamResponse:
     evaluation = views.latest()  # one evaluation for both parts of the answer
     return json_response(
         {
-            "log_base": views.log_base(),
+            "log_base": views.config().engine.log_base,
             "monitors": monitors_payload(evaluation),
             "streams": streams_payload(evaluation),
         }
@@ -141,3 +144,23 @@ async def monitor(request: web.Request) -> web.StreamResponse:
     if not found or detail is None:
         return error(404, f"no monitor {key[0]}/{key[1]}")
     return json_response({**found[0], **detail})
+
+
+async def monitor_history(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/monitors/{stream}/{feature}/history``: the monitor's recent evaluations."""
+    views = request.app[VIEWS_KEY]
+    stream, feature = request.match_info["stream"], request.match_info["feature"]
+    history = views.monitor_history(stream, feature)
+    if history is None:
+        return error(404, f"no monitor {stream}/{feature}")
+    engine = views.config().engine
+    return json_response(
+        {
+            "stream": stream,
+            "feature": feature,
+            "log_base": engine.log_base,
+            "history_length_s": engine.history_length_s,
+            "history_every_s": max(engine.history_every_s, engine.evaluate_every_s),
+            **history.to_json(),
+        }
+    )
