@@ -53,6 +53,7 @@ from scipy import special, stats
 from scipy.spatial import distance
 
 import driftmon
+from driftmon import divergence as divergence_module
 from driftmon.divergence import PARALLEL_MIN_BINS, PackedDivergence
 from driftmon.kernels import divergence as kernels
 
@@ -194,8 +195,19 @@ def measure_one_shot(n_monitors: int, n_bins: int, repeats: int, rng: np.random.
     live_flat = np.ascontiguousarray(live.ravel())
     out = np.empty((9, n_monitors))
     subset = min(n_monitors, SCIPY_SUBSET)
+
+    def one_shot_serial() -> None:
+        # The same call with the threaded kernel switched off.
+        threshold = divergence_module.ONE_SHOT_PARALLEL_MIN_BINS
+        divergence_module.ONE_SHOT_PARALLEL_MIN_BINS = 2**62
+        try:
+            driftmon.divergences(reference, live, smoothing=SMOOTHING)
+        finally:
+            divergence_module.ONE_SHOT_PARALLEL_MIN_BINS = threshold
+
     return interleaved_medians({
         "one_shot": lambda: driftmon.divergences(reference, live, smoothing=SMOOTHING),
+        "one_shot_serial": one_shot_serial,
         "engine": lambda: engine.evaluate(live_flat, out),
         "scipy_subset": lambda: scipy_loop(reference[:subset], live[:subset]),
     }, repeats)
@@ -206,8 +218,8 @@ def one_shot_section(repeats: int, rng: np.random.Generator) -> list[str]:
     print()
     print("One-shot API: driftmon.divergences(reference, live) on [M, K] float64 counts, "
           "validation included")
-    header = (f"{'M':>6} {'K':>4} {'one-shot':>10} {'us/monitor':>10} {'engine':>10} "
-              f"{'scipy loop':>11} {'x scipy':>8} {'/engine':>8}")
+    header = (f"{'M':>6} {'K':>4} {'one-shot':>10} {'us/monitor':>10} {'serial':>10} "
+              f"{'engine':>10} {'scipy loop':>11} {'x scipy':>8} {'/engine':>8}")
     print(header)
     print("-" * len(header))
     verdicts: list[str] = []
@@ -218,7 +230,8 @@ def one_shot_section(repeats: int, rng: np.random.Generator) -> list[str]:
         x_scipy = scipy_time / times["one_shot"]
         mark = "*" if subset < n_monitors else " "
         print(f"{n_monitors:>6} {n_bins:>4} {_format(times['one_shot'])} "
-              f"{times['one_shot'] / n_monitors * 1e6:>10.2f} {_format(times['engine'])} "
+              f"{times['one_shot'] / n_monitors * 1e6:>10.2f} "
+              f"{_format(times['one_shot_serial'])} {_format(times['engine'])} "
               f"{_format(scipy_time)}{mark} {x_scipy:>8.0f} "
               f"{times['one_shot'] / times['engine']:>8.2f}")
         if (n_monitors, n_bins) == TARGET_SIZE:

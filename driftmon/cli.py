@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="when the producer injects drift (default 30)",
     )
+    demo.add_argument(
+        "--status-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often to print a status line: rows sent, features firing (default 10)",
+    )
     demo.set_defaults(handler=_demo, listen=None)
 
     replay = commands.add_parser(
@@ -243,14 +250,19 @@ def _demo(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     with tempfile.TemporaryDirectory(prefix="driftmon-demo-") as state_dir:
-        return asyncio.run(_demo_main(path, config, Path(state_dir), args.drift_after))
+        return asyncio.run(
+            _demo_main(path, config, Path(state_dir), args.drift_after, args.status_every)
+        )
 
 
-async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s: float) -> int:
+async def _demo_main(
+    path: Path, config: Config, state_dir: Path, drift_after_s: float, status_every_s: float
+) -> int:
     import asyncio
+    import time
 
     from driftmon.daemon import Daemon
-    from driftmon.demo import DemoTimings, produce
+    from driftmon.demo import DemoTimings, ProducerStats, produce, status_line
 
     daemon = Daemon(path, config, state_dir=state_dir)
     daemon.on_firing = lambda rule, stream, feature, url: print(
@@ -258,6 +270,26 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
     )
     stop = asyncio.Event()
     producers: list[asyncio.Task[object]] = []
+    stats = ProducerStats()
+    started = time.monotonic()
+
+    def status() -> str:
+        evaluation = daemon.latest
+        firing: dict[str, None] = {}
+        if evaluation is not None:
+            for pair, state in zip(evaluation.alert_pairs, evaluation.alerts.state, strict=True):
+                if state == 2:  # firing
+                    monitor = evaluation.monitors[pair.monitor]
+                    firing[f"{monitor.stream}/{monitor.feature}"] = None
+        return status_line(stats, list(firing), time.monotonic() - started)
+
+    async def print_status() -> None:
+        # After the last alert the demo would otherwise print nothing at all.
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), status_every_s)
+            except TimeoutError:
+                print(status(), flush=True)
 
     def on_drift() -> None:
         print(
@@ -279,8 +311,12 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
         )
         timings = DemoTimings(drift_after_s=drift_after_s)
         producers.append(
-            asyncio.create_task(produce(url, timings=timings, stop=stop, on_drift=on_drift))
+            asyncio.create_task(
+                produce(url, timings=timings, stop=stop, on_drift=on_drift, stats=stats)
+            )
         )
+        if status_every_s > 0:
+            producers.append(asyncio.create_task(print_status()))
 
     try:
         return await serve_daemon(daemon, on_listening)
@@ -288,6 +324,7 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
         stop.set()
         for task in producers:
             await task
+        print(status().replace("driftmon demo:", "driftmon demo stopped:", 1), flush=True)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

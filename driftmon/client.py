@@ -56,7 +56,6 @@ import atexit
 import enum
 import http.client
 import itertools
-import json
 import logging
 import math
 import os
@@ -65,15 +64,28 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
 
-import orjson
-
+from driftmon.client_wire import (
+    MAX_RETRY_AFTER_S,
+    Target,
+    check_positive,
+    encode_rows,
+    error_text,
+    ingest_target,
+    retry_after_s,
+)
 from driftmon.frames import FrameRow, arrow_body_or_none, as_dicts, frame_rows
+
+__all__ = [
+    "MAX_RETRY_AFTER_S",
+    "Client",
+    "ClientStats",
+    "encode_rows",
+    "retry_after_s",
+]
 
 log = logging.getLogger("driftmon.client")
 
@@ -83,9 +95,6 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 INITIAL_BACKOFF_S = 0.1
 """The first wait after a failed attempt; it doubles with each failure in a row."""
 
-MAX_RETRY_AFTER_S = 300.0
-"""The longest ``Retry-After`` honoured; a larger (or garbled) one is cut to this."""
-
 ATEXIT_CLOSE_TIMEOUT_S = 5.0
 """How long the interpreter's exit waits for a client's buffered rows to be acknowledged."""
 
@@ -94,9 +103,6 @@ LOSS_WARNING_INTERVAL_S = 10.0
 
 LOG_MANY_TIMEOUT_S = 10.0
 """How long :meth:`Client.log_many` waits for room in the buffer by default."""
-
-_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
 
 @dataclass(frozen=True)
 class ClientStats:
@@ -138,17 +144,6 @@ class ClientStats:
         return self.rows_dropped + self.rows_rejected
 
 
-@dataclass(frozen=True)
-class _Target:
-    """Where batches go: a parsed, checked ``url`` and ``stream``."""
-
-    url: str
-    https: bool
-    host: str
-    port: int | None
-    path: str
-
-
 class _Verdict(enum.Enum):
     SENT = "sent"
     REJECTED = "rejected"
@@ -166,165 +161,6 @@ class _Outcome:
 def _unreachable(exc: BaseException) -> _Outcome:
     """A retry after a failure that got no HTTP answer at all."""
     return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}", unreachable=True)
-
-
-def _target(url: object, stream: object) -> _Target:
-    """Check ``url`` and ``stream`` and build the ingest URL; ``ValueError`` names the argument."""
-    if not isinstance(url, str):
-        raise ValueError(f"url: expected a string like 'http://127.0.0.1:9108', got {url!r}")
-    if not isinstance(stream, str) or not stream:
-        raise ValueError(f"stream: expected a non-empty stream name, got {stream!r}")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"url: expected an http:// or https:// URL, got {url!r}")
-    if not parts.hostname:
-        raise ValueError(f"url: no host in {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"url: give the daemon's base URL, without ?query or #fragment: {url!r}")
-    if parts.username or parts.password:
-        raise ValueError("url: credentials in the URL are not supported; use token=...")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"url: bad port in {url!r}") from None
-    prefix = parts.path.rstrip("/")
-    path = f"{prefix}/v1/streams/{quote(stream, safe='')}/rows"
-    return _Target(url, parts.scheme == "https", parts.hostname, port, path)
-
-
-def _positive(name: str, value: object, *, integer: bool) -> None:
-    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok_type:
-        kind = "an integer" if integer else "a number of seconds"
-        raise ValueError(f"{name}: expected {kind}, got {value!r}")
-    assert isinstance(value, int | float)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name}: must be > 0 and finite, got {value!r}")
-
-
-# --- encoding -----------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-friendly stand-in for a value neither encoder knows (the ``default`` hook).
-
-    numpy scalars and arrays become Python numbers and lists, enums their
-    value, dates ISO 8601 text, other numbers (``Decimal``, ``Fraction``)
-    floats; anything else its ``str()``, which the daemon counts as
-    ``invalid`` in a numeric feature rather than losing the row.
-    """
-    if isinstance(value, enum.Enum):
-        return value.value
-    for method in ("item", "tolist"):  # numpy scalars, then arrays
-        convert = getattr(value, method, None)
-        if callable(convert):
-            try:
-                return convert()
-            except (TypeError, ValueError):
-                pass
-    isoformat = getattr(value, "isoformat", None)
-    if callable(isoformat):
-        return isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if hasattr(value, "__float__"):
-        try:
-            return float(value)
-        except (TypeError, ValueError, OverflowError):
-            pass
-    return str(value)
-
-
-def _is_non_finite(value: object) -> bool:
-    """Whether ``value`` is a scalar NaN or ±Infinity (floats, numpy floats, Decimals)."""
-    if value is None or isinstance(value, str | int):
-        return False
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if hasattr(value, "__float__"):
-        try:
-            return not math.isfinite(float(value))
-        except (TypeError, ValueError, OverflowError):
-            return False
-    return False
-
-
-def encode_rows(rows: list[dict[Any, Any]]) -> bytes:
-    """One ingest body for ``rows``: ``{"columns": {...}}`` over the union of their keys.
-
-    Columns follow the order in which keys first appear; a row without a key
-    has ``null`` there. Rows with no key at all are sent as a JSON array of
-    empty objects instead (a columns object with no column holds no rows).
-    NaN and ±Infinity are written as the literals ``NaN``/``Infinity``/
-    ``-Infinity`` (standard-library ``json``), which the daemon accepts.
-    Values neither encoder knows go through :func:`_plain`.
-
-    Raises ``ValueError`` when the rows cannot be encoded at all (a
-    circular reference). A string with a lone surrogate is sent escaped;
-    the daemon answers that body with a 400.
-    """
-    names = dict.fromkeys(itertools.chain.from_iterable(rows))
-    document: object
-    if names:
-        columns = {name: list(map(dict.get, rows, itertools.repeat(name))) for name in names}
-        document = {"columns": columns}
-        scalars: Iterable[object] = itertools.chain.from_iterable(columns.values())
-    else:
-        document = rows
-        scalars = ()
-    try:
-        body = orjson.dumps(document, default=_plain, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        body = b""
-    # orjson writes NaN and ±Infinity as null: where it wrote no null there was none.
-    if body and (b"null" not in body or not any(map(_is_non_finite, scalars))):
-        return body
-    try:
-        text = json.dumps(document, default=_plain, allow_nan=True, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"rows cannot be encoded as JSON: {exc}") from None
-    return text.encode("utf-8", "surrogatepass")
-
-
-# --- HTTP answers -------------------------------------------------------------------
-
-
-def retry_after_s(header: str | None, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks to wait, or ``None`` when absent or unreadable.
-
-    Takes delta-seconds (``"1"``) or an HTTP date; the result is clamped to
-    ``[0, MAX_RETRY_AFTER_S]``. ``now`` (Unix seconds) is for tests.
-    """
-    if header is None:
-        return None
-    text = header.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
-
-
-def _error_text(status: int, reason: str, body: bytes) -> str:
-    """``HTTP 404: unknown stream 'x'`` from an answer (the daemon's ``{"error": ...}``)."""
-    message = ""
-    try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        message = body.decode("utf-8", "replace").strip()
-    else:
-        if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
-            message = decoded["error"]
-    message = " ".join(message.split())[:300] or reason
-    return f"HTTP {status}: {message}"
 
 
 # --- the client ---------------------------------------------------------------------
@@ -363,16 +199,16 @@ class Client:
         request_timeout: float = 10.0,
         max_backoff: float = 5.0,
     ) -> None:
-        target = _target(url, stream)
+        target = ingest_target(url, stream)
         if token is not None and (
             not isinstance(token, str) or not token.strip() or not token.strip().isprintable()
         ):
             raise ValueError("token: expected a non-empty string of printable characters, or None")
-        _positive("batch_rows", batch_rows, integer=True)
-        _positive("flush_every", flush_every, integer=False)
-        _positive("max_buffer_rows", max_buffer_rows, integer=True)
-        _positive("request_timeout", request_timeout, integer=False)
-        _positive("max_backoff", max_backoff, integer=False)
+        check_positive("batch_rows", batch_rows, integer=True)
+        check_positive("flush_every", flush_every, integer=False)
+        check_positive("max_buffer_rows", max_buffer_rows, integer=True)
+        check_positive("request_timeout", request_timeout, integer=False)
+        check_positive("max_backoff", max_backoff, integer=False)
         self.stream = stream
         self.batch_rows = batch_rows
         self.flush_every = float(flush_every)
@@ -430,7 +266,7 @@ class Client:
         self._stopping = False
         self._closed = False
         self._connection: http.client.HTTPConnection | None = None
-        self._connection_target: _Target | None = None
+        self._connection_target: Target | None = None
         # Started by the first row: a client that logs nothing costs no thread, and a
         # forked child starts its own only when it logs (never between fork and exec).
         self._thread = threading.Thread(
@@ -492,7 +328,9 @@ class Client:
             records.append(dict(row))
         self._enqueue(records, timeout)
 
-    def _enqueue(self, records: list[dict[Any, Any]], timeout: float | None) -> None:
+    def _enqueue(
+        self, records: Sequence[dict[Any, Any] | FrameRow], timeout: float | None
+    ) -> None:
         """Buffer ``records`` (already copied) in order, waiting for room as :meth:`log_many` says.
 
         The one way rows of a multi-row call enter the buffer.
@@ -530,30 +368,18 @@ class Client:
         if self._unwarned_dropped:
             self._warn_losses()
 
-    def log_frame(self, frame: object) -> None:
+    def log_frame(self, frame: object, *, timeout: float | None = LOG_MANY_TIMEOUT_S) -> None:
         """Buffer every row of a pandas ``DataFrame`` or a pyarrow ``Table``/``RecordBatch``.
 
         The rows are buffered, evicted, retried and counted one by one as
-        :meth:`log`'s; a batch of frame rows of one schema is sent as an Arrow
-        IPC stream (no per-value encoding), any other batch as columnar JSON.
-        Without pyarrow a pandas frame is logged as row dictionaries. The
-        table is kept by reference: do not change it in place afterwards.
-        Raises ``TypeError`` for any other object.
+        :meth:`log`'s, and wait for room as :meth:`log_many`'s do; a batch of
+        frame rows of one schema is sent as an Arrow IPC stream (no per-value
+        encoding), any other batch as columnar JSON. Without pyarrow a pandas
+        frame is logged as row dictionaries. The table is kept by reference:
+        do not change it in place afterwards. Raises ``TypeError`` for any
+        other object.
         """
-        records = frame_rows(frame)
-        if not records:
-            return
-        with self._lock:
-            self._logged += len(records)
-            if self._closed:
-                self._dropped += len(records)
-                return
-            self._end_seq += len(records)
-            self._buffer.extend(records)
-            held = len(self._buffer)
-            if held > self.max_buffer_rows:
-                self._evict(held - self.max_buffer_rows)
-            self._wake_sender()
+        self._enqueue(frame_rows(frame), timeout)
 
     def _wake_sender(self) -> None:
         """Tell the sender thread rows wait, starting it for the first row (lock held)."""
@@ -648,7 +474,7 @@ class Client:
 
     @url.setter
     def url(self, value: str) -> None:
-        target = _target(value, self.stream)
+        target = ingest_target(value, self.stream)
         with self._lock:
             self._target = target
             self._target_changed = True
@@ -870,7 +696,7 @@ class Client:
             self._connection.close()
             self._connection = None
 
-    def _attempt(self, target: _Target, batch: list[dict[Any, Any] | FrameRow]) -> _Outcome:
+    def _attempt(self, target: Target, batch: list[dict[Any, Any] | FrameRow]) -> _Outcome:
         """Encode and post one batch; what its answer means for the rows."""
         content_type = "application/json"
         try:
@@ -900,13 +726,13 @@ class Client:
             return _unreachable(exc)
         if 200 <= status < 300:
             return _Outcome(_Verdict.SENT)
-        error = _error_text(status, reason, payload)
+        error = error_text(status, reason, payload)
         if status in RETRYABLE_STATUSES:
             return _Outcome(_Verdict.RETRY, error=error, retry_after_s=retry_after_s(retry_after))
         return _Outcome(_Verdict.REJECTED, error=error)
 
     def _post(
-        self, target: _Target, body: bytes, content_type: str = "application/json"
+        self, target: Target, body: bytes, content_type: str = "application/json"
     ) -> tuple[int, str, str | None, bytes]:
         """One POST on the kept-alive connection (opened if needed); closes it on failure.
 

@@ -34,7 +34,7 @@ from driftmon.checkpoint import (
     restore_or_move_aside,
     write_checkpoint,
 )
-from driftmon.config import Config, ConfigError, load_config
+from driftmon.config import Config, ConfigError, describe, load_config
 from driftmon.engine import Engine, Evaluation
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.files import StateDirLock, read_regular
@@ -42,7 +42,7 @@ from driftmon.history import MonitorHistory
 from driftmon.ingest import Gate, IngestResult, LoopWatch
 from driftmon.kernels import warm_up_all
 from driftmon.lifecycle import take_pending
-from driftmon.logs import log_transitions
+from driftmon.logs import WarmupLog, log_transitions
 from driftmon.parsers import ParseProcesses
 from driftmon.reference import Reference, ReferenceError, load_snapshot
 from driftmon.sources import Batch
@@ -149,6 +149,7 @@ class Daemon:
         self._checkpoint_failures = 0
         # Both kinds from the start, so that increase() sees the first one.
         self._moved_aside: Counter[str] = Counter({"checkpoint": 0})
+        self._warmup_log = WarmupLog()
         self._events: asyncio.Queue[str] | None = None
         # Where users open the monitor pages: server.external_url, else the bound address.
         self.base_url = config.server.base_url()
@@ -314,7 +315,17 @@ class Daemon:
         if self.on_firing is not None:
             for rule, stream, feature, url in fired:
                 self.on_firing(rule, stream, feature, url)
+        self._log_warmup_progress()
         return evaluation
+
+    def _log_warmup_progress(self) -> int:
+        """Log each warmup's progress (:class:`~driftmon.logs.WarmupLog`); how many warm up."""
+        with self._lock:
+            engine = self.engine
+            if engine is None:
+                return 0
+            progress = {name: engine.warmup_progress(name) for name in engine.stream_names()}
+        return self._warmup_log.update(progress)
 
     def status(self) -> Status:
         """The picture one scrape shows (consistent: taken under the lock)."""
@@ -558,7 +569,15 @@ class Daemon:
                 return 0
             for event in deferred:
                 self._events.put_nowait(event)
-            log.info("ready: %d monitors", len(self.latest.monitors) if self.latest else 0)
+            warming = self._log_warmup_progress()
+            log.info(
+                "ready: %s%s",
+                describe(self.config),
+                f"; {warming} stream{'s' if warming > 1 else ''} still collecting "
+                "a warmup reference"
+                if warming
+                else "",
+            )
             tasks.append(asyncio.create_task(self._every(self._evaluate_every, self.evaluate)))
             if self.state_dir is not None:
                 tasks.append(

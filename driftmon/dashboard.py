@@ -698,6 +698,36 @@ def _significance_row(board: _Board, config: Config) -> None:
         12,
         9,
     )
+    # One line per model: its smallest Holm-adjusted p-value, and how many of its
+    # features each rule fires for (what a single per-stream alert would watch).
+    stream_selector = '{stream=~"$stream"}'
+    board.panel(
+        _timeseries(
+            "Stream drift p-value",
+            "Smallest Holm-adjusted p-value of each stream's features, min(1, m * min p): "
+            "below alpha when some feature drifts with family-wise error alpha. Log scale.",
+            [_query(f"driftmon_stream_drift_p_value{stream_selector}", "{{stream}}")],
+        ).scale_distribution(
+            common_builders.ScaleDistributionConfig()
+            .type(common_models.ScaleDistribution.LOG)
+            .log(10)
+        ),
+        12,
+        9,
+    )
+    board.panel(
+        _timeseries(
+            "Drifting features per stream",
+            "How many of each stream's features every alert rule fires for.",
+            [
+                _query(
+                    f"driftmon_stream_drifting_features{stream_selector}", "{{stream}} {{rule}}"
+                )
+            ],
+        ).min(0),
+        12,
+        9,
+    )
 
 
 def _samples_row(board: _Board, config: Config) -> None:

@@ -9,7 +9,7 @@ import time
 
 from driftmon.engine import Evaluation
 
-__all__ = ["configure_logging", "log_transitions", "monitor_url"]
+__all__ = ["WarmupLog", "configure_logging", "log_transitions", "monitor_url"]
 
 log = logging.getLogger("driftmon")
 
@@ -77,3 +77,33 @@ def log_transitions(
                 *key, monitor_url(base_url, m.stream, m.feature),
             )
     return fired
+
+
+class WarmupLog:
+    """Logs each warmup's progress once per 10 % step, and its freezing.
+
+    A stream collecting its warmup reference has no divergence yet: without
+    this the log says nothing between "ready" and its first alert.
+    """
+
+    def __init__(self) -> None:
+        self._logged: dict[str, int] = {}  # stream -> last warmup percentage logged
+
+    def update(self, progress: dict[str, tuple[int, int] | None]) -> int:
+        """Log what changed in ``progress`` (stream -> rows collected and needed, or None
+        once frozen); how many streams still warm up."""
+        for name, rows in progress.items():
+            logged = self._logged.get(name)
+            if rows is None:
+                if logged is not None and logged < 100:
+                    log.info("stream %s: warmup reference frozen", name)
+                    self._logged[name] = 100
+                continue
+            collected, needed = rows
+            step = min(100, collected * 100 // max(needed, 1)) // 10 * 10
+            if logged is None or step > logged:
+                self._logged[name] = step
+                log.info(
+                    "stream %s: warmup %d %% (%d of %d rows)", name, step, collected, needed
+                )
+        return sum(rows is not None for rows in progress.values())

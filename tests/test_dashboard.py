@@ -279,6 +279,8 @@ def test_every_metric_family_has_its_row(demo: dict[str, Any]) -> None:
         set(DIVERGENCE_METRICS.values())
         | {
             "driftmon_drift_p_value",
+            "driftmon_stream_drift_p_value",
+            "driftmon_stream_drifting_features",
             "driftmon_window_samples",
             "driftmon_reference_samples",
             "driftmon_alert_firing",

@@ -582,6 +582,7 @@ def _one_shot_rows(
     """
     n_bins = reference.shape[1]
     reference_bins = np.empty((2, n_bins))
+    reference_row = np.empty(n_bins)
     live_row = np.empty(n_bins)
     reference_monitors = np.empty((3, 1))
     terms = np.empty((_N_TERMS, n_bins))
@@ -591,23 +592,24 @@ def _one_shot_rows(
             r = reference[m, k]
             q = live[m, k]
             reference_bins[REF_COUNT, k] = r
+            reference_row[k] = r
             live_row[k] = q
             r_ok = (r >= 0.0) & (r <= _LARGEST)
             q_ok = (q >= 0.0) & (q <= _LARGEST)
             bad += 0 if (r_ok & q_ok) else 1
         if bad:
-            column = _first_bad(reference_bins[REF_COUNT])
+            column = _first_bad(reference_row)
             side = 0
             if column < 0:
                 column = _first_bad(live_row)
                 side = 1
-            value = reference_bins[REF_COUNT, column] if side == 0 else live_row[column]
+            value = reference_row[column] if side == 0 else live_row[column]
             errors[chunk, ERR_KIND] = NEGATIVE if value < 0.0 else NOT_FINITE
             errors[chunk, ERR_SIDE] = side
             errors[chunk, ERR_ROW] = m
             errors[chunk, ERR_COLUMN] = column
             return
-        ref_total = _total(reference_bins[REF_COUNT], 0, n_bins)
+        ref_total = _total(reference_row, 0, n_bins)
         live_total = _total(live_row, 0, n_bins)
         overflow_side = -1
         if not ref_total + n_bins * a <= _LARGEST:
