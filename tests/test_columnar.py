@@ -1,6 +1,6 @@
 """Columnar readers (Arrow, Parquet, fast CSV) against the row readers they replace.
 
-The oracle is the pure-Python row reader (``driftmon.parse.read_table``, kept
+The oracle is the pure-Python row reader (``driftmon.sources.read_table``, kept
 for JSON files and bodies): for every fixture and every feature, the layout
 learned from the new reader's values and every row's bin index must equal
 the old reader's. Missing, invalid, NaN and ±Infinity cells are included.
@@ -26,9 +26,9 @@ from driftmon.binning import CategoricalBinner, NumericBinner, top_k_categories
 from driftmon.coded import CodedColumn
 from driftmon.columnar import parse_arrow_body, read_batch
 from driftmon.config import FeatureConfig, QuantileBins
-from driftmon.parse import BodyError, read_table
 from driftmon.quantiles import finite_quantiles
 from driftmon.reference import layout_key, learn_binner
+from driftmon.sources import BodyError, read_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
