@@ -30,7 +30,7 @@ exit; nothing else differs from ``python -m driftmon``.
 The **ceiling**, measured in the same run in this process on one core while
 the daemon idles: ``orjson.loads`` of the same bodies plus one
 ``np.asarray(float64)`` per feature column. Beside it, as a breakdown of the
-daemon's own work without HTTP: ``driftmon.parse.parse_body`` alone, and
+daemon's own work without HTTP: ``driftmon.sources.parse_body`` alone, and
 ``parse_body`` followed by ``Engine.bin_batch`` on an engine built from the
 same config.
 
@@ -310,8 +310,8 @@ class InProcess:
     def __init__(self, config_path: Path, bodies: dict[str, list[bytes]], n_rows: int) -> None:
         from driftmon.config import load_config
         from driftmon.engine import Engine
-        from driftmon.parse import parse_body
         from driftmon.reference import numeric_fields
+        from driftmon.sources import parse_body
 
         config = load_config(config_path)
         self._engine = Engine(config, now=time.time())

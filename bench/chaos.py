@@ -100,7 +100,7 @@ REQUEST_TIMEOUT_S = 10.0
 LAUNCHER = """
 import sys
 import aiohttp.web
-import driftmon.cli, driftmon.cloudevents, driftmon.daemon, driftmon.server
+import driftmon.cli, driftmon.daemon, driftmon.http.app, driftmon.sources.cloudevents
 if "--warm-kernels" in sys.argv:
     sys.argv.remove("--warm-kernels")
     from driftmon.kernels import binning, divergence, special

@@ -20,7 +20,7 @@ feature's cell is parsed as a float (empty → missing, unparsable → invalid:
 the column is then converted cell by cell with Python's ``float``, exactly as
 before), any other cell is its text (empty → missing). NDJSON goes through
 Arrow's JSON reader when its types settle the docs/configuration.md#bins
-rules, and through the exact row parser (:mod:`driftmon.parse`) otherwise
+rules, and through the exact row parser (:mod:`driftmon.sources`) otherwise
 (mixed types in a column, non-standard ``NaN`` literals, a floating column for
 a categorical feature, where an integer may have been widened); JSON files
 always take the row parser.
@@ -43,7 +43,10 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from driftmon.coded import INVALID, MISSING, CodedColumn, FloatChunks
-from driftmon.parse import ARROW_STREAM_MEDIA_TYPE, Batch, BodyError, read_table
+from driftmon.sources.files import read_table
+from driftmon.sources.jsonrows import Batch
+from driftmon.sources.jsontext import BodyError
+from driftmon.sources.media import ARROW_STREAM_MEDIA_TYPE
 
 __all__ = [
     "ARROW_STREAM_MEDIA_TYPE",
@@ -187,7 +190,7 @@ def feature_values(
     is decoded first. A type Arrow cannot convert
     as above is decoded to Python values, to which the binner applies docs/configuration.md#bins as
     to JSON values; one that cannot even be decoded is a
-    :class:`~driftmon.parse.BodyError`.
+    :class:`~driftmon.sources.BodyError`.
     """
     if isinstance(column, pa.Array):
         column = pa.chunked_array([column], type=column.type)
@@ -267,7 +270,7 @@ def parse_arrow_body(
 ) -> Batch:
     """Decode an Arrow IPC stream body into a batch (see the module docstring for the types).
 
-    Raises :class:`~driftmon.parse.BodyError` (nothing applied) for bytes that
+    Raises :class:`~driftmon.sources.BodyError` (nothing applied) for bytes that
     are not an Arrow IPC stream, a requested column given twice, or a
     compressed body that expands past 64 times its size.
     """
@@ -464,7 +467,7 @@ def read_batch(
     categorical features. With ``chunked``, numeric columns of several
     chunks (Parquet row groups, CSV blocks) come as
     :class:`~driftmon.coded.FloatChunks` (the reference loader's way to skip
-    a copy). Raises :class:`~driftmon.parse.BodyError` (message
+    a copy). Raises :class:`~driftmon.sources.BodyError` (message
     starting with the path) for content that cannot be read, ``OSError`` for
     a file that cannot be opened and ``ValueError`` for an unknown format.
     """

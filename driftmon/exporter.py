@@ -123,6 +123,7 @@ class Status:
     dropped_events: Mapping[str, int] = field(default_factory=dict)
     files_moved_aside: Mapping[str, int] = field(default_factory=dict)
     parse_processes: int | None = None  # alive; None without ingest.processes
+    parse_process_jobs: int | None = None  # bodies a parse process binned; idem
     cluster: ClusterStatus | None = None  # cluster.mode: shared only
 
 
@@ -294,6 +295,13 @@ def _ingest_families(status: Status) -> Iterator[Metric]:
         )
         parsers.add_metric([], float(status.parse_processes))
         yield parsers
+    if status.parse_process_jobs is not None:
+        jobs = CounterMetricFamily(
+            "driftmon_ingest_parse_process_jobs",
+            "Ingest bodies parsed and binned by a parse process (the rest by the workers).",
+        )
+        jobs.add_metric([], float(status.parse_process_jobs))
+        yield jobs
     warmup = GaugeMetricFamily(
         "driftmon_warmup_rows",
         "Rows collected so far by a stream whose warmup reference is not frozen yet.",

@@ -41,8 +41,8 @@ from driftmon.demo import (
     produce,
 )
 from driftmon.divergence import divergences
-from driftmon.parse import Batch, parse_body
 from driftmon.reference import Reference, build_reference, load_reference_file
+from driftmon.sources import Batch, parse_body
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = load_config(demo_config_path())

@@ -31,9 +31,9 @@ from test_engine import layout_edges, naive_counts, naive_layout
 from driftmon.cli import main
 from driftmon.config import load_config, parse_config
 from driftmon.engine import Engine
-from driftmon.parse import read_table
 from driftmon.reference import build_reference, load_snapshot, numeric_fields
 from driftmon.replay import RECORD_KEYS, replay
+from driftmon.sources import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "replay"

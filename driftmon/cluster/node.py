@@ -46,13 +46,10 @@ from driftmon.cluster.replica import (
 from driftmon.cluster.status import ClusterStatus
 from driftmon.cluster.store import Store, StreamLayout, connect, read_password
 from driftmon.config import ClusterConfig
-from driftmon.daemon import QueueFull
 from driftmon.engine import Engine, Evaluation
+from driftmon.ingest import QueueFull
 
 log = logging.getLogger("driftmon.cluster")
-
-MAX_IDEMPOTENCY_KEY_CHARS = 200
-
 
 class StoreUnavailable(QueueFull):
     """The store did not confirm a request's rows in time (answered 503 + Retry-After)."""
@@ -61,20 +58,6 @@ class StoreUnavailable(QueueFull):
 def default_replica_id() -> str:
     """``hostname-pid-random``: unique per process, readable in logs."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def check_idempotency_key(key: str | None) -> str | None:
-    """The key, or ``ValueError`` naming what is wrong with it (printable ASCII, <= 200)."""
-    if key is None:
-        return None
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
-        raise ValueError(
-            f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, "
-            f"got {len(key)}"
-        )
-    if not (key.isascii() and key.isprintable()):
-        raise ValueError("Idempotency-Key: must be printable ASCII")
-    return key
 
 
 @dataclass(frozen=True)
