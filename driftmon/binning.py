@@ -1,4 +1,4 @@
-"""Bin layouts and the checked binning API (DESIGN.md §2).
+"""Bin layouts and the checked binning API (docs/configuration.md#bins).
 
 A :class:`NumericBinner` or :class:`CategoricalBinner` is one monitor's bin layout:
 immutable, cheap to share between ingest threads, and the only way the rest of
@@ -6,7 +6,7 @@ driftmon reaches the numba kernels of :mod:`driftmon.kernels.binning`. Every
 method that enters JIT code first checks dtype, shape and writeability and raises
 ``ValueError`` naming the argument.
 
-Layouts, fixed by DESIGN.md §2:
+Layouts, fixed by docs/configuration.md#bins:
 
 - numeric, ``n`` regular bins, ``K = n + 4``: ``0`` underflow, ``1 .. n`` regular,
   ``n + 1`` overflow, ``n + 2`` missing, ``n + 3`` invalid;
@@ -18,7 +18,7 @@ float64 buffer, so per-worker buffers merge with ``+=``; indexing methods return
 one int32 layout index per value.
 
 The ``*_values`` methods take one column of decoded JSON or CSV (Python objects)
-and apply §2's type rules: see :meth:`NumericBinner.add_values` and
+and apply the type rules of docs/configuration.md#bins: see :meth:`NumericBinner.add_values` and
 :meth:`CategoricalBinner.codes`.
 """
 
@@ -39,6 +39,7 @@ from driftmon.kernels import binning as kernels
 __all__ = [
     "CategoricalBinner",
     "NumericBinner",
+    "cover_maximum",
     "quantile_edges",
     "top_k_categories",
 ]
@@ -232,7 +233,7 @@ def _format_edge(edge: float) -> str:
 
 
 def _as_number(value: object) -> float | None:
-    """The float of one JSON/CSV value under §2's numeric rules; None if invalid.
+    """The float of one JSON/CSV value under the numeric rules (docs/configuration.md), or None.
 
     int and float (and numpy's integer and floating scalars) are numbers; an int
     too large for a float64 becomes ±inf (overflow/underflow); None is missing
@@ -379,7 +380,8 @@ class NumericBinner:
         if not_finite.size:
             i = int(not_finite[0])
             raise ValueError(f"edges must be finite, got edges[{i}] = {array[i]!r}")
-        not_increasing = np.flatnonzero(np.diff(array) <= 0)
+        # Compared, not subtracted: edges spanning more than float64 overflow np.diff.
+        not_increasing = np.flatnonzero(array[1:] <= array[:-1])
         if not_increasing.size:
             i = int(not_increasing[0])
             raise ValueError(
@@ -506,7 +508,7 @@ class NumericBinner:
         return out
 
     def add_values(self, values: Sequence[object] | np.ndarray, counts: np.ndarray) -> None:
-        """Add one column of decoded JSON/CSV values into ``counts`` (DESIGN.md §2).
+        """Add one column of decoded JSON/CSV values into ``counts`` (docs/configuration.md#bins).
 
         int and float are numbers (an int beyond float64 range is ±inf, so
         overflow/underflow); None and NaN are missing; bool, str (even ``"1.5"``),
@@ -551,7 +553,7 @@ def _check_bound(name: str, value: object) -> float:
 
 
 def _category_text(value: object) -> str | None:
-    """Canonical text of a valid categorical value (§2), or None if it is not one.
+    """Canonical text of a valid categorical value, or None if it is not one.
 
     str as is; bool ``"true"``/``"false"``; int its decimal text. None, floats,
     lists, dicts and anything else have no text (missing or invalid).
@@ -639,7 +641,7 @@ class CategoricalBinner:
         return len(self.categories) + 2
 
     def codes(self, values: Sequence[object] | np.ndarray) -> np.ndarray:
-        """The int32 layout index of every value of a column (DESIGN.md §2).
+        """The int32 layout index of every value of a column (docs/configuration.md#bins).
 
         str matches as is (case-sensitive, no trimming); int by its decimal text
         (``3`` matches ``"3"``); bool as ``"true"``/``"false"``; a valid value
@@ -726,9 +728,12 @@ def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
     values: 1-D array of real numbers (NaN and ±inf are ignored). count: the
     number of bins asked for (>= 1). Quantiles use ``np.quantile``'s default
     linear interpolation; repeated edges are removed, so heavily tied data gets
-    fewer bins. The last edge is the largest value, which therefore bins as
-    overflow (``v >= e_n``). Returns strictly increasing float64 edges. Raises
-    ValueError when fewer than 2 distinct edges remain (e.g. constant data).
+    fewer bins. The last edge is then moved from the largest value to the next
+    float above it (:func:`cover_maximum`), so that every value the edges were
+    learned from falls in a regular bin: none in underflow or overflow. Returns
+    strictly increasing float64 edges. Raises ValueError when fewer than 2
+    distinct quantiles remain (e.g. constant data) or the largest value is the
+    largest float64.
     """
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
@@ -764,7 +769,30 @@ def edges_from_quantiles(quantiles: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"the finite values have fewer than 2 distinct quantiles (all equal to {edges[0]!r})"
         )
-    return edges
+    return cover_maximum(edges, float(edges[-1]))
+
+
+def cover_maximum(edges: np.ndarray, largest: float) -> np.ndarray:
+    """``edges`` with the last one set to the next float above ``largest``.
+
+    Bins are half-open (``e_i <= v < e_{i+1}``, ``v >= e_n`` is overflow), so
+    a layout learned from data must end just above the data's maximum, never
+    at it: otherwise the reference's own maximum lands in overflow, and with
+    ``smoothing: 0`` that one count makes KL and PSI +Inf for any window that
+    does not repeat it. Every layout learned from values goes through here.
+    ``edges``: strictly increasing float64 whose last edge is ``largest``
+    (or below it). Raises ValueError when ``largest`` is the largest finite
+    float64, above which no finite edge exists.
+    """
+    top = math.nextafter(largest, math.inf)
+    if not math.isfinite(top):
+        raise ValueError(
+            f"the largest value is {largest!r}, the largest float64: no finite bin edge lies "
+            "above it"
+        )
+    covered = np.array(edges, dtype=np.float64)
+    covered[-1] = max(float(covered[-1]), float(top))
+    return covered
 
 
 def top_k_categories(values: Sequence[object] | np.ndarray, k: int) -> tuple[str, ...]:

@@ -1,10 +1,10 @@
-"""The Grafana dashboard of a config: ``driftmon dashboard -c FILE`` (DESIGN.md §7, §8).
+"""The Grafana dashboard of a config: ``driftmon dashboard -c FILE`` (docs/metrics.md, docs/cli.md).
 
 :func:`build_dashboard` turns a :class:`~driftmon.config.Config` into a Grafana
 dashboard (schema version 41, Grafana 11.6) with Grafana's own generated
 models, ``grafana-foundation-sdk``; :func:`dashboard_json` is the text the
 command prints. Nothing here reads YAML or talks to a daemon: the dashboard
-depends only on the config and on the public metric names of DESIGN.md §7.
+depends only on the config and on the public metric names of docs/metrics.md.
 
 What the dashboard holds:
 
@@ -23,7 +23,10 @@ What the dashboard holds:
   each line comes from. Lines at the same value merge, coloured by the most
   severe of their rules (``critical`` red, ``warning`` orange, other
   severities yellow);
-- an annotation that marks when ``driftmon_alert_firing`` is 1.
+- an annotation that marks when ``driftmon_alert_firing`` is 1;
+- on every panel a link to the daemon's pages (``server.external_url``, else
+  the listen address), and on every panel of per-monitor series a data link
+  from each series to that monitor's page.
 
 The output is deterministic (sorted keys, no timestamps, no paths), so a
 dashboard generated into a repository can be checked to be up to date. The
@@ -70,7 +73,7 @@ STREAM_QUERY = "label_values(driftmon_window_samples, stream)"
 FEATURE_QUERY = 'label_values(driftmon_window_samples{stream=~"$stream"}, feature)'
 
 DIVERGENCE_METRICS: dict[str, str] = dict(ALERT_SERIES)
-"""Alert metric (``alerts[].metric``) -> the gauge that exports it (DESIGN.md §7)."""
+"""Alert metric (``alerts[].metric``) -> the gauge that exports it (docs/metrics.md)."""
 
 RATE = "$__rate_interval"
 MONITOR_LEGEND = "{{stream}}/{{feature}}"
@@ -178,10 +181,11 @@ def build_dashboard(
         .editable()
         .tooltip(dashboard_models.DashboardCursorSync.CROSSHAIR)
         .time("now-1h", "now")
-        .refresh(_refresh(config.engine.evaluate_every_s))
+        .refresh(_refresh(config.engine.evaluate_every_s)),
+        config.server.base_url(),
     )
     _variables(board.builder)
-    _annotations(board.builder)
+    _annotations(board.builder, config)
     _alert_row(board, config)
     _divergence_rows(board, config)
     _significance_row(board, config)
@@ -247,15 +251,24 @@ _PanelBuilder = (
 class _Board:
     """The dashboard builder plus the next free panel id (Grafana wants them unique)."""
 
-    def __init__(self, builder: dashboard_builders.Dashboard) -> None:
+    def __init__(self, builder: dashboard_builders.Dashboard, base_url: str) -> None:
         self.builder = builder
         self._next_id = 1
+        self.base_url = base_url
 
     def row(self, title: str) -> None:
         self.builder.with_row(dashboard_builders.Row(title).id(self._take_id()))
 
     def panel(self, panel: _PanelBuilder, width: int, height: int) -> None:
-        """Add ``panel``, ``width`` of the grid's 24 columns wide and ``height`` rows high."""
+        """Add ``panel``, ``width`` of the grid's 24 columns wide and ``height`` rows high,
+        linked to the daemon's pages (and each per-monitor series to its monitor's page)."""
+        panel.links([_link("driftmon: all monitors", f"{self.base_url}/")])
+        targets = getattr(getattr(panel, "_internal", None), "targets", None) or ()
+        if hasattr(panel, "data_links") and any(
+            "$feature" in str(getattr(target, "expr", "")) for target in targets
+        ):
+            panel.data_links([_link("driftmon: ${__field.labels.stream}/${__field.labels.feature}",
+                                    monitor_link(self.base_url))])
         self.builder.with_panel(
             panel.id(self._take_id()).datasource(DATASOURCE).span(width).height(height)
         )
@@ -264,6 +277,23 @@ class _Board:
         taken = self._next_id
         self._next_id += 1
         return taken
+
+
+def monitor_link(base_url: str) -> str:
+    """The data link from a series with ``stream`` and ``feature`` labels to its monitor's page."""
+    return (
+        f"{base_url}/monitors?stream=${{__field.labels.stream:percentencode}}"
+        "&feature=${__field.labels.feature:percentencode}"
+    )
+
+
+def _link(title: str, url: str) -> dashboard_builders.DashboardLink:
+    return (
+        dashboard_builders.DashboardLink(title)
+        .type(dashboard_models.DashboardLinkType.LINK)
+        .url(url)
+        .target_blank(True)
+    )
 
 
 def _refresh(evaluate_every_s: float) -> str:
@@ -457,7 +487,19 @@ def _variables(builder: dashboard_builders.Dashboard) -> None:
         )
 
 
-def _annotations(builder: dashboard_builders.Dashboard) -> None:
+def _leader_series(config: Config, series: str) -> str:
+    """``series`` as one line per monitor across leader changes (``cluster.mode: shared``).
+
+    In shared mode the leader exports the per-monitor series and the leader
+    can change, so the ``instance`` (and ``pod``) label changes; dropping them
+    keeps each monitor's line, and each alert, one series.
+    """
+    if config.cluster.shared:
+        return f"max without (instance, pod) ({series})"
+    return series
+
+
+def _annotations(builder: dashboard_builders.Dashboard, config: Config) -> None:
     # Grafana adds its built-in annotation to every dashboard it saves; writing it out keeps
     # an import and a save of this file identical.
     builder.annotation(
@@ -477,7 +519,7 @@ def _annotations(builder: dashboard_builders.Dashboard) -> None:
         .enable(True)
         .hide(False)
         .icon_color("red")
-        .expr(f"driftmon_alert_firing{MONITOR_SELECTOR} == 1")
+        .expr(_leader_series(config, f"driftmon_alert_firing{MONITOR_SELECTOR}") + " == 1")
     )
 
 
@@ -486,7 +528,7 @@ def _annotations(builder: dashboard_builders.Dashboard) -> None:
 
 def _alert_row(board: _Board, config: Config) -> None:
     board.row("Alerts")
-    firing = f"driftmon_alert_firing{MONITOR_SELECTOR}"
+    firing = _leader_series(config, f"driftmon_alert_firing{MONITOR_SELECTOR}")
     board.panel(
         _stat(
             "Firing now",
@@ -565,7 +607,8 @@ def _rules_markdown(config: Config) -> str:
     for rule in config.alerts:
         condition = f"{rule.metric} > {_number(rule.threshold)}"
         if rule.max_p_value is not None:
-            condition += f" and p_value < {_number(rule.max_p_value)}"
+            corrected = "" if rule.p_value_correction == "none" else f" ({rule.p_value_correction})"
+            condition += f" and p_value{corrected} < {_number(rule.max_p_value)}"
         rows.append(
             "| "
             + " | ".join(
@@ -619,7 +662,12 @@ def _divergence_panel(config: Config, metric: str) -> timeseries_builders.Panel:
     panel = _timeseries(
         title,
         description,
-        [_query(f"{DIVERGENCE_METRICS[metric]}{MONITOR_SELECTOR}", MONITOR_LEGEND)],
+        [
+            _query(
+                _leader_series(config, f"{DIVERGENCE_METRICS[metric]}{MONITOR_SELECTOR}"),
+                MONITOR_LEGEND,
+            )
+        ],
         lines=lines,
     ).min(0)
     if metric == "hellinger":
@@ -651,7 +699,12 @@ def _significance_row(board: _Board, config: Config) -> None:
         "G-test p-value of reference and live counts coming from one distribution: small "
         "means the divergence is more than the noise of a window this size. Log scale. "
         + _lines_text(lines, "max_p_value"),
-        [_query(f"driftmon_drift_p_value{MONITOR_SELECTOR}", MONITOR_LEGEND)],
+        [
+            _query(
+                _leader_series(config, f"driftmon_drift_p_value{MONITOR_SELECTOR}"),
+                MONITOR_LEGEND,
+            )
+        ],
         lines=lines,
     ).scale_distribution(
         common_builders.ScaleDistributionConfig().type(common_models.ScaleDistribution.LOG).log(10)
@@ -662,7 +715,42 @@ def _significance_row(board: _Board, config: Config) -> None:
         _timeseries(
             "Entropy",
             f"Entropy of the smoothed reference and live distributions, in {base}.",
-            [_query(f"driftmon_entropy{MONITOR_SELECTOR}", MONITOR_LEGEND + " {{window}}")],
+            [
+                _query(
+                    _leader_series(config, f"driftmon_entropy{MONITOR_SELECTOR}"),
+                    MONITOR_LEGEND + " {{window}}",
+                )
+            ],
+        ).min(0),
+        12,
+        9,
+    )
+    # One line per model: its smallest Holm-adjusted p-value, and how many of its
+    # features each rule fires for (what a single per-stream alert would watch).
+    stream_selector = '{stream=~"$stream"}'
+    board.panel(
+        _timeseries(
+            "Stream drift p-value",
+            "Smallest Holm-adjusted p-value of each stream's features, min(1, m * min p): "
+            "below alpha when some feature drifts with family-wise error alpha. Log scale.",
+            [_query(f"driftmon_stream_drift_p_value{stream_selector}", "{{stream}}")],
+        ).scale_distribution(
+            common_builders.ScaleDistributionConfig()
+            .type(common_models.ScaleDistribution.LOG)
+            .log(10)
+        ),
+        12,
+        9,
+    )
+    board.panel(
+        _timeseries(
+            "Drifting features per stream",
+            "How many of each stream's features every alert rule fires for.",
+            [
+                _query(
+                    f"driftmon_stream_drifting_features{stream_selector}", "{{stream}} {{rule}}"
+                )
+            ],
         ).min(0),
         12,
         9,
@@ -679,7 +767,12 @@ def _samples_row(board: _Board, config: Config) -> None:
             "Window samples",
             "Rows in each monitor's live window. Below a rule's min_samples the rule gives "
             "no verdict (and keeps its state). " + _lines_text(lines, "min_samples"),
-            [_query(f"driftmon_window_samples{MONITOR_SELECTOR}", MONITOR_LEGEND)],
+            [
+                _query(
+                    _leader_series(config, f"driftmon_window_samples{MONITOR_SELECTOR}"),
+                    MONITOR_LEGEND,
+                )
+            ],
             lines=lines,
         ).min(0),
         width,
@@ -689,7 +782,12 @@ def _samples_row(board: _Board, config: Config) -> None:
         _timeseries(
             "Reference samples",
             "Rows in each monitor's reference.",
-            [_query(f"driftmon_reference_samples{MONITOR_SELECTOR}", MONITOR_LEGEND)],
+            [
+                _query(
+                    _leader_series(config, f"driftmon_reference_samples{MONITOR_SELECTOR}"),
+                    MONITOR_LEGEND,
+                )
+            ],
         ).min(0),
         width,
         8,

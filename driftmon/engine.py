@@ -1,4 +1,4 @@
-"""The engine: every monitor's counts in a few packed arrays (DESIGN.md §1–§5, §11).
+"""The engine: every monitor's counts in a few packed arrays (docs/, docs/durability.md).
 
 Monitors are views (an offset and a length) into three float64 arrays of
 ``B`` bins for all monitors together: ``reference``, ``live`` (the sum of
@@ -33,6 +33,8 @@ from driftmon.alerting import AlertTable, RuleParams, advance
 from driftmon.binning import NumericBinner
 from driftmon.config import AlertRule, Config, SampleWindow, StreamConfig, TimeWindow
 from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
+from driftmon.history import HistoryRing, HistoryState, MonitorKey
+from driftmon.multiple_testing import PValueFamilies, combined_p_values
 from driftmon.reference import (
     Binner,
     Reference,
@@ -95,7 +97,12 @@ class Evaluation:
 
     ``values[name]`` is float64[M] for every name of :data:`ALL_METRICS`; NaN
     means absent (no reference, an empty window, or ``wasserstein`` of a
-    categorical monitor).
+    categorical monitor). ``alert_p_values[i]`` is the p-value pair ``i``'s
+    rule judged with ``max_p_value``: corrected over its family when the rule
+    has a ``p_value_correction``, else its monitor's raw p-value (NaN: the
+    pair got no verdict). ``stream_p_values`` holds each stream's combined
+    p-value (:func:`~driftmon.multiple_testing.combined_p_values`) when at
+    least one of its monitors has a p-value.
     """
 
     time: float
@@ -106,6 +113,12 @@ class Evaluation:
     alert_pairs: tuple[AlertPair, ...]
     alerts: AlertTable
     duration_s: float
+    alert_p_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    stream_p_values: Mapping[str, float] = field(default_factory=dict)
+    # The counts this evaluation saw (float64[B], read-only), so that pages show the
+    # same histograms as the divergences they print; empty for an evaluation made by hand.
+    live_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    reference_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def firing_rules(self, monitor: int) -> list[str]:
         """Names of the rules firing for monitor number ``monitor``."""
@@ -114,6 +127,18 @@ class Evaluation:
             for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True)
             if pair.monitor == monitor and state == 2
         ]
+
+    def drifting_features(self) -> dict[tuple[str, str], int]:
+        """(stream, rule) → how many of the stream's monitors the rule fires for.
+
+        One entry for every (stream, rule) where the rule matches at least one
+        monitor, 0 included: what a single per-stream alert counts on.
+        """
+        counts: dict[tuple[str, str], int] = {}
+        for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True):
+            key = (self.monitors[pair.monitor].stream, pair.rule.name)
+            counts[key] = counts.get(key, 0) + (1 if state == 2 else 0)
+        return counts
 
 
 @dataclass
@@ -266,7 +291,18 @@ class Engine:
             [np.asarray(m.binner.edges, dtype=np.float64) for m in numeric],  # type: ignore[union-attr]
         )
         self._build_alert_pairs(previous=None)
+        engine_config = self.config.engine
+        self.history = HistoryRing(
+            engine_config.history_capacity,
+            len(monitors),
+            max(engine_config.history_every_s, engine_config.evaluate_every_s),
+            tolerance_s=engine_config.evaluate_every_s / 2,
+        )
         self.generation = next(_GENERATIONS)
+
+    def history_keys(self) -> list[MonitorKey]:
+        """(stream, feature, layout key) of every monitor, in monitor order."""
+        return [(m.stream, m.feature, layout_key(m.binner)) for m in self.monitors]
 
     def _new_window(self, stream: _Stream) -> PaneWindow | SampleRing | None:
         if not stream.monitors:
@@ -297,6 +333,7 @@ class Engine:
             [ALL_METRICS.index(p.rule.metric) for p in pairs], dtype=np.int64
         )
         self._alert_monitors = np.array([p.monitor for p in pairs], dtype=np.int64)
+        self._p_value_families = _families(pairs, self.monitors)
         table = AlertTable.empty(len(pairs))
         if previous:
             state = table.state.copy()
@@ -361,50 +398,38 @@ class Engine:
 
     def _bin_into(self, stream: _Stream, batch: BinnedBatch, first_row: int) -> None:
         """Bin rows ``first_row:`` of ``batch`` for ``stream``'s current layout."""
-        size = stream.stop - stream.start
-        if isinstance(stream.window, SampleRing):
-            shape = (batch.n_rows - first_row, len(stream.monitors))
-            columns = [batch.columns.get(monitor.feature) for monitor in stream.monitors]
-            if all(values is not None for values in columns):
-                indices = np.empty(shape, dtype=np.int32)  # every cell is written below
-            else:
-                indices = np.full(shape, NOT_REACHED, dtype=np.int32)
-            counts = np.zeros(size, dtype=np.float64)
-            for j, (monitor, values) in enumerate(zip(stream.monitors, columns, strict=True)):
-                if values is None:
-                    continue
-                if first_row:
-                    values = values[first_row:]
-                rel = monitor.offset - stream.start
-                layout_index = monitor.binner.index_values(values)
-                np.add(layout_index, np.int32(rel), out=indices[:, j])
-                view = counts[rel : rel + monitor.n_bins]
-                binner = monitor.binner
-                if _is_float_column(binner, values) and getattr(binner, "kind", "") == "uniform":
-                    # The uniform counting kernel reads the floats again faster
-                    # than np.bincount reads the indices (it widens them to
-                    # int64); the explicit-edges kernel does not (bench_engine).
-                    _add_values(binner, values, view)
-                else:
-                    view += np.bincount(layout_index, minlength=monitor.n_bins)
-            batch.indices = indices
-            batch.counts = counts
-        else:
-            counts = np.zeros(size, dtype=np.float64)
-            for monitor in stream.monitors:
-                values = batch.columns.get(monitor.feature)
-                if values is None:
-                    continue
-                rel = monitor.offset - stream.start
-                view = counts[rel : rel + monitor.n_bins]
-                _add_values(monitor.binner, values[first_row:] if first_row else values, view)
-            batch.counts = counts
+        batch.counts, batch.indices = bin_rows(
+            self._layout_of(stream), batch.columns, batch.n_rows, first_row
+        )
 
-    def apply(self, batch: BinnedBatch, now: float, *, unknown_fields: int = 0) -> None:
+    def _layout_of(self, stream: _Stream) -> StreamLayout:
+        return StreamLayout(
+            stream.monitors,
+            stream.start,
+            stream.stop - stream.start,
+            isinstance(stream.window, SampleRing),
+            self.generation,
+        )
+
+    def stream_layout(self, name: str) -> StreamLayout:
+        """What :func:`bin_rows` needs to bin ``name``'s rows as this engine does now.
+
+        Binners and offsets only: a parse process bins with it (:mod:`driftmon.parsers`).
+        """
+        stream = self._streams.get(name)
+        if stream is None:
+            raise UnknownStreamError(name)
+        return self._layout_of(stream)
+
+    def apply(
+        self, batch: BinnedBatch, now: float, *, unknown_fields: int = 0, window: bool = True
+    ) -> None:
         """Add a binned batch to its stream's window at time ``now``.
 
         A batch binned against an older packing (a reload or a frozen warmup
-        happened in between) is binned again first.
+        happened in between) is binned again first. With ``window=False`` the
+        batch is binned and counted but its window is left alone: in
+        ``cluster.mode: shared`` the counts go to the store (driftmon/cluster/).
         """
         stream = self._streams.get(batch.stream)
         if stream is None:
@@ -426,6 +451,8 @@ class Engine:
             self._bin_into(stream, batch, 0)
         assert batch.counts is not None and stream.window is not None
         self.ingested[stream.start : stream.stop] += batch.counts
+        if not window:
+            return
         if isinstance(stream.window, SampleRing):
             assert batch.indices is not None
             stream.window.add_rows(batch.indices, batch.counts)
@@ -487,7 +514,9 @@ class Engine:
             for m in self.monitors
         }
         kept_alerts = self.alert_states()
+        kept_history = self.history.export(self.history_keys())
         self._pack()
+        self.history.restore(kept_history, self.history_keys())
         for name, exported in kept_windows.items():
             if exported is not None:
                 self.restore_window(name, exported, self.now)
@@ -614,15 +643,19 @@ class Engine:
                 warmup_rows=stream.warmup_rows,
                 warmup_columns={k: list(v) for k, v in stream.warmup_columns.items()},
             )
-        return EngineState(streams=streams, alerts=self.alert_states())
+        return EngineState(
+            streams=streams,
+            alerts=self.alert_states(),
+            history=self.history.export(self.history_keys()),
+        )
 
     def adopt(self, state: EngineState, now: float) -> None:
         """Take over exported state for the streams, monitors and rules it still fits.
 
         Window contents and alert states go to monitors whose layout is
-        unchanged (a monitor whose layout changed starts fresh, DESIGN.md §10).
+        unchanged (a monitor whose layout changed starts fresh, docs/durability.md).
         A ``warmup`` stream with unchanged features and reference spec takes
-        over the reference frozen before (kept across restarts, §4), or resumes
+        over the reference frozen before (kept across restarts, docs/configuration.md), or resumes
         its warmup. Panes that expired by ``now`` are dropped.
         """
         adopted_reference = False
@@ -647,6 +680,9 @@ class Engine:
                 self.restore_window(name, kept.window, now)
         self.advance_windows(now)
         self._build_alert_pairs(previous=self._alerts_of_unchanged_monitors(state))
+        if state.history is not None:
+            # Keyed by layout too: a monitor whose layout changed starts a fresh history.
+            self.history.restore(state.history, self.history_keys())
 
     def _alerts_of_unchanged_monitors(
         self, state: EngineState
@@ -689,17 +725,38 @@ class Engine:
         window_samples = (
             np.add.reduceat(self.live, self.bin_offsets[:-1]) if m else np.zeros(0)
         )
+        alert_p_values = np.zeros(0)
         if self.alert_pairs:
             metric_matrix = np.vstack([values[name] for name in ALL_METRICS])
+            pair_values = metric_matrix[self._alert_metric_rows, self._alert_monitors]
+            pair_samples = window_samples[self._alert_monitors]
+            pair_p_values = values["p_value"][self._alert_monitors]
+            # The pairs judged at this evaluation (alerting.advance holds the
+            # others) are the ones a family's correction counts.
+            judged = (pair_samples >= self._alert_params.min_samples) & ~np.isnan(pair_values)
+            alert_p_values = self._p_value_families.adjust(
+                np.where(judged, pair_p_values, np.nan)
+            )
             self.alerts = advance(
                 self.alerts,
                 self._alert_params,
-                value=metric_matrix[self._alert_metric_rows, self._alert_monitors],
-                p_value=values["p_value"][self._alert_monitors],
-                samples=window_samples[self._alert_monitors],
+                value=pair_values,
+                p_value=alert_p_values,
+                samples=pair_samples,
                 now=now,
             )
-        for array in (*values.values(), window_samples):
+        stream_p_values = self._stream_p_values(values["p_value"])
+        firing = np.zeros(m, dtype=np.int64)
+        if self.alert_pairs:
+            firing = np.bincount(
+                self._alert_monitors[self.alerts.state == 2], minlength=m
+            ).astype(np.int64)
+        self.history.record(now, values, window_samples, firing)
+        live_counts = self.live.copy()
+        reference_counts = self.reference.view()
+        for array in (
+            *values.values(), window_samples, alert_p_values, live_counts, reference_counts
+        ):
             array.flags.writeable = False
         return Evaluation(
             time=now,
@@ -710,7 +767,29 @@ class Engine:
             alert_pairs=self.alert_pairs,
             alerts=self.alerts,
             duration_s=time.perf_counter() - started,
+            alert_p_values=alert_p_values,
+            stream_p_values=stream_p_values,
+            live_counts=live_counts,
+            reference_counts=reference_counts,
         )
+
+    def _stream_p_values(self, p_values: np.ndarray) -> dict[str, float]:
+        """Each stream's combined p-value, for the streams where some monitor has one."""
+        streams = [s for s in self._streams.values() if s.monitors]
+        if not streams:
+            return {}
+        offsets = [streams[0].monitors[0].index] + [
+            s.monitors[-1].index + 1 for s in streams
+        ]
+        # Streams are packed in order, so their monitors are contiguous index ranges.
+        combined = combined_p_values(
+            p_values[offsets[0] : offsets[-1]], np.asarray(offsets) - offsets[0]
+        )
+        return {
+            stream.name: float(value)
+            for stream, value in zip(streams, combined, strict=True)
+            if not np.isnan(value)
+        }
 
     # --- introspection --------------------------------------------------------
 
@@ -728,15 +807,6 @@ class Engine:
     def unknown_fields(self, stream: str) -> int:
         """Values under unmonitored fields seen for ``stream`` since start."""
         return self._streams[stream].unknown_fields_total
-
-    def references(self) -> dict[str, Reference | None]:
-        """Every stream's reference (``None``: warming up, or unusable at start).
-
-        ``Engine(self.config, references=self.references())`` packs exactly
-        as this engine does now, reading no file: what a parse process needs
-        to bin for it (:mod:`driftmon.parsers`).
-        """
-        return {name: stream.reference for name, stream in self._streams.items()}
 
     def bins_in_place(self, stream: str) -> bool:
         """Whether ``stream``'s rows are binned as they come (not collected for a warmup)."""
@@ -784,6 +854,22 @@ class EngineState:
 
     streams: Mapping[str, StreamState]
     alerts: Mapping[tuple[str, str, str], tuple]
+    history: HistoryState | None = None  # None: none kept (an older checkpoint)
+
+
+def _families(pairs: Sequence[AlertPair], monitors: Sequence[Monitor]) -> PValueFamilies:
+    """One family per (rule with a ``p_value_correction``, stream) over ``pairs``."""
+    members: dict[tuple[int, str], list[int]] = {}
+    methods: dict[tuple[int, str], str] = {}
+    for i, pair in enumerate(pairs):
+        if pair.rule.p_value_correction == "none":
+            continue
+        key = (id(pair.rule), monitors[pair.monitor].stream)
+        members.setdefault(key, []).append(i)
+        methods[key] = pair.rule.p_value_correction
+    return PValueFamilies(
+        list(members.values()), [methods[key] for key in members], len(pairs)
+    )
 
 
 def _as_objects(values: Sequence[object] | np.ndarray) -> list[object]:
@@ -812,6 +898,65 @@ def _add_values(
     else:
         binner.add_values(values, counts)
 
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """A stream's monitors and bins in one packing (``generation``) of an engine."""
+
+    monitors: tuple[Monitor, ...]
+    start: int
+    size: int
+    samples: bool  # a {samples: N} window: per-row bin indices too
+    generation: int
+
+
+def bin_rows(
+    layout: StreamLayout,
+    columns: Mapping[str, Sequence[object] | np.ndarray],
+    n_rows: int,
+    first_row: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Counts over the stream's bins of rows ``first_row:``; per-row indices for samples.
+
+    A feature absent from ``columns`` is not reached (its counts stay zero,
+    its indices ``NOT_REACHED``). Touches no shared state.
+    """
+    size = layout.size
+    if layout.samples:
+        shape = (n_rows - first_row, len(layout.monitors))
+        picked = [columns.get(monitor.feature) for monitor in layout.monitors]
+        if all(values is not None for values in picked):
+            indices = np.empty(shape, dtype=np.int32)  # every cell is written below
+        else:
+            indices = np.full(shape, NOT_REACHED, dtype=np.int32)
+        counts = np.zeros(size, dtype=np.float64)
+        for j, (monitor, values) in enumerate(zip(layout.monitors, picked, strict=True)):
+            if values is None:
+                continue
+            if first_row:
+                values = values[first_row:]
+            rel = monitor.offset - layout.start
+            layout_index = monitor.binner.index_values(values)
+            np.add(layout_index, np.int32(rel), out=indices[:, j])
+            view = counts[rel : rel + monitor.n_bins]
+            binner = monitor.binner
+            if _is_float_column(binner, values) and getattr(binner, "kind", "") == "uniform":
+                # The uniform counting kernel reads the floats again faster
+                # than np.bincount reads the indices (it widens them to
+                # int64); the explicit-edges kernel does not (bench_engine).
+                _add_values(binner, values, view)
+            else:
+                view += np.bincount(layout_index, minlength=monitor.n_bins)
+        return counts, indices
+    counts = np.zeros(size, dtype=np.float64)
+    for monitor in layout.monitors:
+        values = columns.get(monitor.feature)
+        if values is None:
+            continue
+        rel = monitor.offset - layout.start
+        view = counts[rel : rel + monitor.n_bins]
+        _add_values(monitor.binner, values[first_row:] if first_row else values, view)
+    return counts, None
 
 
 def reusable_references(engine: Engine, config: Config) -> dict[str, Reference | None]:

@@ -1,4 +1,4 @@
-"""Prometheus exposition: the only module that imports ``prometheus_client`` (DESIGN.md §7).
+"""Prometheus exposition: the only module that imports ``prometheus_client`` (docs/metrics.md).
 
 :class:`DriftCollector` builds fresh metric families on every scrape from a
 :class:`Status`, an immutable picture of the daemon that its ``status``
@@ -28,8 +28,14 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from driftmon import __version__
+from driftmon.cluster.status import ClusterStatus
 from driftmon.engine import Evaluation
-from driftmon.names import DIVERGENCE_SERIES
+from driftmon.names import (
+    ALERT_P_VALUE_SERIES,
+    DIVERGENCE_SERIES,
+    STREAM_DRIFTING_SERIES,
+    STREAM_P_VALUE_SERIES,
+)
 
 _DIVERGENCE_HELP: tuple[tuple[str, str], ...] = (
     ("kl", "KL divergence KL(reference || live)."),
@@ -117,6 +123,8 @@ class Status:
     dropped_events: Mapping[str, int] = field(default_factory=dict)
     files_moved_aside: Mapping[str, int] = field(default_factory=dict)
     parse_processes: int | None = None  # alive; None without ingest.processes
+    parse_process_jobs: int | None = None  # bodies a parse process binned; idem
+    cluster: ClusterStatus | None = None  # cluster.mode: shared only
 
 
 def _float_text(value: float) -> str:
@@ -138,8 +146,11 @@ class DriftCollector(Collector):
         """Fresh families from the status of this instant."""
         status = self._status()
         yield from _divergence_families(status.evaluation)
+        yield from _stream_families(status.evaluation)
         yield from _ingest_families(status)
         yield from _daemon_families(status)
+        if status.cluster is not None:
+            yield from _cluster_families(status.cluster)
 
 
 def _divergence_families(evaluation: Evaluation | None) -> Iterator[Metric]:
@@ -192,6 +203,42 @@ def _divergence_families(evaluation: Evaluation | None) -> Iterator[Metric]:
     yield window_samples
     yield reference_samples
     yield firing
+
+
+def _stream_families(evaluation: Evaluation | None) -> Iterator[Metric]:
+    """Stream-level drift and the corrected p-values of rules with ``p_value_correction``."""
+    corrected = GaugeMetricFamily(
+        ALERT_P_VALUE_SERIES,
+        "The p-value a rule with p_value_correction compares with max_p_value: the "
+        "monitor's p-value corrected over the monitors the rule matches in its stream.",
+        labels=["stream", "feature", "rule"],
+    )
+    stream_p = GaugeMetricFamily(
+        STREAM_P_VALUE_SERIES,
+        "Smallest Holm-adjusted p-value of the stream's monitors, min(1, m * min p): "
+        "below alpha when some feature drifts at family-wise error alpha.",
+        labels=["stream"],
+    )
+    drifting = GaugeMetricFamily(
+        STREAM_DRIFTING_SERIES,
+        "Monitors of the stream for which the alert rule fires.",
+        labels=["stream", "rule"],
+    )
+    if evaluation is not None:
+        monitors = evaluation.monitors
+        for pair, p_value in zip(evaluation.alert_pairs, evaluation.alert_p_values, strict=True):
+            if pair.rule.p_value_correction != "none" and not math.isnan(p_value):
+                monitor = monitors[pair.monitor]
+                corrected.add_metric(
+                    [monitor.stream, monitor.feature, pair.rule.name], float(p_value)
+                )
+        for stream, value in evaluation.stream_p_values.items():
+            stream_p.add_metric([stream], value)
+        for (stream, rule), count in evaluation.drifting_features().items():
+            drifting.add_metric([stream, rule], float(count))
+    yield corrected
+    yield stream_p
+    yield drifting
 
 
 def _ingest_families(status: Status) -> Iterator[Metric]:
@@ -248,6 +295,13 @@ def _ingest_families(status: Status) -> Iterator[Metric]:
         )
         parsers.add_metric([], float(status.parse_processes))
         yield parsers
+    if status.parse_process_jobs is not None:
+        jobs = CounterMetricFamily(
+            "driftmon_ingest_parse_process_jobs",
+            "Ingest bodies parsed and binned by a parse process (the rest by the workers).",
+        )
+        jobs.add_metric([], float(status.parse_process_jobs))
+        yield jobs
     warmup = GaugeMetricFamily(
         "driftmon_warmup_rows",
         "Rows collected so far by a stream whose warmup reference is not frozen yet.",
@@ -304,6 +358,53 @@ def _daemon_families(status: Status) -> Iterator[Metric]:
     )
     build.add_metric([__version__], 1.0)
     yield build
+
+
+def _cluster_families(cluster: ClusterStatus) -> Iterator[Metric]:
+    """Shared mode (driftmon/cluster/): this replica's part in the cluster."""
+    leader = GaugeMetricFamily(
+        "driftmon_cluster_leader",
+        "1 while this replica holds the lease and exports the divergence and alert series.",
+    )
+    leader.add_metric([], 1.0 if cluster.leader else 0.0)
+    yield leader
+    reachable = GaugeMetricFamily(
+        "driftmon_cluster_store_up", "1 if the last call to the shared store succeeded."
+    )
+    reachable.add_metric([], 1.0 if cluster.store_reachable else 0.0)
+    yield reachable
+    flushes = HistogramMetricFamily(
+        "driftmon_cluster_flush_duration_seconds",
+        "Duration of flushes of pane deltas to the shared store (one pipelined round trip).",
+    )
+    flushes.add_metric([], list(cluster.flush_buckets), sum_value=cluster.flush_duration_sum_s)
+    yield flushes
+    for name, text, value in (
+        (
+            "driftmon_cluster_flush_failures",
+            "Flushes to the shared store that failed (each is retried until applied).",
+            cluster.flush_failures,
+        ),
+        (
+            "driftmon_cluster_deduplicated_requests",
+            "Ingest requests whose Idempotency-Key had been counted before (not counted again).",
+            cluster.deduplicated_requests,
+        ),
+        (
+            "driftmon_cluster_late_rows",
+            "Rows counted in a later pane than the one they arrived in (a slow or retried flush).",
+            cluster.late_rows,
+        ),
+    ):
+        counter = CounterMetricFamily(name, text)
+        counter.add_metric([], float(value))
+        yield counter
+    offset = GaugeMetricFamily(
+        "driftmon_cluster_clock_offset_seconds",
+        "The shared store's clock minus this replica's, as last measured.",
+    )
+    offset.add_metric([], cluster.clock_offset_s)
+    yield offset
 
 
 def new_registry(status: Callable[[], Status]) -> CollectorRegistry:

@@ -1,4 +1,4 @@
-"""Prometheus alerting rules equivalent to a config's ``alerts:`` (DESIGN.md §5, §8).
+"""Prometheus alerting rules equivalent to a config's ``alerts:`` (docs/divergences.md).
 
 ``driftmon rules -c FILE`` prints one rule group (``driftmon``) with one
 alerting rule per driftmon alert rule, so that Prometheus (and through it
@@ -50,12 +50,18 @@ etc., selected by the rule's globs as regex label matchers), threshold ``T``,
   ``min_samples`` rows (the daemon gives such a monitor no verdict and keeps
   its state); both it and the samples gate are left out when
   ``min_samples`` is 0, and the p-value gate when there is no ``max_p_value``;
+- a rule with ``p_value_correction`` gates on ``driftmon_alert_p_value{rule="R"}``
+  instead of ``driftmon_drift_p_value``: the daemon's corrected p-value of the
+  monitor, since the correction spans all the monitors the rule matches in a stream;
 - ``for`` and ``keep_firing_for`` are Prometheus's own (``keep_firing_for``
   needs Prometheus 2.42 or later, and is written only when it is set).
 
 Every label match is ``on(stream, feature)``, which relies on each
-(stream, feature) being exported by one daemon (DESIGN.md §11: each replica
-owns whole streams).
+(stream, feature) being exported by one daemon at a time. With
+``cluster.mode: shared`` that daemon is the current leader, which can
+change: every driftmon series is then read as ``max without (instance,
+pod) (...)``, so the alert keeps its labels, and its pending time, across a
+leader change.
 
 Where Prometheus cannot follow the daemon exactly (documented, not hidden):
 
@@ -84,7 +90,12 @@ import yaml
 
 from driftmon import __version__
 from driftmon.config import AlertRule, Config
-from driftmon.names import ALERT_SERIES, DIVERGENCE_SERIES, WINDOW_SAMPLES_SERIES
+from driftmon.names import (
+    ALERT_P_VALUE_SERIES,
+    ALERT_SERIES,
+    DIVERGENCE_SERIES,
+    WINDOW_SAMPLES_SERIES,
+)
 
 GROUP_NAME = "driftmon"
 """The name of the one rule group ``driftmon rules`` writes."""
@@ -93,13 +104,17 @@ ALERT_PREFIX = "Driftmon"
 """What every generated alert name starts with."""
 
 METRIC_SERIES: Mapping[str, str] = ALERT_SERIES
-"""The exported series (DESIGN.md §7) of each alert metric (§5)."""
+"""The exported series (docs/metrics.md) of each alert metric (docs/divergences.md#alert-states)."""
 
 SAMPLES_SERIES = WINDOW_SAMPLES_SERIES
 """The series ``min_samples`` is checked against (rows in the live window)."""
 
 P_VALUE_SERIES = DIVERGENCE_SERIES["p_value"]
-"""The series ``max_p_value`` is checked against (the G-test p-value, DESIGN.md §3)."""
+"""The series ``max_p_value`` is checked against (the G-test p-value, docs/divergences.md)."""
+
+CORRECTED_P_VALUE_SERIES = ALERT_P_VALUE_SERIES
+"""What ``max_p_value`` is checked against for a rule with ``p_value_correction``: the
+daemon's corrected p-value of each of the rule's monitors (label ``rule``)."""
 
 _METRIC_TITLES: Mapping[str, str] = {
     "kl": "KL divergence",
@@ -274,17 +289,25 @@ def prometheus_duration(seconds: float) -> str:
     return "".join(parts)
 
 
-def rule_expression(rule: AlertRule, alert: str) -> str:
+def rule_expression(rule: AlertRule, alert: str, *, shared: bool = False) -> str:
     """The PromQL expression of ``rule``'s alert, named ``alert`` (see the module docstring).
 
     Multi-line and indented for reading in a rule file; the ``alert`` name is
     needed because the hysteresis and the ``min_samples`` hold read the
-    alert's own ``ALERTS`` series.
+    alert's own ``ALERTS`` series. With ``shared`` (``cluster.mode: shared``)
+    every driftmon series is read as ``max without (instance, pod) (...)``:
+    the leader that exports them can change, and the alert must keep its
+    identity (and its ``for``) across that change.
     """
     matchers = _label_matchers(rule)
-    metric = _selector(METRIC_SERIES[rule.metric], matchers)
+
+    def series(name: str) -> str:
+        selector = _selector(name, matchers)
+        return f"max without (instance, pod) ({selector})" if shared else selector
+
+    metric = series(METRIC_SERIES[rule.metric])
     firing = _selector("ALERTS", [f"alertname={promql_string(alert)}", 'alertstate="firing"'])
-    samples = _selector(SAMPLES_SERIES, matchers)
+    samples = series(SAMPLES_SERIES)
     on = "and on(stream, feature)"
     condition = f"({metric} > {_number(rule.threshold)})"
     if rule.clear_threshold < rule.threshold:
@@ -299,7 +322,9 @@ def rule_expression(rule: AlertRule, alert: str) -> str:
     if rule.min_samples > 0:
         lines.append(f"{on} ({samples} >= {rule.min_samples})")
     if rule.max_p_value is not None:
-        p_value = _selector(P_VALUE_SERIES, matchers)
+        p_value = _p_value_selector(rule, matchers)
+        if shared:
+            p_value = f"max without (instance, pod) ({p_value})"
         lines.append(f"{on} ({p_value} < {_number(rule.max_p_value)})")
     if rule.min_samples > 0:
         lines += [
@@ -311,6 +336,17 @@ def rule_expression(rule: AlertRule, alert: str) -> str:
             ")",
         ]
     return "\n".join(lines)
+
+
+def _p_value_selector(rule: AlertRule, matchers: Sequence[str]) -> str:
+    """The p-value series ``rule``'s ``max_p_value`` judges: raw, or the daemon's corrected one.
+
+    A correction spans every monitor the rule matches in a stream, which the
+    daemon computes at each evaluation and exports per (stream, feature, rule).
+    """
+    if rule.p_value_correction == "none":
+        return _selector(P_VALUE_SERIES, matchers)
+    return _selector(CORRECTED_P_VALUE_SERIES, [f"rule={promql_string(rule.name)}", *matchers])
 
 
 def _template_text(text: str) -> str:
@@ -325,8 +361,13 @@ def _template_text(text: str) -> str:
 def _description(rule: AlertRule) -> str:
     series = METRIC_SERIES[rule.metric]
     text = f'driftmon alert rule "{rule.name}": fires when {series} > {_number(rule.threshold)}'
-    if rule.max_p_value is not None:
+    if rule.max_p_value is not None and rule.p_value_correction == "none":
         text += f" and {P_VALUE_SERIES} < {_number(rule.max_p_value)}"
+    elif rule.max_p_value is not None:
+        text += (
+            f" and {CORRECTED_P_VALUE_SERIES} ({rule.p_value_correction}-corrected over the "
+            f"features it checks in the stream) < {_number(rule.max_p_value)}"
+        )
     if rule.for_s > 0:
         text += f" for {prometheus_duration(rule.for_s)}"
     if rule.min_samples > 0:
@@ -349,11 +390,13 @@ def summary_template(rule: AlertRule) -> str:
     )
 
 
-def alerting_rule(rule: AlertRule, alert: str) -> dict[str, Any]:
+def alerting_rule(
+    rule: AlertRule, alert: str, base_url: str | None = None, *, shared: bool = False
+) -> dict[str, Any]:
     """One entry of a rule group's ``rules:`` for ``rule``, alerting as ``alert``."""
     entry: dict[str, Any] = {
         "alert": alert,
-        "expr": _Block(rule_expression(rule, alert)),
+        "expr": _Block(rule_expression(rule, alert, shared=shared)),
         "for": prometheus_duration(rule.for_s),
     }
     if rule.keep_firing_for_s > 0:
@@ -366,7 +409,21 @@ def alerting_rule(rule: AlertRule, alert: str) -> dict[str, Any]:
         "summary": summary_template(rule),
         "description": _description(rule),
     }
+    if base_url is not None:
+        entry["annotations"]["driftmon_url"] = driftmon_url_template(base_url)
     return entry
+
+
+def driftmon_url_template(base_url: str) -> str:
+    """The ``driftmon_url`` annotation: the page of the alert's monitor on the daemon.
+
+    Prometheus templates escape only query strings (``urlquery``), so the link
+    is the daemon's ``/monitors?stream=…&feature=…``, which redirects to the page.
+    """
+    return (
+        f"{_template_text(base_url)}/monitors?stream={{{{ $labels.stream | urlquery }}}}"
+        "&feature={{ $labels.feature | urlquery }}"
+    )
 
 
 def rules_document(config: Config, group: str = GROUP_NAME) -> dict[str, Any]:
@@ -381,7 +438,11 @@ def rules_document(config: Config, group: str = GROUP_NAME) -> dict[str, Any]:
     rules = []
     for rule in config.alerts:
         try:
-            rules.append(alerting_rule(rule, names[rule.name]))
+            rules.append(
+                alerting_rule(
+                    rule, names[rule.name], config.server.base_url(), shared=config.cluster.shared
+                )
+            )
         except ValueError as exc:
             raise ValueError(f"alert rule {rule.name!r}: {exc}") from exc
     return {"groups": [{"name": group, "rules": rules}]}

@@ -1,4 +1,4 @@
-"""The config loader (DESIGN.md §4, §5, §12): typed results, and every error with its path."""
+"""The config loader (docs/configuration.md): typed results, and every error with its path."""
 
 from __future__ import annotations
 
@@ -439,6 +439,7 @@ def test_alert_rule_fields(base_dir: Path) -> None:
         "clear_below": 0.15,
         "min_samples": 500,
         "max_p_value": 0.001,
+        "p_value_correction": "holm",
         "keep_firing_for": "10m",
         "severity": "critical",
     }
@@ -456,9 +457,14 @@ def test_alert_rule_fields(base_dir: Path) -> None:
             max_p_value=0.001,
             keep_firing_for_s=600.0,
             severity="critical",
+            p_value_correction="holm",
         ),
     )
     assert config.alerts[0].clear_threshold == 0.15
+    # Without the key a rule keeps the uncorrected p-values it always had.
+    del rule["p_value_correction"]
+    config = parse_config(changed("alerts", [rule]), base_dir=base_dir)
+    assert config.alerts[0].p_value_correction == "none"
 
 
 def test_match_monitors_and_describe(base_dir: Path) -> None:
@@ -523,7 +529,10 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
     (
         "server.zzz",
         "1",
-        ["server.zzz: unknown key (expected one of: listen, max_body_bytes, auth_token_file)"],
+        [
+            "server.zzz: unknown key (expected one of: listen, max_body_bytes, "
+            "auth_token_file, external_url)"
+        ],
     ),
     ("server.max_body_bytes", 0, ["server.max_body_bytes: must be > 0, got 0"]),
     (
@@ -856,6 +865,29 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
     ("alerts[0].max_p_value", 0, ["alerts[0].max_p_value: must be in (0, 1], got 0"]),
     ("alerts[0].max_p_value", 1.5, ["alerts[0].max_p_value: must be in (0, 1], got 1.5"]),
     (
+        "alerts[0].p_value_correction",
+        "holmes",
+        [
+            'alerts[0].p_value_correction: unknown p_value_correction "holmes" '
+            '(did you mean "holm"?)'
+        ],
+    ),
+    (
+        "alerts[0].p_value_correction",
+        True,
+        [
+            "alerts[0].p_value_correction: expected one of none, bonferroni, holm, bh, got true"
+        ],
+    ),
+    (
+        "alerts[0].p_value_correction",
+        "bh",
+        [
+            "alerts[0].p_value_correction: bh corrects the p-values that max_p_value judges, "
+            "and this rule has no max_p_value; add one (e.g. max_p_value: 0.01) or drop the key"
+        ],
+    ),
+    (
         "alerts[0].for",
         "5 minutes",
         ['alerts[0].for: expected a duration like "15s", got "5 minutes"'],
@@ -868,7 +900,8 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
         {"team": "x"},
         [
             "alerts[0].labels: unknown key (expected one of: name, match, metric, threshold, "
-            "for, clear_below, min_samples, max_p_value, keep_firing_for, severity)"
+            "for, clear_below, min_samples, max_p_value, p_value_correction, keep_firing_for, "
+            "severity)"
         ],
     ),
     (
@@ -930,7 +963,7 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
         "x",
         [
             "7: unknown key (expected one of: server, ingest, engine, state, defaults, streams, "
-            "alerts)"
+            "alerts, cluster)"
         ],
     ),
 ]
@@ -1017,8 +1050,9 @@ def test_awkward_keys_keep_paths_on_one_line(base_dir: Path) -> None:
     document["server"][None] = 1
     assert errors_of(document, base_dir) == [
         'server."two\\nlines": unknown key (expected one of: listen, max_body_bytes, '
-        "auth_token_file)",
-        "server.null: unknown key (expected one of: listen, max_body_bytes, auth_token_file)",
+        "auth_token_file, external_url)",
+        "server.null: unknown key (expected one of: listen, max_body_bytes, auth_token_file, "
+        "external_url)",
     ]
 
 
@@ -1144,7 +1178,12 @@ def test_recursive_yaml_aliases_are_errors_not_hangs(tmp_path: Path) -> None:
 
 def test_example_config_is_design_section_12() -> None:
     config = load_config(CONFIG_DIR / "example.yaml")
-    assert describe(config) == "2 streams, 6 monitors, 1 alert rule"
+    # docs/configuration.md's js-high rule, plus the recommended p-value gated rule (Holm).
+    assert describe(config) == "2 streams, 6 monitors, 2 alert rules"
+    assert [(r.name, r.max_p_value, r.p_value_correction) for r in config.alerts] == [
+        ("js-high", None, "none"),
+        ("drift-significant", 0.01, "holm"),
+    ]
     credit = config.stream("credit")
     assert credit.reference.path == CONFIG_DIR / "data" / "credit_reference.csv"
     assert credit.window == SampleWindow(samples=50000)
@@ -1190,13 +1229,13 @@ _SCHEMA_WORDS = sorted(
         "snapshot", "format", "features", "type", "bins", "kind", "lo", "hi", "count", "edges",
         "categories", "top_k", "service", "namespace", "inputs", "outputs", "match", "stream",
         "feature", "metric", "threshold", "for", "clear_below", "min_samples", "max_p_value",
-        "keep_firing_for", "severity",
+        "keep_firing_for", "severity", "p_value_correction",
     }
 )  # fmt: skip
 _SCHEMA_VALUES = [
     "15s", "1h30m", "0s", "16MiB", "e", "2", "numeric", "categorical", "uniform", "edges",
     "quantile", "js", "wasserstein", "hellinger", "*", "127.0.0.1:0", "[::1]:1", "x.csv",
-    "ref.csv", "ref.snap", "csv", "credit",
+    "ref.csv", "ref.snap", "csv", "credit", "holm", "bh", "bonferroni", "none",
 ]  # fmt: skip
 
 scalars = (

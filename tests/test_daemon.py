@@ -1,4 +1,4 @@
-"""The running daemon over real HTTP (DESIGN.md §6, §7): every endpoint and answer, exact metrics.
+"""The running daemon over real HTTP (docs/http-api.md): every endpoint and answer, exact metrics.
 
 Two daemons serve the whole module (module-scoped fixtures, port 0): ``daemon``, open and
 roomy, for the endpoints, the formats, the error answers, the exposition and concurrent
@@ -8,7 +8,7 @@ the whole daemon (``driftmon_ingest_requests_total``) are compared before and af
 
 Every divergence the daemon exports is compared with ``tests/naive.py`` (scipy) on counts
 binned here, independently, from the very rows that were posted: a slow, obvious reading of
-DESIGN.md §2 (:func:`naive_index`) over the JSON values themselves.
+docs/configuration.md#bins (:func:`naive_index`) over the JSON values themselves.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import naive
 import numpy as np
 import pytest
 from harness import (
@@ -50,7 +51,7 @@ ABSENT = object()
 """A field left out of a row (JSON rows and NDJSON only)."""
 
 
-# --- the monitored features and a naive reading of DESIGN.md §2 ------------------------------
+# --- the monitored features and a naive reading of the bin rules ----------------------------------
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Feature:
 
 
 def naive_index(value: object, feature: Feature) -> int:
-    """The bin of one decoded JSON value, read straight from DESIGN.md §2."""
+    """The bin of one decoded JSON value, read straight from docs/configuration.md#bins."""
     if feature.type == "numeric":
         n = len(feature.edges) - 1
         if value is ABSENT or value is None:
@@ -149,7 +150,8 @@ def naive_kinds(counts: np.ndarray, feature: Feature) -> dict[str, float]:
 def learned(feature: Feature, reference: Sequence[dict[str, object]]) -> Feature:
     """``feature`` with the layout a quantile or top-k feature learns from ``reference``.
 
-    Quantile edges: ``np.quantile`` (linear) of the finite numbers, repeats removed; top-k:
+    Quantile edges: ``np.quantile`` (linear) of the finite numbers, repeats removed, the
+    last just above the maximum (``naive.quantile_edges``); top-k:
     the k most frequent strings (the test data has no ties).
     """
     values = [row.get(feature.name, ABSENT) for row in reference]
@@ -161,8 +163,8 @@ def learned(feature: Feature, reference: Sequence[dict[str, object]]) -> Feature
                 if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
             ]
         )
-        edges = np.unique(np.quantile(numbers, np.linspace(0.0, 1.0, feature.quantiles + 1)))
-        return Feature(feature.name, "numeric", edges=tuple(edges.tolist()), quantiles=1)
+        edges = naive.quantile_edges(numbers.tolist(), feature.quantiles)
+        return Feature(feature.name, "numeric", edges=tuple(edges), quantiles=1)
     if feature.top_k is not None:
         texts = [v for v in values if isinstance(v, str)]
         ranked = sorted(set(texts), key=lambda t: -texts.count(t))

@@ -1,4 +1,4 @@
-"""The daemon's ``/metrics`` passes the real ``promtool check metrics`` (DESIGN.md §7).
+"""The daemon's ``/metrics`` passes the real ``promtool check metrics`` (docs/metrics.md).
 
 A real daemon (``tests/harness.py``) gets traffic that gives every metric family
 series: divergences and alerts of a stream with a file reference, a stream still
@@ -19,7 +19,7 @@ import pytest
 from harness import DaemonProcess, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-# DESIGN.md §7, exactly: these names are public.
+# docs/metrics.md, exactly: these names are public.
 PUBLIC_FAMILIES = {
     "driftmon_kl_divergence": "gauge",
     "driftmon_reverse_kl_divergence": "gauge",
@@ -32,6 +32,9 @@ PUBLIC_FAMILIES = {
     "driftmon_window_samples": "gauge",
     "driftmon_reference_samples": "gauge",
     "driftmon_alert_firing": "gauge",
+    "driftmon_alert_p_value": "gauge",
+    "driftmon_stream_drift_p_value": "gauge",
+    "driftmon_stream_drifting_features": "gauge",
     "driftmon_ingest_rows": "counter",  # exposed as driftmon_ingest_rows_total
     "driftmon_ingest_values": "counter",
     "driftmon_ingest_requests": "counter",
@@ -78,6 +81,12 @@ alerts:
     metric: js
     threshold: 0.01
     severity: page
+  - name: drift-holm
+    match: {{stream: credit}}
+    metric: psi
+    threshold: 0
+    max_p_value: 0.01
+    p_value_correction: holm
 """
 
 

@@ -1,4 +1,4 @@
-"""References from files, warmups and snapshots (DESIGN.md §2, §4).
+"""References from files, warmups and snapshots (docs/configuration.md).
 
 Layouts learned from data (quantile edges, top-k categories) and counts are
 checked against the naive recomputations of tests/test_engine.py. Snapshots
@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from test_engine import (
     ALL_FEATURES,
     CATEGORIES,
@@ -52,6 +54,79 @@ from driftmon.reference import (
 FIELDS = [f["name"] for f in ALL_FEATURES]
 
 
+@pytest.mark.parametrize("distribution", ["normal", "lognormal", "ties"])
+def test_a_large_column_learns_quantiles_that_hold_the_whole_reference(distribution: str) -> None:
+    """The one-pass quantile search of large float columns (driftmon.quantiles) ends the
+    layout above the maximum too: no reference value in underflow or overflow."""
+    rng = np.random.default_rng(21)
+    values = {
+        "normal": rng.normal(size=200_000),
+        "lognormal": rng.lognormal(size=200_000),
+        "ties": np.round(rng.normal(size=200_000), 1),
+    }[distribution]
+    feature = {"name": "q", "type": "numeric", "bins": {"kind": "quantile", "count": 10}}
+    stream = make_config([stream_doc(features=[feature])]).stream("s")
+    reference = build_reference(stream, values.size, {"q": values})
+    binner = reference.binners[0]
+    assert isinstance(binner, NumericBinner)
+    counts = reference.counts[0]
+    assert counts[0] == 0 and counts[binner.n_regular + 1] == 0
+    assert counts[1 : binner.n_regular + 1].sum() == values.size
+    assert binner.edges[-1] == np.nextafter(values.max(), np.inf)
+
+
+# --- learned layouts hold their own reference --------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False, width=64),
+            st.integers(min_value=-(2**53), max_value=2**53),
+            st.floats(min_value=-1e3, max_value=1e3),
+            st.sampled_from([0.0, 1.0, -1.0, 5e-324, None, float("nan"), "x"]),
+        ),
+        min_size=1,
+        max_size=200,
+    ),
+    count=st.integers(min_value=1, max_value=64),
+)
+def test_a_learned_layout_puts_every_finite_reference_value_in_a_regular_bin(
+    values: list[Any], count: int
+) -> None:
+    """Every layout learned from data (quantile edges; top-k has no edges): after learning,
+    the reference's underflow and overflow counts are 0 and its regular bins hold every
+    finite number."""
+    feature = {"name": "q", "type": "numeric", "bins": {"kind": "quantile", "count": count}}
+    stream = make_config([stream_doc(features=[feature])]).stream("s")
+    try:
+        reference = build_reference(stream, len(values), {"q": values})
+    except ReferenceError as error:
+        # Constant data, a span float64 cannot interpolate over, or a maximum with no
+        # float above it: refused with a message, never mis-binned.
+        refusals = (
+            "distinct quantiles",
+            "interpolate",
+            "largest float64",
+            "no finite",
+            "absent from the input",  # no value at all: most likely the wrong file
+        )
+        assume(not any(reason in str(error) for reason in refusals))
+        raise
+    binner = reference.binners[0]
+    assert isinstance(binner, NumericBinner)
+    counts = reference.counts[0]
+    n = binner.n_regular
+    finite = [
+        v for v in values if type(v) in (int, float) and np.isfinite(float(v))
+    ]
+    assert counts[0] == 0, "underflow"
+    assert counts[n + 1] == 0, "overflow"
+    assert counts[1 : n + 1].sum() == len(finite)
+    assert binner.edges[-1] == np.nextafter(max(float(v) for v in finite), np.inf)
+
+
 def write_rows(path: Path, rows: Sequence[Mapping[str, object]], fmt: str) -> Path:
     """Write rows as a CSV, NDJSON or JSON-array file."""
     if fmt == "csv":
@@ -70,7 +145,7 @@ def assert_reference_is_naive(
     features: Sequence[Mapping[str, Any]],
     rows: Sequence[Mapping[str, object]],
 ) -> None:
-    """Each feature's layout and counts are those §2 gives the rows."""
+    """Each feature's layout and counts are those docs/configuration.md#bins gives the rows."""
     assert reference.rows == len(rows)
     for feature, binner, counts in zip(features, reference.binners, reference.counts, strict=True):
         name = feature["name"]
@@ -157,6 +232,7 @@ def test_a_warmup_reference_equals_the_file_reference_of_the_same_rows(tmp_path:
         ('{"u": 1}\n[1]\n', "ndjson", "line 2"),
         ("u,t\n1,x\n2\n", "csv", "line 3"),
         ("u,q,t\n1,5,\n2,6,\n", "csv", "'t'.*no valid category"),
+        ("u,q\n1,5\n2,6\n", "csv", "column 't' is absent from the input"),
         ("u,q,t\n1,5,x\n2,5,y\n", "csv", "'q'.*cannot learn quantile bins"),
     ],
 )

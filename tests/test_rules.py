@@ -1,4 +1,4 @@
-"""``driftmon rules`` (DESIGN.md §5, §8): Prometheus rules equivalent to the config's alerts.
+"""``driftmon rules`` (docs/divergences.md): Prometheus rules equivalent to the config's alerts.
 
 The rule files are checked by the real ``promtool``. The equivalence is checked with a
 ``promtool test rules`` file generated here from a config: every rule kind gets series
@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,12 +261,20 @@ def test_rule_file_shape_for_the_demo_config() -> None:
     assert psi["labels"] == {"severity": "critical", "rule": "psi-significant"}
     assert 'driftmon_psi{stream="shop"} > 0.2' in psi["expr"]
     assert 'and on(stream, feature) (driftmon_window_samples{stream="shop"} >= 100)' in psi["expr"]
-    assert 'driftmon_drift_p_value{stream="shop"} < 0.001' in psi["expr"]
+    # The demo's rule is Holm-corrected: it gates on the daemon's corrected p-value.
+    assert (
+        'and on(stream, feature) (driftmon_alert_p_value{rule="psi-significant", stream="shop"}'
+        " < 0.001)" in psi["expr"]
+    )
     js = by_rule["js-high"]
     assert "keep_firing_for" not in js
     assert 'ALERTS{alertname="DriftmonJsHigh", alertstate="firing"}' in js["expr"]
     assert "driftmon_js_divergence > 0.08" in js["expr"]
     assert "{{ $value }}" in js["annotations"]["summary"]
+    assert js["annotations"]["driftmon_url"] == (
+        "http://127.0.0.1:9108/monitors?stream={{ $labels.stream | urlquery }}"
+        "&feature={{ $labels.feature | urlquery }}"
+    )
     assert "driftmon_js_divergence" in js["annotations"]["summary"]
     basket = by_rule["basket-shift"]
     # No clear_below: no hysteresis term.
@@ -465,6 +474,9 @@ def expand(template: str, labels: dict[str, str], value: float) -> str:
     known = {
         " $labels.stream ": labels["stream"],
         " $labels.feature ": labels["feature"],
+        # Go's url.QueryEscape, as Prometheus's urlquery applies it.
+        " $labels.stream | urlquery ": urllib.parse.quote_plus(labels["stream"], safe=""),
+        " $labels.feature | urlquery ": urllib.parse.quote_plus(labels["feature"], safe=""),
         " $value ": go_float(value),
         '"{"': "{",
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,10 @@ LogBase = Literal["e", "2"]
 ReferenceKind = Literal["file", "warmup", "snapshot"]
 DataFormat = Literal["parquet", "arrow", "csv", "ndjson", "json"]
 AlertMetric = Literal["kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein"]
+PValueCorrection = Literal["none", "bonferroni", "holm", "bh"]
 
 ALERT_METRICS: tuple[str, ...] = ("kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein")
+P_VALUE_CORRECTIONS: tuple[PValueCorrection, ...] = ("none", "bonferroni", "holm", "bh")
 
 
 def globs_match(stream_pattern: str, feature_pattern: str, stream: str, feature: str) -> bool:
@@ -72,7 +75,7 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """Where a stream's reference distribution comes from (§4).
+    """Where a stream's reference distribution comes from (docs/configuration.md#references).
 
     ``path`` is absolute (resolved against the config file's folder).
     """
@@ -108,7 +111,7 @@ Window = TimeWindow | SampleWindow
 
 @dataclass(frozen=True)
 class CloudEventsMapping:
-    """How CloudEvents payload logs map onto a stream's features (§6)."""
+    """How CloudEvents payload logs map onto a stream's features (docs/http-api.md)."""
 
     service: str
     namespace: str | None = None
@@ -130,7 +133,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class AlertRule:
-    """One ``alerts:`` entry (§5). Durations are seconds."""
+    """One ``alerts:`` entry (docs/divergences.md#alert-states). Durations are seconds."""
 
     name: str
     stream_pattern: str
@@ -143,6 +146,9 @@ class AlertRule:
     max_p_value: float | None = None
     keep_firing_for_s: float = 0.0
     severity: str = "warning"
+    # How max_p_value judges the monitors this rule matches in one stream at
+    # one evaluation (driftmon.multiple_testing); "none" when the key is absent.
+    p_value_correction: PValueCorrection = "none"
 
     @property
     def clear_threshold(self) -> float:
@@ -162,6 +168,15 @@ class ServerConfig:
     port: int = 9108
     max_body_bytes: int = 16 * 1024 * 1024
     auth_token_file: Path | None = None
+    external_url: str | None = None  # None: http://<listen address>
+
+    def base_url(self) -> str:
+        """Where users reach the daemon: ``external_url`` (no trailing slash), else the
+        listen address."""
+        if self.external_url is not None:
+            return self.external_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -195,6 +210,14 @@ class EngineConfig:
 
     evaluate_every_s: float = 15.0
     log_base: LogBase = "e"
+    history_length_s: float = 3600.0  # engine.history.length; 0 keeps no history
+    history_every_s: float = 60.0  # engine.history.every: at most one entry per this long
+
+    @property
+    def history_capacity(self) -> int:
+        """Entries of each monitor's history ring (see :mod:`driftmon.history`)."""
+        step_s = max(self.history_every_s, self.evaluate_every_s)
+        return math.ceil(self.history_length_s / step_s - 1e-9)
 
 
 @dataclass(frozen=True)
@@ -203,6 +226,38 @@ class StateConfig:
 
     dir: Path | None = None
     checkpoint_every_s: float = 60.0
+
+
+ClusterMode = Literal["off", "shared"]
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where the shared store is (``cluster.redis``). ``password_file`` is absolute."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password_file: Path | None = None
+    key_prefix: str = "driftmon"
+    cluster: bool = False  # a Redis Cluster: url names one of its nodes
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The ``cluster:`` section (driftmon/cluster/); durations are seconds."""
+
+    mode: ClusterMode = "off"
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    replica_id: str | None = None
+    flush_every_s: float = 0.1
+    lease_ttl_s: float = 10.0
+    max_clock_skew_s: float = 1.0
+    ack_timeout_s: float = 10.0
+    idempotency_ttl_s: float = 3600.0
+
+    @property
+    def shared(self) -> bool:
+        """Whether replicas share their windows in Redis."""
+        return self.mode == "shared"
 
 
 @dataclass(frozen=True)
@@ -215,6 +270,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: Path | None = None
 
     def stream(self, name: str) -> StreamConfig:
