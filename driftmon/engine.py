@@ -739,8 +739,15 @@ class Engine:
         return {name: stream.reference for name, stream in self._streams.items()}
 
     def bins_in_place(self, stream: str) -> bool:
-        """Whether ``stream``'s rows are binned as they come (not collected for a warmup)."""
-        return self._streams[stream].reference is not None
+        """Whether ``stream``'s rows are binned as they come (not collected for a warmup).
+
+        Raises :class:`UnknownStreamError` for a stream this engine does not have
+        (one a reload added or removed while a request was on its way).
+        """
+        try:
+            return self._streams[stream].reference is not None
+        except KeyError:
+            raise UnknownStreamError(stream) from None
 
     def warmup_progress(self, stream: str) -> tuple[int, int] | None:
         """(rows collected, rows needed) while ``stream`` warms up, else ``None``."""

@@ -49,6 +49,10 @@ START_TIMEOUT_S = 120.0
 """How long a child may take to start (import numba, load the cached kernels)."""
 JOB_TIMEOUT_S = 60.0
 """A child that has not answered a job within this is taken for hung and replaced."""
+RESTART_PAUSE_S = 0.5
+"""The pause before starting a child again after a replacement failed to start; doubled
+at each failure, up to :data:`MAX_RESTART_PAUSE_S`."""
+MAX_RESTART_PAUSE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class ParseProcesses:
         self._alive = 0
         self._lock = threading.Lock()
         self._closed = False
+        self._closing = threading.Event()  # set with _closed: wakes a restart's pause
 
     def start(self) -> None:
         """Start the children; raises ``OSError`` or ``TimeoutError`` if one does not come up."""
@@ -192,12 +197,25 @@ class ParseProcesses:
         threading.Thread(target=self._start_one, name="driftmon-parse-restart", daemon=True).start()
 
     def _start_one(self) -> None:
-        try:
-            child = self._spawn()
-            self._await_ready(child)
-        except (OSError, TimeoutError) as exc:
-            log.error("cannot start a parse process: %s", exc)
-            return
+        """Start a child, trying again with a growing pause until one is up or the pool closes.
+
+        A replacement that dies while it starts must not leave the pool a child
+        short for good (repeated kills would drain it to none).
+        """
+        pause_s = RESTART_PAUSE_S
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+            try:
+                child = self._spawn()
+                self._await_ready(child)
+                break
+            except (OSError, TimeoutError) as exc:
+                log.error("cannot start a parse process: %s; trying again in %g s", exc, pause_s)
+            if self._closing.wait(pause_s):
+                return
+            pause_s = min(pause_s * 2, MAX_RESTART_PAUSE_S)
         with self._lock:
             if self._closed:
                 child.close()
@@ -209,6 +227,7 @@ class ParseProcesses:
         """Stop every idle child (call once no job runs)."""
         with self._lock:
             self._closed = True
+        self._closing.set()
         while True:
             try:
                 child = self._idle.get_nowait()
