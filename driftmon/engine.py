@@ -30,8 +30,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from driftmon.alerting import AlertTable, RuleParams, advance
-from driftmon.binning import NumericBinner
-from driftmon.config import AlertRule, Config, SampleWindow, StreamConfig, TimeWindow
+from driftmon.binning import (
+    MAX_KEPT_CATEGORY_CHARS,
+    NumericBinner,
+    normalise_categorical,
+    normalise_numeric,
+)
+from driftmon.config import (
+    AlertRule,
+    Config,
+    FeatureConfig,
+    SampleWindow,
+    StreamConfig,
+    TimeWindow,
+)
 from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
 from driftmon.multiple_testing import PValueFamilies, combined_p_values
 from driftmon.reference import (
@@ -266,9 +278,7 @@ class Engine:
         self.ingested = np.zeros(offset, dtype=np.float64)
         for stream in self._streams.values():
             stream.window = self._new_window(stream)
-        self.bin_offsets = np.array(
-            [m.offset for m in monitors] + [offset], dtype=np.int64
-        )
+        self.bin_offsets = np.array([m.offset for m in monitors] + [offset], dtype=np.int64)
         self.reference_samples = (
             np.add.reduceat(self.reference, self.bin_offsets[:-1])
             if monitors
@@ -476,7 +486,7 @@ class Engine:
             # Rows that do not reach a feature are left out of its reference, as
             # they are left out of its live window (they are not `missing`).
             if values is not None:
-                column.extend(_as_objects(values[:take]))
+                column.extend(_kept_for_warmup(feature, values[:take]))
         stream.warmup_rows += take
         if stream.warmup_rows >= spec.warmup_rows:
             self._freeze(stream)
@@ -707,9 +717,7 @@ class Engine:
         if self._numeric_index.size:
             wasserstein[self._numeric_index] = self._wasserstein.evaluate(self.live)
         values["wasserstein"] = wasserstein
-        window_samples = (
-            np.add.reduceat(self.live, self.bin_offsets[:-1]) if m else np.zeros(0)
-        )
+        window_samples = np.add.reduceat(self.live, self.bin_offsets[:-1]) if m else np.zeros(0)
         alert_p_values = np.zeros(0)
         if self.alert_pairs:
             metric_matrix = np.vstack([values[name] for name in ALL_METRICS])
@@ -719,9 +727,7 @@ class Engine:
             # The pairs judged at this evaluation (alerting.advance holds the
             # others) are the ones a family's correction counts.
             judged = (pair_samples >= self._alert_params.min_samples) & ~np.isnan(pair_values)
-            alert_p_values = self._p_value_families.adjust(
-                np.where(judged, pair_p_values, np.nan)
-            )
+            alert_p_values = self._p_value_families.adjust(np.where(judged, pair_p_values, np.nan))
             self.alerts = advance(
                 self.alerts,
                 self._alert_params,
@@ -751,9 +757,7 @@ class Engine:
         streams = [s for s in self._streams.values() if s.monitors]
         if not streams:
             return {}
-        offsets = [streams[0].monitors[0].index] + [
-            s.monitors[-1].index + 1 for s in streams
-        ]
+        offsets = [streams[0].monitors[0].index] + [s.monitors[-1].index + 1 for s in streams]
         # Streams are packed in order, so their monitors are contiguous index ranges.
         combined = combined_p_values(
             p_values[offsets[0] : offsets[-1]], np.asarray(offsets) - offsets[0]
@@ -855,15 +859,21 @@ def _families(pairs: Sequence[AlertPair], monitors: Sequence[Monitor]) -> PValue
         key = (id(pair.rule), monitors[pair.monitor].stream)
         members.setdefault(key, []).append(i)
         methods[key] = pair.rule.p_value_correction
-    return PValueFamilies(
-        list(members.values()), [methods[key] for key in members], len(pairs)
-    )
+    return PValueFamilies(list(members.values()), [methods[key] for key in members], len(pairs))
 
 
-def _as_objects(values: Sequence[object] | np.ndarray) -> list[object]:
-    if isinstance(values, np.ndarray):
-        return list(values.tolist())
-    return list(values)
+def _kept_for_warmup(feature: FeatureConfig, values: Sequence[object] | np.ndarray) -> list[object]:
+    """What a warmup keeps of a column: each value normalised as it arrives.
+
+    Numbers as floats, missing as ``None``, every invalid value as one small
+    token, categorical text capped in length (:data:`MAX_KEPT_CATEGORY_CHARS`):
+    a warmup of N rows and F features holds at most about N × F × 1 KiB, whatever
+    the senders put in their rows, and so does its checkpoint.
+    """
+    if feature.type == "numeric":
+        return normalise_numeric(values)
+    longest = max((len(c) for c in feature.categories or ()), default=0)
+    return normalise_categorical(values, max(MAX_KEPT_CATEGORY_CHARS, longest))
 
 
 def _is_float_column(binner: Binner, values: Sequence[object] | np.ndarray) -> bool:
@@ -876,16 +886,13 @@ def _is_float_column(binner: Binner, values: Sequence[object] | np.ndarray) -> b
     )
 
 
-def _add_values(
-    binner: Binner, values: Sequence[object] | np.ndarray, counts: np.ndarray
-) -> None:
+def _add_values(binner: Binner, values: Sequence[object] | np.ndarray, counts: np.ndarray) -> None:
     """Bin a column into ``counts``: the fast float path for float arrays."""
     if _is_float_column(binner, values):
         assert isinstance(binner, NumericBinner) and isinstance(values, np.ndarray)
         binner.add(np.ascontiguousarray(values), counts)
     else:
         binner.add_values(values, counts)
-
 
 
 def reusable_references(engine: Engine, config: Config) -> dict[str, Reference | None]:
