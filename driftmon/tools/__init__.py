@@ -1,0 +1,1 @@
+"""Command-line tools around the daemon: config generation, replays, rule and dashboard export."""
