@@ -49,6 +49,7 @@ from driftmon.checkpoint import (
     restore_or_move_aside,
     write_checkpoint,
 )
+from driftmon.clock import SteadyClock, wall_offset_s
 from driftmon.config import Config, ConfigError, load_config
 from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
@@ -136,7 +137,9 @@ class Daemon:
     loops tick at multiples of their period on ``clock`` and wait with
     ``sleep`` (an awaitable taking seconds): pass both, e.g. a
     :class:`~driftmon.clock.SimulatedClock` and its ``sleep``, to run the whole
-    daemon through simulated hours. Both default to the wall clock.
+    daemon through simulated hours. By default ``clock`` is a
+    :class:`~driftmon.clock.SteadyClock` (wall time at start, then monotonic)
+    and ``sleep`` asyncio's.
     """
 
     def __init__(
@@ -144,13 +147,14 @@ class Daemon:
         config_path: Path,
         config: Config,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         state_dir: Path | None = None,
     ) -> None:
         self.config_path = config_path
         self.config = config
-        self.clock = clock
+        # Steady by default: panes and alert timers ignore wall-clock steps while running.
+        self.clock: Callable[[], float] = SteadyClock() if clock is None else clock
         self._sleep = sleep
         self.state_dir = state_dir if state_dir is not None else config.state.dir
         self.engine: Engine | None = None
@@ -482,7 +486,8 @@ class Daemon:
         with self._lock:
             assert self.engine is not None
             previous = self.latest
-            evaluation = self.engine.evaluate(self.clock())
+            # Evaluated on the steady clock, published in wall-clock time.
+            evaluation = self.engine.evaluate(self.clock()).shifted(wall_offset_s(self.clock))
             self.latest = evaluation
             self._durations.observe(evaluation.duration_s)
         _log_transitions(previous, evaluation)
@@ -568,7 +573,7 @@ class Daemon:
             log.error("checkpoint failed: %s", exc)
             return False
         with self._lock:
-            self._checkpoint_last_success = saved_at
+            self._checkpoint_last_success = saved_at + wall_offset_s(self.clock)
         log.debug("checkpoint written to %s", path)
         return True
 

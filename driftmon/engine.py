@@ -20,6 +20,7 @@ feed the live window.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -126,6 +127,23 @@ class Evaluation:
     duration_s: float
     alert_p_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     stream_p_values: Mapping[str, float] = field(default_factory=dict)
+
+    def shifted(self, offset_s: float) -> Evaluation:
+        """This evaluation with its time and alert times moved ``offset_s`` seconds.
+
+        The daemon evaluates on its steady clock and publishes wall-clock times
+        (:class:`~driftmon.clock.SteadyClock`); NaN times stay NaN.
+        """
+        if offset_s == 0.0:
+            return self
+        table = self.alerts
+        alerts = AlertTable(
+            table.state,
+            table.active_at + offset_s,
+            table.fired_at + offset_s,
+            table.cleared_at + offset_s,
+        )
+        return dataclasses.replace(self, time=self.time + offset_s, alerts=alerts)
 
     def firing_rules(self, monitor: int) -> list[str]:
         """Names of the rules firing for monitor number ``monitor``."""
