@@ -1,10 +1,10 @@
-"""Speed of the divergence pass against the obvious alternatives (DESIGN.md §3, §11).
+"""Speed of the divergence pass against the obvious alternatives (docs/divergences.md).
 
 Run ``python bench/bench_divergence.py`` (``--help`` for options). For M
 monitors of K bins (M in {1, 100, 10 000}, K in {16, 64, 256}; smoothing 0.5,
 natural log) it prints the median time of:
 
-- ``evaluate``: ``PackedDivergence.evaluate``, i.e. all nine §3 metrics
+- ``evaluate``: ``PackedDivergence.evaluate``, i.e. all nine docs/divergences.md metrics
   (kl, kl_reverse, js, psi, hellinger, both entropies, cross-entropy and the
   G-test p-value), serial below ``PARALLEL_MIN_BINS`` bins, threaded above;
 - ``serial``: the same kernel forced serial (``divergence_pass``);
@@ -31,7 +31,7 @@ K = 64: at least 300x the scipy loop, aim 500x); and ``driftmon.wasserstein``
 for a 20-feature check with different edges per feature (10 to 40 bins): one
 packed call against 20 calls with one edge array each and against the scipy
 loop (``scipy.stats.wasserstein_distance`` on the bin positions weighted by the
-counts, divided by the reference's standard deviation, as §3 defines it).
+counts, divided by the reference's standard deviation, as docs/divergences.md defines it).
 
 The machine is shared: figures are medians, ratios come from one run.
 """
@@ -53,6 +53,7 @@ from scipy import special, stats
 from scipy.spatial import distance
 
 import driftmon
+from driftmon import divergence as divergence_module
 from driftmon.divergence import PARALLEL_MIN_BINS, PackedDivergence
 from driftmon.kernels import divergence as kernels
 
@@ -194,8 +195,19 @@ def measure_one_shot(n_monitors: int, n_bins: int, repeats: int, rng: np.random.
     live_flat = np.ascontiguousarray(live.ravel())
     out = np.empty((9, n_monitors))
     subset = min(n_monitors, SCIPY_SUBSET)
+
+    def one_shot_serial() -> None:
+        # The same call with the threaded kernel switched off.
+        threshold = divergence_module.ONE_SHOT_PARALLEL_MIN_BINS
+        divergence_module.ONE_SHOT_PARALLEL_MIN_BINS = 2**62
+        try:
+            driftmon.divergences(reference, live, smoothing=SMOOTHING)
+        finally:
+            divergence_module.ONE_SHOT_PARALLEL_MIN_BINS = threshold
+
     return interleaved_medians({
         "one_shot": lambda: driftmon.divergences(reference, live, smoothing=SMOOTHING),
+        "one_shot_serial": one_shot_serial,
         "engine": lambda: engine.evaluate(live_flat, out),
         "scipy_subset": lambda: scipy_loop(reference[:subset], live[:subset]),
     }, repeats)
@@ -206,8 +218,8 @@ def one_shot_section(repeats: int, rng: np.random.Generator) -> list[str]:
     print()
     print("One-shot API: driftmon.divergences(reference, live) on [M, K] float64 counts, "
           "validation included")
-    header = (f"{'M':>6} {'K':>4} {'one-shot':>10} {'us/monitor':>10} {'engine':>10} "
-              f"{'scipy loop':>11} {'x scipy':>8} {'/engine':>8}")
+    header = (f"{'M':>6} {'K':>4} {'one-shot':>10} {'us/monitor':>10} {'serial':>10} "
+              f"{'engine':>10} {'scipy loop':>11} {'x scipy':>8} {'/engine':>8}")
     print(header)
     print("-" * len(header))
     verdicts: list[str] = []
@@ -218,7 +230,8 @@ def one_shot_section(repeats: int, rng: np.random.Generator) -> list[str]:
         x_scipy = scipy_time / times["one_shot"]
         mark = "*" if subset < n_monitors else " "
         print(f"{n_monitors:>6} {n_bins:>4} {_format(times['one_shot'])} "
-              f"{times['one_shot'] / n_monitors * 1e6:>10.2f} {_format(times['engine'])} "
+              f"{times['one_shot'] / n_monitors * 1e6:>10.2f} "
+              f"{_format(times['one_shot_serial'])} {_format(times['engine'])} "
               f"{_format(scipy_time)}{mark} {x_scipy:>8.0f} "
               f"{times['one_shot'] / times['engine']:>8.2f}")
         if (n_monitors, n_bins) == TARGET_SIZE:
@@ -229,7 +242,7 @@ def one_shot_section(repeats: int, rng: np.random.Generator) -> list[str]:
 
 def scipy_wasserstein(reference: list[np.ndarray], live: list[np.ndarray],
                       edges: list[np.ndarray]) -> list[float]:
-    """§3 normalised W1 per feature the way a scipy user would write it."""
+    """Normalised W1 (docs/divergences.md) per feature the way a scipy user would write it."""
     results = []
     for r, q, e in zip(reference, live, edges, strict=True):
         positions = np.concatenate([[e[0]], (e[:-1] + e[1:]) / 2.0, [e[-1]]])

@@ -5,7 +5,7 @@ on a config written to a temporary directory: one stream of ``--features``
 numeric features (uniform bins), a CSV reference file, a time window,
 ``ingest.workers: --workers`` and checkpoints in the temporary directory. An
 aiohttp load generator in this process then posts bodies of ``--rows`` rows
-(DESIGN.md §6) for each body format, JSON rows, ``{"columns": ...}``,
+(docs/http-api.md) for each body format, JSON rows, ``{"columns": ...}``,
 NDJSON and an Arrow IPC stream, in two phases of ``--duration`` seconds each:
 
 1. **peak**: ``--connections`` closed-loop senders, each posting its next body
@@ -30,7 +30,7 @@ exit; nothing else differs from ``python -m driftmon``.
 The **ceiling**, measured in the same run in this process on one core while
 the daemon idles: ``orjson.loads`` of the same bodies plus one
 ``np.asarray(float64)`` per feature column. Beside it, as a breakdown of the
-daemon's own work without HTTP: ``driftmon.parse.parse_body`` alone, and
+daemon's own work without HTTP: ``driftmon.sources.parse_body`` alone, and
 ``parse_body`` followed by ``Engine.bin_batch`` on an engine built from the
 same config.
 
@@ -310,8 +310,8 @@ class InProcess:
     def __init__(self, config_path: Path, bodies: dict[str, list[bytes]], n_rows: int) -> None:
         from driftmon.config import load_config
         from driftmon.engine import Engine
-        from driftmon.parse import parse_body
         from driftmon.reference import numeric_fields
+        from driftmon.sources import parse_body
 
         config = load_config(config_path)
         self._engine = Engine(config, now=time.time())

@@ -1,4 +1,4 @@
-"""Benchmark of the parse stage: ingest bodies into columns (driftmon.parse).
+"""Benchmark of the parse stage: ingest bodies into columns (driftmon.sources.bodies).
 
 Bodies of ``--rows`` rows x ``--features`` numeric features in the three
 forms (a JSON array of row objects, NDJSON, a ``columns`` object), plus two
@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import orjson
 
-from driftmon.parse import parse_body
+from driftmon.sources import parse_body
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"

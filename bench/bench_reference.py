@@ -9,7 +9,7 @@ each one's median, so a load spike on a shared machine hits both alike. Peak
 RSS: each loader once more, alone in a fresh interpreter (imports included).
 Loaders:
 
-- ``rows-csv``: the row loader this replaced (``driftmon.parse.read_table``,
+- ``rows-csv``: the row loader this replaced (``driftmon.sources.read_table``,
   the csv module and ``float()``, then ``build_reference``); once, as it is slow;
 - ``columnar-csv`` / ``columnar-parquet``: ``load_reference_file``, the
   loader the daemon, ``reference build`` and ``replay`` use (Arrow read,
@@ -52,7 +52,7 @@ def load(kind):
         import pyarrow.parquet
         return pyarrow.parquet.read_table(path).num_rows
     if kind == "rows-csv":
-        from driftmon.parse import read_table
+        from driftmon.sources import read_table
         from driftmon.reference import build_reference
         batch = read_table(path, names, numeric_fields=names)
         return build_reference(stream, batch.n_rows, batch.columns).rows

@@ -1,4 +1,4 @@
-"""Flood the running daemon with more rows than it can take (issue 7, promise 4; DESIGN.md §6).
+"""Flood the running daemon with more rows than it can take (issue 7, promise 4; docs/http-api.md).
 
 A real daemon (``python -m driftmon run``, port 0) with a small ingest queue
 (``ingest.queue_rows``) is posted to by ``--senders`` closed-loop senders on
@@ -21,8 +21,8 @@ Promises (any one broken makes the exit status 1):
 - RSS stays under the bound: the idle RSS (before the flood) plus
   ``--rss-allowance-mib`` (default 256 MiB). What a flood may make the daemon
   hold: bodies being read, at most ``max(64 MiB, 4 × max_body_bytes)``
-  (``driftmon/server.py`` ``read_body``), bodies waiting for a worker, as much
-  again (``Daemon.run_job``), and the rows each worker parses and bins, some
+  (``driftmon/http/responses.py`` ``read_body``), bodies waiting for a worker, as much
+  again (``Gate.run_job`` in ``driftmon/ingest.py``), and the rows each worker parses and bins, some
   ten times its body's size in Python objects; plus the allocator's slack;
 - every row acknowledged with a 200 is counted exactly once: once the queue
   has drained, ``driftmon_ingest_rows_total`` and the live window grew by

@@ -5,8 +5,8 @@ minutes of wall time; ``--hours`` to change it). Exits 1 when a bound is
 broken, after printing a table over time and the figures.
 
 How time is simulated, honestly: the real :class:`~driftmon.daemon.Daemon`
-runs in this process under ``serve_forever`` (its aiohttp listener on a free
-loopback port, its evaluation and checkpoint loops, its reload queue), with
+runs in this process under ``driftmon.cli.serve_daemon`` (its aiohttp
+listener on a free loopback port, its evaluation and checkpoint loops, its reload queue), with
 a :class:`~driftmon.clock.SimulatedClock` as both its ``clock`` and its
 ``sleep``. Nothing is called behind the daemon's back: rows go in by HTTP
 ``POST``, metrics come out of ``GET /metrics`` and the monitors' counts out
@@ -44,7 +44,7 @@ RSS, C heap in use, open descriptors and GC-tracked objects at most
 ``tolerance`` (10 %) above the baseline; pymalloc blocks at most
 ``blocks_tolerance`` (2 %) above it, tighter because a leak of a few small
 objects per request shows there long before it moves RSS (that is how this
-soak found the leak fixed in ``driftmon/parse.py``: +0.9k blocks, about
+soak found the leak fixed in ``driftmon/sources/bodies.py``: +0.9k blocks, about
 +0.15 MiB, per simulated hour); no thread outside the daemon's two pools
 (ingest workers, asyncio's default executor) that was not there at the
 baseline, and neither pool above its size; no more asyncio tasks than at
@@ -79,6 +79,7 @@ import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from driftmon.cli import serve_daemon
 from driftmon.clock import SimulatedClock
 from driftmon.config import load_config
 from driftmon.daemon import Daemon
@@ -90,7 +91,7 @@ WAIT_S = 60.0
 """Longest real time to wait for the daemon to finish one thing (a stalled loop fails)."""
 
 ABSENT = object()
-"""A field left out of a row (missing, DESIGN.md §2)."""
+"""A field left out of a row (missing, docs/configuration.md#bins)."""
 
 CREDIT = "credit"  # reference file, time window
 CHURN = "churn"  # warmup reference, sample window
@@ -105,7 +106,7 @@ EXECUTOR_THREAD_PREFIX = "asyncio_"  # the event loop's default executor (asynci
 class Feature:
     """One monitored feature: its config entry and, per bin, values that land there.
 
-    ``tokens[i]`` are JSON values (or :data:`ABSENT`) that DESIGN.md §2 puts
+    ``tokens[i]`` are JSON values (or :data:`ABSENT`) that docs/configuration.md#bins puts
     in bin ``i``; ``csv[i]`` a CSV cell that does (``None``: none can).
     ``base`` and ``drifted`` are probabilities over the bins.
     """
@@ -947,7 +948,7 @@ async def _run(
     """Serve, drive, stop; then restore a new daemon from the state directory and compare."""
     credit, churn = ledgers
     listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    server = asyncio.create_task(daemon.serve_forever(on_listening=listening.set_result))
+    server = asyncio.create_task(serve_daemon(daemon, listening.set_result))
     try:
         url = await asyncio.wait_for(asyncio.shield(listening), WAIT_S)
         # Ready, and both periodic loops (evaluation, checkpoint) asleep on the clock.

@@ -1,8 +1,10 @@
-"""The ``driftmon`` command line (DESIGN.md §8).
+"""The ``driftmon`` command line (docs/cli.md), and the composition root of ``driftmon run``.
 
 Each subcommand is a small function that parses nothing itself: argparse does
 the parsing, the function calls into the module that owns the work and turns
-its result into an exit status.
+its result into an exit status. :func:`serve_daemon` wires a daemon to its
+HTTP API; nothing else imports both. Heavy modules are imported inside the
+subcommands that need them, so ``driftmon --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftmon import __version__
 from driftmon.config import (
@@ -26,6 +29,11 @@ from driftmon.lifecycle import StopRequested
 from driftmon.tools.init import add_init_command
 
 DATA_FORMATS = ("parquet", "arrow", "csv", "ndjson", "json")
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from driftmon.daemon import Daemon
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="when the producer injects drift (default 30)",
+    )
+    demo.add_argument(
+        "--status-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often to print a status line: rows sent, features firing (default 10)",
     )
     demo.set_defaults(handler=_demo, listen=None)
 
@@ -156,7 +171,12 @@ def _with_listen(config: Config, listen: str | None) -> Config | None:
     )
 
 
-def serve(config_path: Path, config: Config, state_dir: Path | None = None, **hooks: object) -> int:
+def serve(
+    config_path: Path,
+    config: Config,
+    state_dir: Path | None = None,
+    on_listening: Callable[[str], None] | None = None,
+) -> int:
     """Run a daemon for ``config`` until TERM/INT; returns the exit status."""
     import asyncio
 
@@ -167,12 +187,41 @@ def serve(config_path: Path, config: Config, state_dir: Path | None = None, **ho
     except (OSError, ValueError) as exc:
         print(f"driftmon: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(daemon.serve_forever(**hooks))  # type: ignore[arg-type]
+    return asyncio.run(serve_daemon(daemon, on_listening))
+
+
+def http_app(daemon: Daemon) -> web.Application:
+    """The HTTP API of ``daemon``: its gate for ingest, callables for the rest."""
+    from driftmon.exporter import exposition
+    from driftmon.http.app import bearer_matches, make_app
+    from driftmon.http.interfaces import Views
+
+    views = Views(
+        authorized=lambda header: bearer_matches(header, daemon.token),
+        ready=lambda: daemon.ready,
+        exposition=lambda accept: exposition(daemon.registry, accept),
+        reload=daemon.reload_coalesced,
+        latest=lambda: daemon.latest,
+        config=lambda: daemon.config,
+        monitor_detail=daemon.monitor_detail,
+        monitor_history=daemon.monitor_history,
+        history_series=daemon.history_series,
+    )
+    return make_app(daemon.gate, views)
+
+
+async def serve_daemon(daemon: Daemon, on_listening: Callable[[str], None] | None = None) -> int:
+    """Serve ``daemon``'s HTTP API and run it until TERM/INT; returns the exit status."""
+    from driftmon.http.app import HttpListener
+
+    server = daemon.config.server
+    listener = HttpListener(http_app(daemon), server.host, server.port)
+    return await daemon.serve_forever(on_listening, listener=listener)
 
 
 def _run(args: argparse.Namespace) -> int:
     """``driftmon run -c FILE``."""
-    from driftmon.daemon import configure_logging
+    from driftmon.logs import configure_logging
 
     configure_logging(args.log_format)
     config = _load(args.config, snapshots_must_exist=False)
@@ -189,8 +238,8 @@ def _demo(args: argparse.Namespace) -> int:
     import asyncio
     import tempfile
 
-    from driftmon.daemon import configure_logging
     from driftmon.demo import demo_config_path
+    from driftmon.logs import configure_logging
 
     configure_logging(args.log_format)
     path = demo_config_path()
@@ -201,14 +250,19 @@ def _demo(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     with tempfile.TemporaryDirectory(prefix="driftmon-demo-") as state_dir:
-        return asyncio.run(_demo_main(path, config, Path(state_dir), args.drift_after))
+        return asyncio.run(
+            _demo_main(path, config, Path(state_dir), args.drift_after, args.status_every)
+        )
 
 
-async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s: float) -> int:
+async def _demo_main(
+    path: Path, config: Config, state_dir: Path, drift_after_s: float, status_every_s: float
+) -> int:
     import asyncio
+    import time
 
     from driftmon.daemon import Daemon
-    from driftmon.demo import DemoTimings, produce
+    from driftmon.demo import DemoTimings, ProducerStats, produce, status_line
 
     daemon = Daemon(path, config, state_dir=state_dir)
     daemon.on_firing = lambda rule, stream, feature, url: print(
@@ -216,6 +270,26 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
     )
     stop = asyncio.Event()
     producers: list[asyncio.Task[object]] = []
+    stats = ProducerStats()
+    started = time.monotonic()
+
+    def status() -> str:
+        evaluation = daemon.latest
+        firing: dict[str, None] = {}
+        if evaluation is not None:
+            for pair, state in zip(evaluation.alert_pairs, evaluation.alerts.state, strict=True):
+                if state == 2:  # firing
+                    monitor = evaluation.monitors[pair.monitor]
+                    firing[f"{monitor.stream}/{monitor.feature}"] = None
+        return status_line(stats, list(firing), time.monotonic() - started)
+
+    async def print_status() -> None:
+        # After the last alert the demo would otherwise print nothing at all.
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), status_every_s)
+            except TimeoutError:
+                print(status(), flush=True)
 
     def on_drift() -> None:
         print(
@@ -237,15 +311,20 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
         )
         timings = DemoTimings(drift_after_s=drift_after_s)
         producers.append(
-            asyncio.create_task(produce(url, timings=timings, stop=stop, on_drift=on_drift))
+            asyncio.create_task(
+                produce(url, timings=timings, stop=stop, on_drift=on_drift, stats=stats)
+            )
         )
+        if status_every_s > 0:
+            producers.append(asyncio.create_task(print_status()))
 
     try:
-        return await daemon.serve_forever(on_listening=on_listening)
+        return await serve_daemon(daemon, on_listening)
     finally:
         stop.set()
         for task in producers:
             await task
+        print(status().replace("driftmon demo:", "driftmon demo stopped:", 1), flush=True)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

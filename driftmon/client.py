@@ -1,4 +1,4 @@
-"""A non-blocking Python client for driftmon's ingest API (DESIGN.md §6).
+"""A non-blocking Python client for driftmon's ingest API (docs/http-api.md).
 
 A model service calls :meth:`Client.log` once per prediction; the call
 copies the row into an in-memory buffer and returns (well under a
@@ -19,7 +19,7 @@ Delivery rules:
   :meth:`Client.close`.
 - Columns are the union of the batch's keys; a row without a key sends
   ``null`` there, which the daemon counts as ``missing`` exactly as an
-  absent field (DESIGN.md §2). NaN and ±Infinity are sent as the
+  absent field. NaN and ±Infinity are sent as the
   ``NaN``/``Infinity`` literals the daemon accepts (orjson would silently
   write ``null``, turning an overflow into a missing value).
 - 503 (queue full, not ready), 408, 429, 500, 502, 504 and connection
@@ -28,15 +28,22 @@ Delivery rules:
   413, ...) is final: the batch's rows are counted in
   ``rows_rejected`` and never retried.
 - The buffer holds at most ``max_buffer_rows`` rows, the batch on the wire
-  included; past that the OLDEST rows are dropped and counted in
-  ``rows_dropped``, so an outage costs memory up to a bound and the daemon
-  gets the freshest data when it returns.
-- Delivery is at least once: a row is counted in ``rows_sent`` only once
-  the daemon answered 200. If a connection breaks after the daemon applied
+  included. While the daemon is unreachable, past that bound the OLDEST rows
+  are dropped and counted in ``rows_dropped``, so an outage costs memory up
+  to a bound and the daemon gets the freshest data when it returns.
+  :meth:`Client.log_many` given more rows than there is room for waits for
+  the sender to make room instead (up to its ``timeout``) while the daemon
+  is answering, so a healthy daemon never loses rows to a large call.
+- Nothing is lost silently: dropped and refused rows are counted in
+  ``stats``, logged as a warning (at most one every
+  :data:`LOSS_WARNING_INTERVAL_S` seconds, summing what was lost since the
+  previous one), and make :meth:`Client.flush` return ``False``.
+- Delivery is at least once: a row is counted in ``rows_accepted`` only once
+  the daemon answered 2xx. If a connection breaks after the daemon applied
   a batch but before its answer arrived, the batch is sent again.
 
 ``client.stats`` is a consistent :class:`ClientStats` snapshot; at any time
-``rows_logged == rows_sent + rows_dropped + rows_rejected + rows_pending``.
+``rows_logged == rows_accepted + rows_dropped + rows_rejected + rows_pending``.
 
 The client is thread-safe and fork-aware: after ``os.fork()`` the child gets
 an empty buffer, zeroed stats and, once it logs, its own sender thread (the
@@ -49,7 +56,6 @@ import atexit
 import enum
 import http.client
 import itertools
-import json
 import logging
 import math
 import os
@@ -58,15 +64,28 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
 
-import orjson
-
+from driftmon.client_wire import (
+    MAX_RETRY_AFTER_S,
+    Target,
+    check_positive,
+    encode_rows,
+    error_text,
+    ingest_target,
+    retry_after_s,
+)
 from driftmon.frames import FrameRow, arrow_body_or_none, as_dicts, frame_rows
+
+__all__ = [
+    "MAX_RETRY_AFTER_S",
+    "Client",
+    "ClientStats",
+    "encode_rows",
+    "retry_after_s",
+]
 
 log = logging.getLogger("driftmon.client")
 
@@ -76,28 +95,30 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 INITIAL_BACKOFF_S = 0.1
 """The first wait after a failed attempt; it doubles with each failure in a row."""
 
-MAX_RETRY_AFTER_S = 300.0
-"""The longest ``Retry-After`` honoured; a larger (or garbled) one is cut to this."""
-
 ATEXIT_CLOSE_TIMEOUT_S = 5.0
 """How long the interpreter's exit waits for a client's buffered rows to be acknowledged."""
 
-_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+LOSS_WARNING_INTERVAL_S = 10.0
+"""The least time between two warnings about dropped or refused rows (per client)."""
 
+LOG_MANY_TIMEOUT_S = 10.0
+"""How long :meth:`Client.log_many` waits for room in the buffer by default."""
 
 @dataclass(frozen=True)
 class ClientStats:
     """A consistent snapshot of a :class:`Client`'s counters (all counts are rows or requests).
 
     ``rows_logged``: rows given to ``log``/``log_many`` (after ``close`` too).
-    ``rows_sent``: rows in requests the daemon answered with a 2xx.
+    ``rows_sent``: rows posted at least once (each row counted once, however
+    often it was retried).
+    ``rows_accepted``: rows in requests the daemon answered with a 2xx.
     ``rows_dropped``: rows discarded by the client: the oldest rows past
     ``max_buffer_rows``, rows still buffered when ``close`` gave up, rows
     logged after ``close``.
     ``rows_rejected``: rows in requests the daemon refused for good (400,
     401, 404, 413, ...), or that could not be encoded as JSON at all.
     ``requests``: HTTP requests attempted, failed connections included.
-    ``retries``: attempts that repeated a failed one.
+    ``retries``: attempts that repeated a failed one (``retried``).
     ``last_error``: the latest failure, e.g. ``"HTTP 404: unknown stream 'x'"``
     or ``"ConnectionRefusedError: [Errno 111] Connection refused"``;
     ``None`` until something fails (it is not cleared by a later success).
@@ -105,6 +126,7 @@ class ClientStats:
 
     rows_logged: int
     rows_sent: int
+    rows_accepted: int
     rows_dropped: int
     rows_rejected: int
     requests: int
@@ -113,19 +135,13 @@ class ClientStats:
 
     @property
     def rows_pending(self) -> int:
-        """Rows logged but not yet sent, dropped or rejected (buffered or on the wire)."""
-        return self.rows_logged - self.rows_sent - self.rows_dropped - self.rows_rejected
+        """Rows logged but not yet accepted, dropped or rejected (buffered or on the wire)."""
+        return self.rows_logged - self.rows_accepted - self.rows_dropped - self.rows_rejected
 
-
-@dataclass(frozen=True)
-class _Target:
-    """Where batches go: a parsed, checked ``url`` and ``stream``."""
-
-    url: str
-    https: bool
-    host: str
-    port: int | None
-    path: str
+    @property
+    def rows_lost(self) -> int:
+        """Rows that will never reach the daemon: dropped plus rejected."""
+        return self.rows_dropped + self.rows_rejected
 
 
 class _Verdict(enum.Enum):
@@ -139,165 +155,12 @@ class _Outcome:
     verdict: _Verdict
     error: str | None = None
     retry_after_s: float | None = None
+    unreachable: bool = False  # no HTTP answer at all (as opposed to a 503 or 429)
 
 
-def _target(url: object, stream: object) -> _Target:
-    """Check ``url`` and ``stream`` and build the ingest URL; ``ValueError`` names the argument."""
-    if not isinstance(url, str):
-        raise ValueError(f"url: expected a string like 'http://127.0.0.1:9108', got {url!r}")
-    if not isinstance(stream, str) or not stream:
-        raise ValueError(f"stream: expected a non-empty stream name, got {stream!r}")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"url: expected an http:// or https:// URL, got {url!r}")
-    if not parts.hostname:
-        raise ValueError(f"url: no host in {url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"url: give the daemon's base URL, without ?query or #fragment: {url!r}")
-    if parts.username or parts.password:
-        raise ValueError("url: credentials in the URL are not supported; use token=...")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"url: bad port in {url!r}") from None
-    prefix = parts.path.rstrip("/")
-    path = f"{prefix}/v1/streams/{quote(stream, safe='')}/rows"
-    return _Target(url, parts.scheme == "https", parts.hostname, port, path)
-
-
-def _positive(name: str, value: object, *, integer: bool) -> None:
-    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok_type:
-        kind = "an integer" if integer else "a number of seconds"
-        raise ValueError(f"{name}: expected {kind}, got {value!r}")
-    assert isinstance(value, int | float)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name}: must be > 0 and finite, got {value!r}")
-
-
-# --- encoding -----------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-friendly stand-in for a value neither encoder knows (the ``default`` hook).
-
-    numpy scalars and arrays become Python numbers and lists, enums their
-    value, dates ISO 8601 text, other numbers (``Decimal``, ``Fraction``)
-    floats; anything else its ``str()``, which the daemon counts as
-    ``invalid`` in a numeric feature (DESIGN.md §2) rather than losing the row.
-    """
-    if isinstance(value, enum.Enum):
-        return value.value
-    for method in ("item", "tolist"):  # numpy scalars, then arrays
-        convert = getattr(value, method, None)
-        if callable(convert):
-            try:
-                return convert()
-            except (TypeError, ValueError):
-                pass
-    isoformat = getattr(value, "isoformat", None)
-    if callable(isoformat):
-        return isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if hasattr(value, "__float__"):
-        try:
-            return float(value)
-        except (TypeError, ValueError, OverflowError):
-            pass
-    return str(value)
-
-
-def _is_non_finite(value: object) -> bool:
-    """Whether ``value`` is a scalar NaN or ±Infinity (floats, numpy floats, Decimals)."""
-    if value is None or isinstance(value, str | int):
-        return False
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if hasattr(value, "__float__"):
-        try:
-            return not math.isfinite(float(value))
-        except (TypeError, ValueError, OverflowError):
-            return False
-    return False
-
-
-def encode_rows(rows: list[dict[Any, Any]]) -> bytes:
-    """One ingest body for ``rows``: ``{"columns": {...}}`` over the union of their keys.
-
-    Columns follow the order in which keys first appear; a row without a key
-    has ``null`` there. Rows with no key at all are sent as a JSON array of
-    empty objects instead (a columns object with no column holds no rows).
-    NaN and ±Infinity are written as the literals ``NaN``/``Infinity``/
-    ``-Infinity`` (standard-library ``json``), which the daemon accepts.
-    Values neither encoder knows go through :func:`_plain`.
-
-    Raises ``ValueError`` when the rows cannot be encoded at all (a
-    circular reference). A string with a lone surrogate is sent escaped;
-    the daemon answers that body with a 400.
-    """
-    names = dict.fromkeys(itertools.chain.from_iterable(rows))
-    document: object
-    if names:
-        columns = {name: list(map(dict.get, rows, itertools.repeat(name))) for name in names}
-        document = {"columns": columns}
-        scalars: Iterable[object] = itertools.chain.from_iterable(columns.values())
-    else:
-        document = rows
-        scalars = ()
-    try:
-        body = orjson.dumps(document, default=_plain, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        body = b""
-    # orjson writes NaN and ±Infinity as null: where it wrote no null there was none.
-    if body and (b"null" not in body or not any(map(_is_non_finite, scalars))):
-        return body
-    try:
-        text = json.dumps(document, default=_plain, allow_nan=True, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"rows cannot be encoded as JSON: {exc}") from None
-    return text.encode("utf-8", "surrogatepass")
-
-
-# --- HTTP answers -------------------------------------------------------------------
-
-
-def retry_after_s(header: str | None, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks to wait, or ``None`` when absent or unreadable.
-
-    Takes delta-seconds (``"1"``) or an HTTP date; the result is clamped to
-    ``[0, MAX_RETRY_AFTER_S]``. ``now`` (Unix seconds) is for tests.
-    """
-    if header is None:
-        return None
-    text = header.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
-
-
-def _error_text(status: int, reason: str, body: bytes) -> str:
-    """``HTTP 404: unknown stream 'x'`` from an answer (the daemon's ``{"error": ...}``)."""
-    message = ""
-    try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        message = body.decode("utf-8", "replace").strip()
-    else:
-        if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
-            message = decoded["error"]
-    message = " ".join(message.split())[:300] or reason
-    return f"HTTP {status}: {message}"
+def _unreachable(exc: BaseException) -> _Outcome:
+    """A retry after a failure that got no HTTP answer at all."""
+    return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}", unreachable=True)
 
 
 # --- the client ---------------------------------------------------------------------
@@ -313,8 +176,8 @@ class Client:
     ``stream`` a stream of its config; ``token`` the bearer token when the
     daemon sets ``server.auth_token_file``. ``batch_rows`` is the most rows
     per request, ``flush_every`` (seconds) the longest a row waits for a
-    batch to fill, ``max_buffer_rows`` the most rows held (older ones are
-    dropped first). ``request_timeout`` (seconds) bounds one HTTP request;
+    batch to fill, ``max_buffer_rows`` the most rows held (while the daemon
+    is away, older ones are dropped first). ``request_timeout`` (seconds) bounds one HTTP request;
     ``max_backoff`` (seconds) caps the wait between retries (a
     ``Retry-After`` may ask for longer).
 
@@ -336,16 +199,16 @@ class Client:
         request_timeout: float = 10.0,
         max_backoff: float = 5.0,
     ) -> None:
-        target = _target(url, stream)
+        target = ingest_target(url, stream)
         if token is not None and (
             not isinstance(token, str) or not token.strip() or not token.strip().isprintable()
         ):
             raise ValueError("token: expected a non-empty string of printable characters, or None")
-        _positive("batch_rows", batch_rows, integer=True)
-        _positive("flush_every", flush_every, integer=False)
-        _positive("max_buffer_rows", max_buffer_rows, integer=True)
-        _positive("request_timeout", request_timeout, integer=False)
-        _positive("max_backoff", max_backoff, integer=False)
+        check_positive("batch_rows", batch_rows, integer=True)
+        check_positive("flush_every", flush_every, integer=False)
+        check_positive("max_buffer_rows", max_buffer_rows, integer=True)
+        check_positive("request_timeout", request_timeout, integer=False)
+        check_positive("max_backoff", max_backoff, integer=False)
         self.stream = stream
         self.batch_rows = batch_rows
         self.flush_every = float(flush_every)
@@ -370,6 +233,7 @@ class Client:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the sender waits here
         self._settled = threading.Condition(self._lock)  # flush() waits here
+        self._room = threading.Condition(self._lock)  # log_many() waits here for buffer room
         # Every unsettled row, oldest first, the batch on the wire included: rows are
         # numbered in log order and the buffer always holds rows [_head_seq, _end_seq).
         # Rows logged after close() are counted but never numbered.
@@ -378,11 +242,18 @@ class Client:
         self._end_seq = 0
         self._logged = 0
         self._sent = 0
+        self._accepted = 0
         self._dropped = 0
         self._rejected = 0
         self._requests = 0
         self._retries = 0
         self._last_error: str | None = None
+        self._failing = False  # the latest attempt failed and will be retried
+        # Losses not yet in a warning, and when the next warning may be logged.
+        self._unwarned_dropped = 0
+        self._unwarned_rejected = 0
+        self._next_loss_warning = 0.0
+        self._next_seq_to_send = 0  # rows below this number were posted at least once
         # The batch on the wire: its first row's number, how many of its rows are still
         # at the buffer's front, and how many of them overflow pushed out meanwhile
         # (settled once the answer tells whether they were sent or must be dropped).
@@ -395,7 +266,7 @@ class Client:
         self._stopping = False
         self._closed = False
         self._connection: http.client.HTTPConnection | None = None
-        self._connection_target: _Target | None = None
+        self._connection_target: Target | None = None
         # Started by the first row: a client that logs nothing costs no thread, and a
         # forked child starts its own only when it logs (never between fork and exec).
         self._thread = threading.Thread(
@@ -422,21 +293,31 @@ class Client:
         with self._lock:
             self._logged += 1
             if self._closed:
-                self._dropped += 1
-                return
-            self._end_seq += 1
-            buffer = self._buffer
-            buffer.append(record)
-            held = len(buffer)
-            if held > self.max_buffer_rows:
-                self._evict(held - self.max_buffer_rows)
-            elif held == 1 or held == self.batch_rows:
-                self._wake_sender()
+                self._count_dropped(1)
+            else:
+                self._end_seq += 1
+                buffer = self._buffer
+                buffer.append(record)
+                held = len(buffer)
+                if held > self.max_buffer_rows:
+                    self._evict(held - self.max_buffer_rows)
+                elif held == 1 or held == self.batch_rows:
+                    self._wake_sender()
+        if self._unwarned_dropped:
+            self._warn_losses()
 
-    def log_many(self, rows: Iterable[Mapping[Any, Any]]) -> None:
-        """Buffer several rows at once (one lock acquisition); see :meth:`log`.
+    def log_many(
+        self, rows: Iterable[Mapping[Any, Any]], *, timeout: float | None = LOG_MANY_TIMEOUT_S
+    ) -> None:
+        """Buffer several rows at once; see :meth:`log`.
 
-        Raises ``TypeError`` (and buffers none of them) when one is not a mapping.
+        When they do not all fit in the buffer (``max_buffer_rows``), the
+        call feeds them in as the sender makes room, waiting up to
+        ``timeout`` seconds (``None``: no limit) while the daemon answers.
+        Rows are only dropped (oldest first, counted and warned about, as in
+        :meth:`log`) when the daemon is unreachable or the timeout passed,
+        so a large call to a healthy daemon loses nothing. Raises
+        ``TypeError`` (and buffers none of them) when one is not a mapping.
         """
         records = []
         for index, row in enumerate(rows):
@@ -445,44 +326,60 @@ class Client:
                     f"rows[{index}]: expected a mapping of feature name to value, got {row!r:.80}"
                 )
             records.append(dict(row))
+        self._enqueue(records, timeout)
+
+    def _enqueue(
+        self, records: Sequence[dict[Any, Any] | FrameRow], timeout: float | None
+    ) -> None:
+        """Buffer ``records`` (already copied) in order, waiting for room as :meth:`log_many` says.
+
+        The one way rows of a multi-row call enter the buffer.
+        """
         if not records:
             return
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        start = 0
         with self._lock:
             self._logged += len(records)
-            if self._closed:
-                self._dropped += len(records)
-                return
-            self._end_seq += len(records)
-            self._buffer.extend(records)
-            held = len(self._buffer)
-            if held > self.max_buffer_rows:
-                self._evict(held - self.max_buffer_rows)
-            self._wake_sender()
+            while start < len(records):
+                if self._closed:
+                    self._count_dropped(len(records) - start)
+                    break
+                room = self.max_buffer_rows - len(self._buffer)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                give_up = self._failing or (remaining is not None and remaining <= 0)
+                if room >= len(records) - start or give_up:
+                    chunk = records[start:]
+                elif room > 0:
+                    chunk = records[start : start + room]
+                else:
+                    chunk = []
+                if chunk:
+                    start += len(chunk)
+                    self._end_seq += len(chunk)
+                    self._buffer.extend(chunk)
+                    held = len(self._buffer)
+                    if held > self.max_buffer_rows:
+                        self._evict(held - self.max_buffer_rows)
+                    self._wake_sender()
+                if start < len(records):
+                    # Full: wait for the sender to settle a batch (or to start failing).
+                    self._room.wait(1.0 if remaining is None else min(remaining, 1.0))
+        if self._unwarned_dropped:
+            self._warn_losses()
 
-    def log_frame(self, frame: object) -> None:
+    def log_frame(self, frame: object, *, timeout: float | None = LOG_MANY_TIMEOUT_S) -> None:
         """Buffer every row of a pandas ``DataFrame`` or a pyarrow ``Table``/``RecordBatch``.
 
         The rows are buffered, evicted, retried and counted one by one as
-        :meth:`log`'s; a batch of frame rows of one schema is sent as an Arrow
-        IPC stream (no per-value encoding), any other batch as columnar JSON.
-        Without pyarrow a pandas frame is logged as row dictionaries. The
-        table is kept by reference: do not change it in place afterwards.
-        Raises ``TypeError`` for any other object.
+        :meth:`log`'s, and wait for room as :meth:`log_many`'s do; a batch of
+        frame rows of one schema is sent as an Arrow IPC stream (no per-value
+        encoding), any other batch as columnar JSON. Without pyarrow a pandas
+        frame is logged as row dictionaries. The table is kept by reference:
+        do not change it in place afterwards. Raises ``TypeError`` for any
+        other object.
         """
-        records = frame_rows(frame)
-        if not records:
-            return
-        with self._lock:
-            self._logged += len(records)
-            if self._closed:
-                self._dropped += len(records)
-                return
-            self._end_seq += len(records)
-            self._buffer.extend(records)
-            held = len(self._buffer)
-            if held > self.max_buffer_rows:
-                self._evict(held - self.max_buffer_rows)
-            self._wake_sender()
+        self._enqueue(frame_rows(frame), timeout)
 
     def _wake_sender(self) -> None:
         """Tell the sender thread rows wait, starting it for the first row (lock held)."""
@@ -502,10 +399,52 @@ class Client:
                 self._wire_rows -= 1
                 self._wire_evicted += 1
             else:
-                self._dropped += 1
+                self._count_dropped(1)
         self._head_seq += count
         if self._flush_waiters:
             self._settled.notify_all()
+
+    def _count_dropped(self, count: int) -> None:
+        """Count ``count`` rows as dropped, to be warned about (lock held)."""
+        self._dropped += count
+        self._unwarned_dropped += count
+
+    def _count_rejected(self, count: int) -> None:
+        """Count ``count`` rows as refused by the daemon, to be warned about (lock held)."""
+        self._rejected += count
+        self._unwarned_rejected += count
+
+    def _warn_losses(self, *, force: bool = False) -> None:
+        """Log one warning for the rows lost since the previous one (lock NOT held).
+
+        At most one every :data:`LOSS_WARNING_INTERVAL_S` seconds unless
+        ``force`` (at close, so no loss goes unreported).
+        """
+        with self._lock:
+            dropped, rejected = self._unwarned_dropped, self._unwarned_rejected
+            now = time.monotonic()
+            if not (dropped or rejected) or (not force and now < self._next_loss_warning):
+                return
+            self._next_loss_warning = now + LOSS_WARNING_INTERVAL_S
+            self._unwarned_dropped = self._unwarned_rejected = 0
+            total_dropped, total_rejected = self._dropped, self._rejected
+            last_error = self._last_error
+        lost = []
+        if dropped:
+            lost.append(
+                f"dropped {dropped} rows (buffer full at max_buffer_rows={self.max_buffer_rows}"
+                " while the daemon was unreachable, or logged after close)"
+            )
+        if rejected:
+            lost.append(f"the daemon refused {rejected} rows for good (last: {last_error})")
+        log.warning(
+            "driftmon client for stream %r %s; %d dropped and %d refused since it started "
+            "(see client.stats)",
+            self.stream,
+            "; ".join(lost),
+            total_dropped,
+            total_rejected,
+        )
 
     @property
     def stats(self) -> ClientStats:
@@ -514,6 +453,7 @@ class Client:
             return ClientStats(
                 rows_logged=self._logged,
                 rows_sent=self._sent,
+                rows_accepted=self._accepted,
                 rows_dropped=self._dropped,
                 rows_rejected=self._rejected,
                 requests=self._requests,
@@ -534,7 +474,7 @@ class Client:
 
     @url.setter
     def url(self, value: str) -> None:
-        target = _target(value, self.stream)
+        target = ingest_target(value, self.stream)
         with self._lock:
             self._target = target
             self._target_changed = True
@@ -548,17 +488,19 @@ class Client:
     def flush(self, timeout: float | None = None) -> bool:
         """Send what is buffered now and wait until every row logged before the call is settled.
 
-        Settled means acknowledged by the daemon (``rows_sent``), or given up
-        on: rejected by it or dropped by the buffer bound (see ``stats``).
-        Returns ``True`` once they all are, ``False`` when ``timeout``
-        seconds pass first (``None``: no limit). Rows logged during the
-        call are not waited for.
+        Settled means accepted by the daemon (``rows_accepted``), or given
+        up on: rejected by it or dropped (see ``stats``). Returns ``True``
+        when every row logged so far was accepted; ``False`` when
+        ``timeout`` seconds (``None``: no limit) pass first, or when any row
+        logged so far was dropped or rejected (``stats`` says how many; once
+        a row is lost, every later flush returns ``False``). Rows logged
+        during the call are not waited for.
         """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._lock:
             target = self._end_seq
             if self._settled_below(target):
-                return True
+                return self._dropped == 0 and self._rejected == 0
             self._flush_to = max(self._flush_to, target)
             self._wake.notify()
             self._flush_waiters += 1
@@ -574,30 +516,49 @@ class Client:
                     if remaining <= 0:
                         return False
                     self._settled.wait(remaining)
-                return True
+                return self._dropped == 0 and self._rejected == 0
             finally:
                 self._flush_waiters -= 1
 
     def close(self, timeout: float | None = 10.0) -> bool:
-        """Flush (waiting up to ``timeout`` seconds), then stop the sender thread.
+        """Flush, then stop the sender thread; return within ``timeout`` seconds.
 
-        Rows still unsent after the timeout are counted as dropped; rows
-        logged after ``close`` are dropped too. Returns what :meth:`flush`
-        returned (``True``: everything logged was settled). Idempotent.
+        ``timeout`` bounds the whole call (``None``: no limit), whatever the
+        daemon does. Rows still unsent then are counted as dropped (a batch
+        still on the wire is settled by its answer, or dropped when the
+        sender thread ends); rows logged after ``close`` are dropped too.
+        Returns what :meth:`flush` returns: ``True`` when every row logged
+        was accepted. Idempotent.
         """
         atexit.unregister(self._close_at_exit)
         with self._lock:
-            if self._closed:
-                return self._logged == self._sent + self._dropped + self._rejected
+            closed = self._closed
+        if closed:
+            return self._all_accepted()
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         flushed = self.flush(timeout)
         with self._lock:
             self._closed = True
             self._stopping = True
+            if self._wire_seq is None:
+                # Nothing on the wire (e.g. waiting out a backoff): settle the rest now
+                # rather than when the thread gets to it, which may be after we return.
+                self._drop_leftovers()
             self._wake.notify()
+            self._room.notify_all()
         if self._thread_started and self._thread is not threading.current_thread():
-            # A request on the wire finishes (or times out) before the thread ends.
-            self._thread.join(self.request_timeout + 1.0)
-        return flushed
+            # A request on the wire finishes (or times out) before the thread ends; the
+            # caller's timeout wins over the request's.
+            if deadline is None:
+                self._thread.join(self.request_timeout + 1.0)
+            else:
+                self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._warn_losses(force=True)
+        return flushed and self._all_accepted()
+
+    def _all_accepted(self) -> bool:
+        with self._lock:
+            return self._logged == self._accepted
 
     def _close_at_exit(self) -> None:
         self.close(ATEXIT_CLOSE_TIMEOUT_S)
@@ -614,7 +575,12 @@ class Client:
     # --- the sender thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        """The sender thread: wait for a batch, post it, settle its rows; until close."""
+        """The sender thread: send until close, then report what it had to drop."""
+        self._send_until_stopped()
+        self._warn_losses(force=True)
+
+    def _send_until_stopped(self) -> None:
+        """Wait for a batch, post it, settle its rows; until close."""
         failures = 0
         pending_since: float | None = None
         while True:
@@ -638,6 +604,9 @@ class Client:
                         batch = list(itertools.islice(self._buffer, count))
                         self._wire_seq = self._head_seq
                         self._wire_rows = count
+                        fresh = self._head_seq + count - max(self._next_seq_to_send, self._head_seq)
+                        self._sent += max(0, fresh)
+                        self._next_seq_to_send = max(self._next_seq_to_send, self._head_seq + count)
                         self._wire_evicted = 0
                         target = self._target
                         self._target_changed = False
@@ -655,26 +624,36 @@ class Client:
                 if outcome.verdict is _Verdict.RETRY:
                     # The batch stays at the buffer's front for the next attempt, less
                     # the rows overflow pushed out while it was on the wire.
-                    self._dropped += self._wire_evicted
+                    self._count_dropped(self._wire_evicted)
+                    self._failing = outcome.unreachable
                 else:
                     settled = self._wire_rows + self._wire_evicted
                     if outcome.verdict is _Verdict.SENT:
-                        self._sent += settled
+                        self._accepted += settled
                     else:
-                        self._rejected += settled
+                        self._count_rejected(settled)
                     for _ in range(self._wire_rows):
                         self._buffer.popleft()
                     self._head_seq += self._wire_rows
+                    self._failing = False
+                self._room.notify_all()
                 self._wire_seq = None
                 self._wire_rows = self._wire_evicted = 0
                 if outcome.error is not None:
                     self._last_error = outcome.error
-                if self._flush_waiters:
+                # A flush that sees these rows lost returns after their warning is out.
+                lost = bool(self._unwarned_dropped or self._unwarned_rejected)
+                if self._flush_waiters and not lost:
                     self._settled.notify_all()
                 if outcome.verdict is _Verdict.RETRY:
                     pending_since = -math.inf  # due as soon as the backoff ends
                 else:
                     pending_since = time.monotonic() if self._buffer else None
+            if lost:
+                self._warn_losses()
+                with self._lock:
+                    if self._flush_waiters:
+                        self._settled.notify_all()
             if outcome.verdict is _Verdict.RETRY:
                 failures += 1
                 if failures == 1:
@@ -684,13 +663,6 @@ class Client:
                 if failures:
                     log.info("driftmon reachable again after %d failed attempts", failures)
                 failures = 0
-                if outcome.verdict is _Verdict.REJECTED:
-                    log.warning(
-                        "driftmon refused %d rows of stream %r (not retried): %s",
-                        len(batch),
-                        self.stream,
-                        outcome.error,
-                    )
 
     def _back_off(self, failures: int, retry_after: float | None) -> None:
         """Wait before the next attempt: capped exponential backoff with jitter.
@@ -712,18 +684,19 @@ class Client:
                 self._wake.wait(remaining)
 
     def _drop_leftovers(self) -> None:
-        """At the end of the thread: count what is still buffered as dropped (lock held)."""
+        """At close: count what is still buffered as dropped (lock held, nothing on the wire)."""
         left = len(self._buffer)
         self._buffer.clear()
         self._head_seq += left
-        self._dropped += left
+        self._count_dropped(left)
         if self._flush_waiters:
             self._settled.notify_all()
+        self._room.notify_all()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
-    def _attempt(self, target: _Target, batch: list[dict[Any, Any] | FrameRow]) -> _Outcome:
+    def _attempt(self, target: Target, batch: list[dict[Any, Any] | FrameRow]) -> _Outcome:
         """Encode and post one batch; what its answer means for the rows."""
         content_type = "application/json"
         try:
@@ -742,24 +715,24 @@ class Client:
             status, reason, retry_after, payload = self._post(target, body, content_type)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
             if not reused:
-                return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
+                return _unreachable(exc)
             # Most likely the daemon closed an idle kept-alive connection before reading
             # the request: try once more at once on a fresh connection.
             try:
                 status, reason, retry_after, payload = self._post(target, body, content_type)
             except (OSError, http.client.HTTPException) as again:
-                return _Outcome(_Verdict.RETRY, error=f"{type(again).__name__}: {again}")
+                return _unreachable(again)
         except (OSError, http.client.HTTPException) as exc:
-            return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
+            return _unreachable(exc)
         if 200 <= status < 300:
             return _Outcome(_Verdict.SENT)
-        error = _error_text(status, reason, payload)
+        error = error_text(status, reason, payload)
         if status in RETRYABLE_STATUSES:
             return _Outcome(_Verdict.RETRY, error=error, retry_after_s=retry_after_s(retry_after))
         return _Outcome(_Verdict.REJECTED, error=error)
 
     def _post(
-        self, target: _Target, body: bytes, content_type: str = "application/json"
+        self, target: Target, body: bytes, content_type: str = "application/json"
     ) -> tuple[int, str, str | None, bytes]:
         """One POST on the kept-alive connection (opened if needed); closes it on failure.
 

@@ -3,8 +3,9 @@
 Columnar sources (Arrow bodies, Parquet and CSV references) hand categorical
 features over in this form, so that a million rows of a few distinct strings
 are binned by one lookup per *distinct* value and one array gather, never by
-building a Python string per row. The binner applies DESIGN.md §2 to the
-distinct values only (:meth:`driftmon.binning.CategoricalBinner.codes`).
+building a Python string per row. The binner applies the type rules
+(docs/configuration.md) to the distinct values only
+(:meth:`driftmon.binning.CategoricalBinner.codes`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class CodedColumn(Sequence[object]):
     ``codes`` is a 1-D int32 array of indices into ``values`` (the distinct
     decoded values, any Python objects), or :data:`MISSING` / :data:`INVALID`.
     Behaves as the sequence of decoded values it stands for (``None`` for
-    missing; an invalid entry decodes to a list, which §2 counts as invalid),
+    missing; an invalid entry decodes to a list, which docs/configuration.md counts as invalid),
     so code that does not know the type still sees the same values.
     """
 
@@ -59,7 +60,7 @@ class CodedColumn(Sequence[object]):
         if code == MISSING:
             return None
         if code == INVALID:
-            return []  # a list: invalid under §2 for either feature type
+            return []  # a list: invalid under docs/configuration.md#bins for either feature type
         return self.values[code]
 
     def __iter__(self) -> Iterator[object]:

@@ -2,8 +2,8 @@
 
 Reference files, ``driftmon reference build``, ``driftmon replay`` and
 ``application/vnd.apache.arrow.stream`` ingest bodies come through here. Each
-Arrow column is turned into what the binners take, under DESIGN.md §2's type
-rules mapped from Arrow types:
+Arrow column is turned into what the binners take, under the type rules of
+docs/configuration.md#bins mapped from Arrow types:
 
 - numeric feature: integer, floating and decimal columns are numbers (a
   float64 array, null → NaN, so missing; ±inf stay infinite); a dictionary
@@ -15,14 +15,15 @@ rules mapped from Arrow types:
   each, never one Python string per row; a floating column is ``missing``
   for null and NaN and ``invalid`` otherwise; any other type as above.
 
-CSV cells follow §2's CSV rules: a numeric feature's cell is parsed as a
-float (empty → missing, unparsable → invalid: the column is then converted
-cell by cell with Python's ``float``, exactly as before), any other cell is
-its text (empty → missing). NDJSON goes through Arrow's JSON reader when its
-types settle the §2 rules, and through the exact row parser
-(:mod:`driftmon.parse`) otherwise (mixed types in a column, non-standard
-``NaN`` literals, a floating column for a categorical feature, where an
-integer may have been widened); JSON files always take the row parser.
+CSV cells follow the CSV rules of docs/configuration.md#bins: a numeric
+feature's cell is parsed as a float (empty → missing, unparsable → invalid:
+the column is then converted cell by cell with Python's ``float``, exactly as
+before), any other cell is its text (empty → missing). NDJSON goes through
+Arrow's JSON reader when its types settle the docs/configuration.md#bins
+rules, and through the exact row parser (:mod:`driftmon.sources`) otherwise
+(mixed types in a column, non-standard ``NaN`` literals, a floating column for
+a categorical feature, where an integer may have been widened); JSON files
+always take the row parser.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from driftmon.coded import INVALID, MISSING, CodedColumn, FloatChunks
-from driftmon.parse import ARROW_STREAM_MEDIA_TYPE, Batch, BodyError, read_table
+from driftmon.sources.files import read_table
+from driftmon.sources.jsonrows import Batch
+from driftmon.sources.jsontext import BodyError
+from driftmon.sources.media import ARROW_STREAM_MEDIA_TYPE
 
 __all__ = [
     "ARROW_STREAM_MEDIA_TYPE",
@@ -90,7 +94,7 @@ def file_format(path: Path, data_format: str | None = None) -> str:
     return found
 
 
-# --- Arrow columns under §2 ----------------------------------------------------------------
+# --- Arrow columns under the bin rules (docs/configuration.md) ------------------------------
 
 
 def _null_or_invalid(
@@ -149,7 +153,7 @@ def _chunk_codes(chunk: pa.DictionaryArray, offset: int) -> np.ndarray:
 def _categorical_values(column: pa.ChunkedArray) -> CodedColumn:
     arrow_type = column.type
     if pa.types.is_floating(arrow_type):
-        # §2: floats are not categories; NaN, like null, is missing.
+        # docs/configuration.md#bins: floats are not categories; NaN, like null, is missing.
         return _null_or_invalid(column, pc.fill_null(pc.invert(pc.is_nan(column)), False))
     if pa.types.is_null(arrow_type):
         return CodedColumn(np.full(len(column), MISSING, dtype=np.int32), ())
@@ -170,7 +174,7 @@ def _categorical_values(column: pa.ChunkedArray) -> CodedColumn:
     for chunk in column.chunks:
         parts.append(_chunk_codes(chunk, len(values)))
         # Only the distinct values become Python objects; a dictionary of floats or
-        # of nested values is matched by §2's rules like any other value.
+        # of nested values is matched by the bin rules like any other value.
         values.extend(chunk.dictionary.to_pylist())
     codes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
     return CodedColumn(codes.astype(np.int32, copy=False), values)
@@ -179,14 +183,14 @@ def _categorical_values(column: pa.ChunkedArray) -> CodedColumn:
 def feature_values(
     column: pa.ChunkedArray | pa.Array, numeric: bool, *, chunked: bool = False
 ) -> np.ndarray | CodedColumn | FloatChunks | list[object]:
-    """One Arrow column as the binner takes it for a numeric or a categorical feature (§2).
+    """One Arrow column as the binner takes it for a numeric or a categorical feature.
 
     With ``chunked``, a numeric column of several chunks comes back as
     :class:`~driftmon.coded.FloatChunks`, uncopied. A run-end encoded column
     is decoded first. A type Arrow cannot convert
-    as above is decoded to Python values, to which the binner applies §2 as
+    as above is decoded to Python values, to which the binner applies docs/configuration.md#bins as
     to JSON values; one that cannot even be decoded is a
-    :class:`~driftmon.parse.BodyError`.
+    :class:`~driftmon.sources.BodyError`.
     """
     if isinstance(column, pa.Array):
         column = pa.chunked_array([column], type=column.type)
@@ -266,7 +270,7 @@ def parse_arrow_body(
 ) -> Batch:
     """Decode an Arrow IPC stream body into a batch (see the module docstring for the types).
 
-    Raises :class:`~driftmon.parse.BodyError` (nothing applied) for bytes that
+    Raises :class:`~driftmon.sources.BodyError` (nothing applied) for bytes that
     are not an Arrow IPC stream, a requested column given twice, or a
     compressed body that expands past 64 times its size.
     """
@@ -324,7 +328,7 @@ def _csv_error(path: Path, width: int, exc: Exception) -> BodyError:
 
 
 def _python_floats(column: pa.ChunkedArray) -> list[object]:
-    """§2's CSV rule cell by cell: ``float(cell)``; blank → missing; unparsable → the text."""
+    """The CSV rule cell by cell: ``float(cell)``; blank → missing; unparsable → the text."""
     values: list[object] = []
     for cell in column.to_pylist():
         if cell is None:
@@ -391,8 +395,8 @@ def _read_csv(
 
 
 def _json_types_settle(table: pa.Table, fields: Sequence[str], numeric: Collection[str]) -> bool:
-    """Whether Arrow's JSON types carry §2's meaning: no float column for a categorical field
-    (Arrow widens a column of ints and floats to floats, and an int matches its text)."""
+    """Whether Arrow's JSON types carry the bin rules' meaning: no float column for a categorical
+    field (Arrow widens a column of ints and floats to floats, and an int matches its text)."""
     return not any(
         pa.types.is_floating(table.column(name).type)
         for name in fields
@@ -463,7 +467,7 @@ def read_batch(
     categorical features. With ``chunked``, numeric columns of several
     chunks (Parquet row groups, CSV blocks) come as
     :class:`~driftmon.coded.FloatChunks` (the reference loader's way to skip
-    a copy). Raises :class:`~driftmon.parse.BodyError` (message
+    a copy). Raises :class:`~driftmon.sources.BodyError` (message
     starting with the path) for content that cannot be read, ``OSError`` for
     a file that cannot be opened and ``ValueError`` for an unknown format.
     """

@@ -1,24 +1,12 @@
-"""The long-running service: ingest workers, evaluation and checkpoint loops, reloads.
+"""The arbiter: one engine at a time, its loops, its signals and its parse processes.
 
-:class:`Daemon` owns one :class:`~driftmon.engine.Engine` behind a lock and
-everything around it (DESIGN.md §6, §10, §11):
-
-- **Ingest.** A request's body is parsed and binned in a pool of
-  ``ingest.workers`` threads: parsing holds the GIL, binning runs ``nogil``
-  kernels into a buffer the batch owns, so several batches bin at once. Only
-  the final ``apply`` — adding that buffer to the stream's window, O(bins) —
-  takes the engine lock. A request is answered 200 once its rows are
-  applied, so an acknowledged row is in the window (and in the next
-  checkpoint). Two bounds keep a flood from growing memory: rows parsed but
-  not yet applied (``ingest.queue_rows``) and bytes of bodies waiting for a
-  worker; past either the answer is 503 with ``Retry-After``.
-- **Evaluation** every ``engine.evaluate_every`` on the daemon's clock (the
-  wall clock unless a test injects one), in a thread, publishing an immutable
-  :class:`~driftmon.engine.Evaluation`.
-- **Checkpoints** every ``state.checkpoint_every`` and at shutdown: the
-  engine's state is exported under the lock (a copy) and written outside it.
-- **Lifecycle.** Signal handlers only enqueue; :meth:`Daemon.serve_forever`
-  dispatches: TERM/INT drain and checkpoint, HUP reloads.
+:class:`Daemon` loads references and state into an
+:class:`~driftmon.engine.Engine`, installs it in the ingest gate
+(:mod:`driftmon.ingest`), swaps it on reload, runs the evaluation and
+checkpoint loops, and dispatches the signal queue (TERM/INT drain and
+checkpoint, HUP reloads). It keeps the parse processes up from its main
+loop. It imports no HTTP code: :mod:`driftmon.cli` hands it a listener.
+Durability: docs/durability.md.
 """
 
 from __future__ import annotations
@@ -26,19 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hmac
 import logging
 import math
-import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,42 +35,38 @@ from driftmon.checkpoint import (
     write_checkpoint,
 )
 from driftmon.clock import SteadyClock, wall_offset_s
-from driftmon.config import Config, ConfigError, load_config
-from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
+from driftmon.config import Config, ConfigError, describe, load_config
+from driftmon.engine import Engine, Evaluation
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.files import StateDirLock, read_regular
 from driftmon.history import MonitorHistory
+from driftmon.ingest import Gate, IngestResult, LoopWatch
 from driftmon.kernels import warm_up_all
 from driftmon.lifecycle import take_pending
-from driftmon.parse import Batch, parse_body
-from driftmon.parsers import ChildUnavailable, Layout, ParseProcesses
-from driftmon.reference import Reference, ReferenceError, load_snapshot, numeric_fields
+from driftmon.logs import WarmupLog, log_transitions
+from driftmon.parsers import ParseProcesses
+from driftmon.reference import Reference, ReferenceError, load_snapshot
+from driftmon.sources import Batch
 
 log = logging.getLogger("driftmon")
-
-T = TypeVar("T")
 
 MAX_TOKEN_BYTES = 64 * 1024
 """A token file larger than this is refused (it is one line)."""
 
-RETRY_AFTER_S = 1
-"""What a 503 asks the client to wait before trying again."""
+PARSE_UPKEEP_EVERY_S = 1.0
+"""How often the main loop reaps and restarts parse processes."""
 
 
-class QueueFull(Exception):
-    """The ingest queue cannot take this request now; retry later."""
+class Listener(Protocol):
+    """What serves the daemon's HTTP API (:class:`driftmon.http.app.HttpListener`)."""
 
+    async def start(self) -> str:
+        """Start listening; the URL. Raises ``OSError`` when the address is not available."""
+        ...
 
-class NotReady(Exception):
-    """References are still loading or state is being restored."""
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What one accepted request did."""
-
-    rows: int
-    unknown_fields: int
+    async def stop(self) -> None:
+        """Stop taking requests and let the ones in flight finish."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -153,44 +134,27 @@ class Daemon:
         state_dir: Path | None = None,
     ) -> None:
         self.config_path = config_path
-        self.config = config
         # Steady by default: panes and alert timers ignore wall-clock steps while running.
         self.clock: Callable[[], float] = SteadyClock() if clock is None else clock
         self._sleep = sleep
         self.state_dir = state_dir if state_dir is not None else config.state.dir
-        self.engine: Engine | None = None
         self.latest: Evaluation | None = None
-        self.ready = False
         self.ready_once = False  # state restored at least once: a checkpoint may be written
         self.reload_ok = True
         self.token = read_token(config.server.auth_token_file)
-        self._lock = threading.Lock()  # the engine and the counters below
+        self._lock = threading.Lock()  # the engine and the counters here and in the gate
+        # The gate holds the config and engine that ingest sees; the daemon installs them.
+        self.gate = Gate(config, self.clock, self._lock)
         # One checkpoint at a time: the one written at shutdown must not be overtaken by a
         # periodic one still being written (its older state would be renamed over the newer).
         self._checkpoint_lock = threading.Lock()
-        # Parsing holds the GIL throughout, so two workers parsing at once only take turns,
-        # paying for every forced switch: bench/bench_ingest.py measured 1.84 ms of daemon CPU
-        # per columnar body with two workers parsing side by side, 1.61 ms one at a time.
-        # One parses while another bins (the row queue of DESIGN.md §6 is what waits there).
-        self._parse_lock = threading.Lock()
-        self._queue_rows = 0
-        self._pending_bytes = 0
-        self._requests: Counter[int] = Counter()
-        self._dropped_events: Counter[str] = Counter()
         self._durations = DurationHistogram()
         self._checkpoint_last_success: float | None = None
         self._checkpoint_failures = 0
         # Both kinds from the start, so that increase() sees the first one.
         self._moved_aside: Counter[str] = Counter({"checkpoint": 0})
-        self._pool = ThreadPoolExecutor(
-            max_workers=config.ingest.worker_count, thread_name_prefix="driftmon-ingest"
-        )
+        self._warmup_log = WarmupLog()
         self._events: asyncio.Queue[str] | None = None
-        self.loop_watch = LoopWatch()
-        # Parse processes (ingest.processes): started by load_state, fed the engine's layout.
-        self._parsers: ParseProcesses | None = None
-        self._engine_serial = 0  # counts the engines installed: part of the layout version
-        self._layout: Layout | None = None
         # Where users open the monitor pages: server.external_url, else the bound address.
         self.base_url = config.server.base_url()
         # Called with (rule, stream, feature, page URL) for each alert that starts firing.
@@ -203,6 +167,30 @@ class Daemon:
         self._reloads_asked = 0
         self._reloads_done = 0
         self._last_reload: ReloadOutcome | None = None
+
+    @property
+    def config(self) -> Config:
+        """The config running now (a reload replaces it)."""
+        return self.gate.config
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine installed now (``None`` before :meth:`load_state`)."""
+        return self.gate.engine
+
+    @property
+    def ready(self) -> bool:
+        """Whether references are loaded and state restored (ingest is admitted)."""
+        return self.gate.ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self.gate.ready = value
+
+    @property
+    def loop_watch(self) -> LoopWatch:
+        """The event loop's heartbeat the ingest workers watch."""
+        return self.gate.loop_watch
 
     # --- start ----------------------------------------------------------------
 
@@ -255,8 +243,7 @@ class Daemon:
                 reason,
             )
         with self._lock:
-            self.engine = engine
-            self._engine_serial += 1
+            self.gate.engine = engine
         self._start_parse_processes()
         self.evaluate()
         _freeze_long_lived_objects()
@@ -291,93 +278,15 @@ class Daemon:
             unusable[stream.name] = reason
         return references, unusable
 
-    # --- ingest ---------------------------------------------------------------
+    # --- ingest (the gate's; here for callers that drive a daemon in-process) ------
 
-    def check_token(self, authorization: str | None) -> bool:
-        """Whether an ``Authorization`` header passes (always, with no token configured).
-
-        The scheme is matched case-insensitively (RFC 9110 §11.1: ``bearer`` is
-        ``Bearer``); a header that is not valid UTF-8 simply does not match.
-        """
-        if self.token is None:
-            return True
-        scheme, _, credentials = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        # aiohttp decodes header bytes with surrogateescape: encode them back the same way,
-        # so that undecodable bytes compare unequal instead of raising (a 500).
-        offered = credentials.strip().encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(offered, self.token)
-
-    def has_stream(self, name: str) -> bool:
-        """Whether the config names stream ``name``."""
-        return any(s.name == name for s in self.config.streams)
-
-    def count_request(self, code: int) -> None:
-        """Count one ingest request answered with ``code``."""
-        with self._lock:
-            self._requests[code] += 1
-
-    def count_dropped_events(self, reason: str, count: int = 1) -> None:
-        """Count ``count`` CloudEvents that fed no stream (``no_stream``, ``not_mapped``, …)."""
-        with self._lock:
-            self._dropped_events[reason] += count
-
-    async def run_job(self, body_bytes: int, job: Callable[..., T], *args: object) -> T:
-        """Run ``job(*args)`` in the ingest worker pool, counting ``body_bytes`` as waiting.
-
-        Raises :class:`NotReady` before references are loaded and
-        :class:`QueueFull` when the bodies already waiting for a worker exceed
-        ``max(64 MiB, 4 × server.max_body_bytes)``: a flood queues no more
-        than that in memory.
-        """
-        if not self.ready:
-            raise NotReady()
-        limit = max(64 * 1024 * 1024, 4 * self.config.server.max_body_bytes)
-        with self._lock:
-            if self._pending_bytes + body_bytes > limit and self._pending_bytes > 0:
-                raise QueueFull("too many request bytes waiting for an ingest worker")
-            self._pending_bytes += body_bytes
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, self._after_giving_way, job, *args)
-        finally:
-            with self._lock:
-                self._pending_bytes -= body_bytes
-
-    def _after_giving_way(self, job: Callable[..., T], *args: object) -> T:
-        self.loop_watch.give_way()
-        return job(*args)
-
-    async def ingest(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
-        """Parse, bin and apply one request body in the worker pool.
-
-        Raises :class:`~driftmon.parse.BodyError` (nothing applied),
-        :class:`QueueFull`, :class:`NotReady` or
-        :class:`~driftmon.engine.UnknownStreamError`.
-        """
-        return await self.run_job(len(body), self._ingest_job, stream, body, content_type)
-
-    def _ingest_job(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
-        engine = self.engine
-        if engine is None:
-            raise NotReady()
-        if self._parsers is not None:
-            done = self._ingest_in_child(engine, stream, body, content_type)
-            if done is not None:
-                return done
-        stream_config = engine.stream_config(stream)
-        fields = [f.name for f in stream_config.features]
-        with self._parse_lock:
-            batch = parse_body(
-                body, content_type, fields, numeric_fields=numeric_fields(stream_config)
-            )
-        self.loop_watch.give_way()
-        return self.ingest_batch(stream, batch)
+    def ingest_batch(self, stream: str, batch: Batch) -> IngestResult:
+        """Bin and apply an already-parsed batch (blocking)."""
+        return self.gate.ingest_batch(stream, batch)
 
     def _start_parse_processes(self) -> None:
         count = self.config.ingest.processes
-        if count == 0 or self._parsers is not None:
+        if count == 0 or self.gate.parsers is not None:
             return
         parsers = ParseProcesses(count)
         try:
@@ -386,103 +295,15 @@ class Daemon:
             log.error("parse processes did not start; parsing in the workers: %s", exc)
             parsers.close()
             return
-        self._parsers = parsers
+        self.gate.parsers = parsers
 
-    def _current_layout(self, engine: Engine) -> Layout | None:
-        """The layout a child must bin with for ``engine``; ``None`` once it is not current."""
-        with self._lock:
-            if engine is not self.engine:
-                return None
-            version = (self._engine_serial, engine.generation)
-            if self._layout is None or self._layout.version != version:
-                self._layout = Layout(version, engine.config, engine.references())
-            return self._layout
-
-    def _ingest_in_child(
-        self, engine: Engine, stream: str, body: bytes, content_type: str | None
-    ) -> IngestResult | None:
-        """Parse and bin ``body`` in a parse process and apply it; ``None``: do it here.
-
-        Raises what parsing raises (nothing applied) and :class:`QueueFull`.
-        """
-        assert self._parsers is not None
-        if not engine.bins_in_place(stream):
-            return None  # a warmup keeps raw values: only the in-process path has them
-        layout = self._current_layout(engine)
-        if layout is None:
-            return None
-        try:
-            binned = self._parsers.run(layout, stream, body, content_type)
-        except ChildUnavailable as exc:
-            log.debug("parsing in the worker: %s", exc)
-            return None
-        if binned.n_rows and binned.counts is None:
-            return None  # nothing binned (cannot happen for a stream with a layout)
-        with self._lock:
-            current = self.engine
-            assert current is not None
-            if (self._engine_serial, current.generation) != layout.version:
-                return None  # the layout changed while the child binned: bin again here
-            self._check_queue_room(binned.n_rows)
-            batch = BinnedBatch(
-                stream, binned.n_rows, {}, current.generation, binned.counts, binned.indices
-            )
-            current.apply(batch, self.clock(), unknown_fields=binned.unknown_fields)
-        return IngestResult(binned.n_rows, binned.unknown_fields)
-
-    def _check_queue_room(self, rows: int) -> None:
-        """Raise :class:`QueueFull` unless ``rows`` more fit the row queue (hold ``_lock``).
-
-        A non-empty queue bounds what joins it; an empty one takes any batch.
-        """
-        capacity = self.config.ingest.queue_rows
-        if self._queue_rows + rows > capacity and self._queue_rows > 0:
-            raise QueueFull(f"ingest queue holds {self._queue_rows} of {capacity} rows")
-
-    def ingest_batch(self, stream: str, batch: Batch) -> IngestResult:
-        """Bin and apply an already-parsed batch (worker threads)."""
-        result = self.ingest_batches([(stream, batch)])[0]
-        if result is None:
-            raise UnknownStreamError(stream)
-        return result
-
-    def ingest_batches(self, batches: Sequence[tuple[str, Batch]]) -> list[IngestResult | None]:
-        """Bin and apply several batches as one: all of them are applied, or none.
-
-        The queue bound is checked once for their total rows; binning runs
-        outside the engine lock, applying all of them inside one acquisition.
-        A batch whose stream a reload removed meanwhile gives ``None`` (the
-        others still apply). Raises :class:`QueueFull` or :class:`NotReady`
-        with nothing applied.
-        """
-        engine = self.engine
-        if engine is None:
-            raise NotReady()
-        rows = sum(batch.n_rows for _, batch in batches)
-        with self._lock:
-            self._check_queue_room(rows)
-            self._queue_rows += rows
-        try:
-            binned = [engine.bin_batch(s, b.n_rows, b.columns) for s, b in batches]
-            results: list[IngestResult | None] = []
-            with self._lock:
-                current = self.engine
-                assert current is not None
-                now = self.clock()
-                for (stream, batch), done in zip(batches, binned, strict=True):
-                    if current is not engine:
-                        # A reload swapped the engine while these batches were binned.
-                        try:
-                            done = current.bin_batch(stream, batch.n_rows, batch.columns)
-                        except UnknownStreamError:
-                            results.append(None)
-                            continue
-                    current.apply(done, now, unknown_fields=batch.unknown_fields)
-                    results.append(IngestResult(batch.n_rows, batch.unknown_fields))
-        finally:
-            with self._lock:
-                self._queue_rows -= rows
-        return results
+    async def _keep_parse_processes(self) -> None:
+        """Reap and restart parse processes, from the main loop (not a thread per failure)."""
+        while True:
+            await asyncio.sleep(PARSE_UPKEEP_EVERY_S)
+            parsers = self.gate.parsers
+            if parsers is not None:
+                await asyncio.to_thread(parsers.maintain)
 
     # --- evaluation and status ------------------------------------------------
 
@@ -495,14 +316,25 @@ class Daemon:
             evaluation = self.engine.evaluate(self.clock()).shifted(wall_offset_s(self.clock))
             self.latest = evaluation
             self._durations.observe(evaluation.duration_s)
-        fired = _log_transitions(previous, evaluation, self.base_url)
+        fired = log_transitions(previous, evaluation, self.base_url)
         if self.on_firing is not None:
             for rule, stream, feature, url in fired:
                 self.on_firing(rule, stream, feature, url)
+        self._log_warmup_progress()
         return evaluation
+
+    def _log_warmup_progress(self) -> int:
+        """Log each warmup's progress (:class:`~driftmon.logs.WarmupLog`); how many warm up."""
+        with self._lock:
+            engine = self.engine
+            if engine is None:
+                return 0
+            progress = {name: engine.warmup_progress(name) for name in engine.stream_names()}
+        return self._warmup_log.update(progress)
 
     def status(self) -> Status:
         """The picture one scrape shows (consistent: taken under the lock)."""
+        parsers = self.gate.parsers
         with self._lock:
             engine = self.engine
             if engine is None:
@@ -525,22 +357,23 @@ class Daemon:
                 stream_rows=rows,
                 value_kinds=kinds,
                 unknown_fields=unknown,
-                requests_by_code=dict(self._requests),
+                requests_by_code=dict(self.gate.requests),
                 evaluation_durations=DurationHistogram(
                     self._durations.bounds,
                     list(self._durations.counts),
                     self._durations.total_s,
                     self._durations.n,
                 ),
-                queue_rows=self._queue_rows,
+                queue_rows=self.gate.queue_rows,
                 queue_capacity_rows=self.config.ingest.queue_rows,
                 config_reload_ok=self.reload_ok,
                 checkpoint_last_success_s=self._checkpoint_last_success,
                 checkpoint_failures=self._checkpoint_failures,
                 warmup=warmup,
-                dropped_events=dict(self._dropped_events),
+                dropped_events=dict(self.gate.dropped_events),
                 files_moved_aside=dict(self._moved_aside),
-                parse_processes=None if self._parsers is None else self._parsers.alive,
+                parse_processes=None if parsers is None else parsers.alive,
+                parse_process_jobs=None if parsers is None else self.gate.parse_jobs_in_children,
             )
 
     def monitor_detail(self, stream: str, feature: str) -> dict[str, object] | None:
@@ -667,9 +500,8 @@ class Daemon:
         with self._lock:
             assert self.engine is not None
             engine.take_over(self.engine, self.clock())
-            self.engine = engine
-            self._engine_serial += 1
-            self.config = config
+            self.gate.engine = engine
+            self.gate.config = config
             self.token = token
             self.reload_ok = True
         log.info("config reloaded from %s", self.config_path)
@@ -690,7 +522,9 @@ class Daemon:
         if self._events is not None:
             self._events.put_nowait(event)
 
-    async def serve_forever(self, on_listening: Callable[[str], None] | None = None) -> int:
+    async def serve_forever(
+        self, on_listening: Callable[[str], None] | None = None, *, listener: Listener
+    ) -> int:
         """Serve until TERM/INT (or :meth:`request` ``"stop"``); returns the exit status."""
         self._events = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -704,40 +538,30 @@ class Daemon:
         for event in take_pending():  # a HUP while the process started: reload once ready
             self._events.put_nowait(event)
 
-        from aiohttp import web
-
-        from driftmon.server import make_app
-
         if self.state_dir is not None:
             try:
                 self._state_lock = StateDirLock(self.state_dir)
                 self._state_lock.acquire()
             except OSError as exc:
                 log.error("cannot start: %s", exc)
-                self._pool.shutdown(wait=False)
+                self.gate.pool.shutdown(wait=False)
                 return 1
-        app = make_app(self)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
         server = self.config.server
-        site = web.TCPSite(runner, server.host, server.port, reuse_address=True)
         try:
-            await site.start()
+            url = await listener.start()
         except OSError as exc:
             log.error("cannot listen on %s:%d: %s", server.host, server.port, exc.strerror or exc)
-            await runner.cleanup()
-            self._pool.shutdown(wait=False)
+            self.gate.pool.shutdown(wait=False)
             if self._state_lock is not None:
                 self._state_lock.release()
             return 1
-        url = _bound_url(site, server.host)
         if server.external_url is None:
             self.base_url = url
         log.info("listening on %s", url)
         if on_listening is not None:
             on_listening(url)
         tasks: list[asyncio.Task[None]] = []
-        heartbeat = asyncio.create_task(self.loop_watch.beat())
+        heartbeat = asyncio.create_task(self.gate.loop_watch.beat())
         final_checkpoint_ok = True
         try:
             try:
@@ -750,12 +574,22 @@ class Daemon:
                 return 0
             for event in deferred:
                 self._events.put_nowait(event)
-            log.info("ready: %d monitors", len(self.latest.monitors) if self.latest else 0)
+            warming = self._log_warmup_progress()
+            log.info(
+                "ready: %s%s",
+                describe(self.config),
+                f"; {warming} stream{'s' if warming > 1 else ''} still collecting "
+                "a warmup reference"
+                if warming
+                else "",
+            )
             tasks.append(asyncio.create_task(self._every(self._evaluate_every, self.evaluate)))
             if self.state_dir is not None:
                 tasks.append(
                     asyncio.create_task(self._every(self._checkpoint_every, self.checkpoint))
                 )
+            if self.gate.parsers is not None:
+                tasks.append(asyncio.create_task(self._keep_parse_processes()))
             while True:
                 event = await self._events.get()
                 if event == "stop":
@@ -770,10 +604,10 @@ class Daemon:
                     await task
             self.ready = False
             # Stop taking requests, let the ones in flight finish, then drain the pool.
-            await runner.cleanup()
-            await asyncio.to_thread(self._pool.shutdown, wait=True)
-            if self._parsers is not None:
-                await asyncio.to_thread(self._parsers.close)
+            await listener.stop()
+            await asyncio.to_thread(self.gate.close)
+            if self.gate.parsers is not None:
+                await asyncio.to_thread(self.gate.parsers.close)
             if self.ready_once and self.engine is not None and self.state_dir is not None:
                 final_checkpoint_ok = await asyncio.to_thread(self.checkpoint)
                 if not final_checkpoint_ok:
@@ -845,52 +679,6 @@ class Daemon:
                 log.exception("periodic %s failed", getattr(work, "__name__", "task"))
 
 
-class LoopWatch:
-    """How far behind the event loop runs; ingest workers give way while it lags.
-
-    The event loop answers health checks and scrapes and reads request bodies;
-    the workers parse bodies holding the GIL. Under a flood the loop waited
-    for the GIL after nearly every socket read (py-spy: ~80 % of its samples)
-    and ``/-/healthy`` took seconds. So before each GIL-heavy step a worker
-    checks the loop's heartbeat and, when it is more than ``lag_limit_s``
-    late, waits (GIL released) for the next beat, at most ``max_wait_s`` so
-    that ingest always progresses.
-    """
-
-    def __init__(
-        self, period_s: float = 0.01, lag_limit_s: float = 0.05, max_wait_s: float = 0.5
-    ) -> None:
-        self.period_s = period_s
-        self.lag_limit_s = lag_limit_s
-        self.max_wait_s = max_wait_s
-        self.last_beat = time.monotonic()
-        self.beating = False  # workers never wait on a loop that runs no heartbeat
-        self._beaten = threading.Event()
-
-    async def beat(self) -> None:
-        """Run in the event loop: note the time every ``period_s``, as late as the loop is."""
-        self.beating = True
-        try:
-            while True:
-                self.last_beat = time.monotonic()
-                self._beaten.set()
-                await asyncio.sleep(self.period_s)
-        finally:
-            self.beating = False
-            self._beaten.set()
-
-    def lag_s(self) -> float:
-        """How much later than due the loop's next beat is now (<= 0 while on time)."""
-        return time.monotonic() - self.last_beat - self.period_s
-
-    def give_way(self) -> None:
-        """In a worker: wait for the loop's next beat while it is late."""
-        if self.beating and self.lag_s() > self.lag_limit_s:
-            self._beaten.clear()
-            # A beat between the check and the clear costs one period's wait at most.
-            self._beaten.wait(self.max_wait_s)
-
-
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
     if future.done():
         return
@@ -914,14 +702,6 @@ def _freeze_long_lived_objects() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def _bound_url(site: object, host: str) -> str:
-    server = getattr(site, "_server", None)
-    sockets = getattr(server, "sockets", None) or []
-    port = sockets[0].getsockname()[1] if sockets else 0
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
 
 
 def value_kinds(engine: Engine) -> list[tuple[str, str, dict[str, float]]]:
@@ -949,69 +729,3 @@ def value_kinds(engine: Engine) -> list[tuple[str, str, dict[str, float]]]:
             }
         result.append((monitor.stream, monitor.feature, kinds))
     return result
-
-
-def monitor_url(base_url: str, stream: str, feature: str) -> str:
-    """The address of a monitor's page under ``base_url``."""
-    from driftmon.pages.render import monitor_path
-
-    return base_url + monitor_path(stream, feature)
-
-
-def _log_transitions(
-    previous: Evaluation | None, current: Evaluation, base_url: str
-) -> list[tuple[str, str, str, str]]:
-    """Log alerts that started or stopped firing, with the monitor's page; returns the
-    (rule, stream, feature, page URL) of those that started."""
-    fired = []
-    before: dict[tuple[str, str, str], int] = {}
-    if previous is not None:
-        for pair, state in zip(previous.alert_pairs, previous.alerts.state, strict=True):
-            m = previous.monitors[pair.monitor]
-            before[(pair.rule.name, m.stream, m.feature)] = int(state)
-    for pair, state in zip(current.alert_pairs, current.alerts.state, strict=True):
-        m = current.monitors[pair.monitor]
-        key = (pair.rule.name, m.stream, m.feature)
-        was = before.get(key, 0)
-        if state == 2 and was != 2:
-            value = float(current.values[pair.rule.metric][pair.monitor])
-            url = monitor_url(base_url, m.stream, m.feature)
-            log.warning(
-                "alert %s firing for %s/%s: %s = %.6g; see %s",
-                *key, pair.rule.metric, value, url,
-            )
-            fired.append((*key, url))
-        elif was == 2 and state != 2:
-            log.info(
-                "alert %s resolved for %s/%s; see %s",
-                *key, monitor_url(base_url, m.stream, m.feature),
-            )
-    return fired
-
-
-def configure_logging(log_format: str, level: str = "INFO") -> None:
-    """One line per record: plain text, or JSON objects with ``--log-format json``."""
-    import json
-
-    class JsonFormatter(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            entry = {
-                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-            if record.exc_info:
-                entry["exception"] = self.formatException(record.exc_info)
-            return json.dumps(entry)
-
-    handler = logging.StreamHandler()
-    if log_format == "json":
-        formatter: logging.Formatter = JsonFormatter()
-        formatter.converter = time.gmtime
-    else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("DRIFTMON_LOG_LEVEL", level))

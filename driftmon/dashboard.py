@@ -1,10 +1,10 @@
-"""The Grafana dashboard of a config: ``driftmon dashboard -c FILE`` (DESIGN.md §7, §8).
+"""The Grafana dashboard of a config: ``driftmon dashboard -c FILE`` (docs/metrics.md, docs/cli.md).
 
 :func:`build_dashboard` turns a :class:`~driftmon.config.Config` into a Grafana
 dashboard (schema version 41, Grafana 11.6) with Grafana's own generated
 models, ``grafana-foundation-sdk``; :func:`dashboard_json` is the text the
 command prints. Nothing here reads YAML or talks to a daemon: the dashboard
-depends only on the config and on the public metric names of DESIGN.md §7.
+depends only on the config and on the public metric names of docs/metrics.md.
 
 What the dashboard holds:
 
@@ -73,7 +73,7 @@ STREAM_QUERY = "label_values(driftmon_window_samples, stream)"
 FEATURE_QUERY = 'label_values(driftmon_window_samples{stream=~"$stream"}, feature)'
 
 DIVERGENCE_METRICS: dict[str, str] = dict(ALERT_SERIES)
-"""Alert metric (``alerts[].metric``) -> the gauge that exports it (DESIGN.md §7)."""
+"""Alert metric (``alerts[].metric``) -> the gauge that exports it (docs/metrics.md)."""
 
 RATE = "$__rate_interval"
 MONITOR_LEGEND = "{{stream}}/{{feature}}"
@@ -694,6 +694,36 @@ def _significance_row(board: _Board, config: Config) -> None:
             "Entropy",
             f"Entropy of the smoothed reference and live distributions, in {base}.",
             [_query(f"driftmon_entropy{MONITOR_SELECTOR}", MONITOR_LEGEND + " {{window}}")],
+        ).min(0),
+        12,
+        9,
+    )
+    # One line per model: its smallest Holm-adjusted p-value, and how many of its
+    # features each rule fires for (what a single per-stream alert would watch).
+    stream_selector = '{stream=~"$stream"}'
+    board.panel(
+        _timeseries(
+            "Stream drift p-value",
+            "Smallest Holm-adjusted p-value of each stream's features, min(1, m * min p): "
+            "below alpha when some feature drifts with family-wise error alpha. Log scale.",
+            [_query(f"driftmon_stream_drift_p_value{stream_selector}", "{{stream}}")],
+        ).scale_distribution(
+            common_builders.ScaleDistributionConfig()
+            .type(common_models.ScaleDistribution.LOG)
+            .log(10)
+        ),
+        12,
+        9,
+    )
+    board.panel(
+        _timeseries(
+            "Drifting features per stream",
+            "How many of each stream's features every alert rule fires for.",
+            [
+                _query(
+                    f"driftmon_stream_drifting_features{stream_selector}", "{{stream}} {{rule}}"
+                )
+            ],
         ).min(0),
         12,
         9,

@@ -1,4 +1,4 @@
-"""The synthetic producer behind ``driftmon demo`` (DESIGN.md §6, §8).
+"""The synthetic producer behind ``driftmon demo`` (docs/http-api.md, docs/cli.md).
 
 :func:`produce` feeds the two streams of the packaged demo config
 (:func:`demo_config_path`) over the HTTP ingest API until told to stop:
@@ -39,7 +39,7 @@ import asyncio
 import email.utils
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -254,11 +254,19 @@ def _retry_after_s(header: str | None, now: datetime | None = None) -> float:
 class _Producer:
     """One run of :func:`produce`: the session, the stop event and the counters."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        stop: asyncio.Event,
+        stats: ProducerStats | None = None,
+    ) -> None:
         self.session = session
         self.base_url = base_url
         self.stop = stop
-        self.stats = ProducerStats(rows_sent={SHOP_STREAM: 0, FRAUD_STREAM: 0})
+        self.stats = ProducerStats() if stats is None else stats
+        for stream in (SHOP_STREAM, FRAUD_STREAM):
+            self.stats.rows_sent.setdefault(stream, 0)
 
     async def pause(self, seconds: float) -> bool:
         """Wait ``seconds``; False as soon as ``stop`` is set (then the run ends)."""
@@ -344,6 +352,7 @@ async def produce(
     stop: asyncio.Event,
     seed: int = 0,
     on_drift: Callable[[], None] | None = None,
+    stats: ProducerStats | None = None,
 ) -> ProducerStats:
     """Feed the demo streams of a driftmon daemon at ``base_url`` until ``stop`` is set.
 
@@ -366,6 +375,7 @@ async def produce(
     the producer down; after a stall at most ten batches' worth of rows is
     sent at once and the older rows are skipped.
 
+    ``stats``, when given, is counted into as it goes (for a status line).
     Returns the counts of :class:`ProducerStats` once ``stop`` is set (a
     request in flight is finished first, within a 10 s timeout). Raises
     ``ValueError`` for a ``base_url`` that is not an ``http://`` or
@@ -377,7 +387,7 @@ async def produce(
     shop_rng, fraud_rng = (np.random.default_rng(s) for s in seeds)
     timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        producer = _Producer(session, base_url.rstrip("/"), stop)
+        producer = _Producer(session, base_url.rstrip("/"), stop, stats)
         if not await producer.wait_ready():
             return producer.stats
         loop = asyncio.get_running_loop()
@@ -412,3 +422,17 @@ async def produce(
             if not await producer.post(FRAUD_STREAM, fraud_body, n_rows):
                 break
         return producer.stats
+
+
+def status_line(stats: ProducerStats, firing: Sequence[str], elapsed_s: float) -> str:
+    """The demo's one-line status: rows the daemon accepted and the features firing now.
+
+    ``firing`` holds ``stream/feature`` names; ``elapsed_s`` is the time since start.
+    """
+    total = sum(stats.rows_sent.values())
+    streams = ", ".join(f"{name} {rows:,}" for name, rows in stats.rows_sent.items())
+    features = ", ".join(firing) if firing else "none"
+    return (
+        f"driftmon demo: {elapsed_s:.0f} s, {total:,} rows sent ({streams}); "
+        f"{len(firing)} feature{'' if len(firing) == 1 else 's'} firing: {features}"
+    )

@@ -1,4 +1,4 @@
-"""The engine: every monitor's counts in a few packed arrays (DESIGN.md §1–§5, §11).
+"""The engine: every monitor's counts in a few packed arrays (docs/, docs/durability.md).
 
 Monitors are views (an offset and a length) into three float64 arrays of
 ``B`` bins for all monitors together: ``reference``, ``live`` (the sum of
@@ -426,44 +426,28 @@ class Engine:
 
     def _bin_into(self, stream: _Stream, batch: BinnedBatch, first_row: int) -> None:
         """Bin rows ``first_row:`` of ``batch`` for ``stream``'s current layout."""
-        size = stream.stop - stream.start
-        if isinstance(stream.window, SampleRing):
-            shape = (batch.n_rows - first_row, len(stream.monitors))
-            columns = [batch.columns.get(monitor.feature) for monitor in stream.monitors]
-            if all(values is not None for values in columns):
-                indices = np.empty(shape, dtype=np.int32)  # every cell is written below
-            else:
-                indices = np.full(shape, NOT_REACHED, dtype=np.int32)
-            counts = np.zeros(size, dtype=np.float64)
-            for j, (monitor, values) in enumerate(zip(stream.monitors, columns, strict=True)):
-                if values is None:
-                    continue
-                if first_row:
-                    values = values[first_row:]
-                rel = monitor.offset - stream.start
-                layout_index = monitor.binner.index_values(values)
-                np.add(layout_index, np.int32(rel), out=indices[:, j])
-                view = counts[rel : rel + monitor.n_bins]
-                binner = monitor.binner
-                if _is_float_column(binner, values) and getattr(binner, "kind", "") == "uniform":
-                    # The uniform counting kernel reads the floats again faster
-                    # than np.bincount reads the indices (it widens them to
-                    # int64); the explicit-edges kernel does not (bench_engine).
-                    _add_values(binner, values, view)
-                else:
-                    view += np.bincount(layout_index, minlength=monitor.n_bins)
-            batch.indices = indices
-            batch.counts = counts
-        else:
-            counts = np.zeros(size, dtype=np.float64)
-            for monitor in stream.monitors:
-                values = batch.columns.get(monitor.feature)
-                if values is None:
-                    continue
-                rel = monitor.offset - stream.start
-                view = counts[rel : rel + monitor.n_bins]
-                _add_values(monitor.binner, values[first_row:] if first_row else values, view)
-            batch.counts = counts
+        batch.counts, batch.indices = bin_rows(
+            self._layout_of(stream), batch.columns, batch.n_rows, first_row
+        )
+
+    def _layout_of(self, stream: _Stream) -> StreamLayout:
+        return StreamLayout(
+            stream.monitors,
+            stream.start,
+            stream.stop - stream.start,
+            isinstance(stream.window, SampleRing),
+            self.generation,
+        )
+
+    def stream_layout(self, name: str) -> StreamLayout:
+        """What :func:`bin_rows` needs to bin ``name``'s rows as this engine does now.
+
+        Binners and offsets only: a parse process bins with it (:mod:`driftmon.parsers`).
+        """
+        stream = self._streams.get(name)
+        if stream is None:
+            raise UnknownStreamError(name)
+        return self._layout_of(stream)
 
     def apply(self, batch: BinnedBatch, now: float, *, unknown_fields: int = 0) -> None:
         """Add a binned batch to its stream's window at time ``now``.
@@ -691,9 +675,9 @@ class Engine:
         """Take over exported state for the streams, monitors and rules it still fits.
 
         Window contents and alert states go to monitors whose layout is
-        unchanged (a monitor whose layout changed starts fresh, DESIGN.md §10).
+        unchanged (a monitor whose layout changed starts fresh, docs/durability.md).
         A ``warmup`` stream with unchanged features and reference spec takes
-        over the reference frozen before (kept across restarts, §4), or resumes
+        over the reference frozen before (kept across restarts, docs/configuration.md), or resumes
         its warmup. Panes that expired by ``now`` are dropped.
         """
         adopted_reference = False
@@ -840,15 +824,6 @@ class Engine:
         """Values under unmonitored fields seen for ``stream`` since start."""
         return self._streams[stream].unknown_fields_total
 
-    def references(self) -> dict[str, Reference | None]:
-        """Every stream's reference (``None``: warming up, or unusable at start).
-
-        ``Engine(self.config, references=self.references())`` packs exactly
-        as this engine does now, reading no file: what a parse process needs
-        to bin for it (:mod:`driftmon.parsers`).
-        """
-        return {name: stream.reference for name, stream in self._streams.items()}
-
     def bins_in_place(self, stream: str) -> bool:
         """Whether ``stream``'s rows are binned as they come (not collected for a warmup).
 
@@ -949,6 +924,66 @@ def _add_values(binner: Binner, values: Sequence[object] | np.ndarray, counts: n
         binner.add(np.ascontiguousarray(values), counts)
     else:
         binner.add_values(values, counts)
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """A stream's monitors and bins in one packing (``generation``) of an engine."""
+
+    monitors: tuple[Monitor, ...]
+    start: int
+    size: int
+    samples: bool  # a {samples: N} window: per-row bin indices too
+    generation: int
+
+
+def bin_rows(
+    layout: StreamLayout,
+    columns: Mapping[str, Sequence[object] | np.ndarray],
+    n_rows: int,
+    first_row: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Counts over the stream's bins of rows ``first_row:``; per-row indices for samples.
+
+    A feature absent from ``columns`` is not reached (its counts stay zero,
+    its indices ``NOT_REACHED``). Touches no shared state.
+    """
+    size = layout.size
+    if layout.samples:
+        shape = (n_rows - first_row, len(layout.monitors))
+        picked = [columns.get(monitor.feature) for monitor in layout.monitors]
+        if all(values is not None for values in picked):
+            indices = np.empty(shape, dtype=np.int32)  # every cell is written below
+        else:
+            indices = np.full(shape, NOT_REACHED, dtype=np.int32)
+        counts = np.zeros(size, dtype=np.float64)
+        for j, (monitor, values) in enumerate(zip(layout.monitors, picked, strict=True)):
+            if values is None:
+                continue
+            if first_row:
+                values = values[first_row:]
+            rel = monitor.offset - layout.start
+            layout_index = monitor.binner.index_values(values)
+            np.add(layout_index, np.int32(rel), out=indices[:, j])
+            view = counts[rel : rel + monitor.n_bins]
+            binner = monitor.binner
+            if _is_float_column(binner, values) and getattr(binner, "kind", "") == "uniform":
+                # The uniform counting kernel reads the floats again faster
+                # than np.bincount reads the indices (it widens them to
+                # int64); the explicit-edges kernel does not (bench_engine).
+                _add_values(binner, values, view)
+            else:
+                view += np.bincount(layout_index, minlength=monitor.n_bins)
+        return counts, indices
+    counts = np.zeros(size, dtype=np.float64)
+    for monitor in layout.monitors:
+        values = columns.get(monitor.feature)
+        if values is None:
+            continue
+        rel = monitor.offset - layout.start
+        view = counts[rel : rel + monitor.n_bins]
+        _add_values(monitor.binner, values[first_row:] if first_row else values, view)
+    return counts, None
 
 
 def reusable_references(engine: Engine, config: Config) -> dict[str, Reference | None]:

@@ -1,4 +1,4 @@
-"""Prometheus exposition: the only module that imports ``prometheus_client`` (DESIGN.md §7).
+"""Prometheus exposition: the only module that imports ``prometheus_client`` (docs/metrics.md).
 
 :class:`DriftCollector` builds fresh metric families on every scrape from a
 :class:`Status`, an immutable picture of the daemon that its ``status``
@@ -122,6 +122,7 @@ class Status:
     dropped_events: Mapping[str, int] = field(default_factory=dict)
     files_moved_aside: Mapping[str, int] = field(default_factory=dict)
     parse_processes: int | None = None  # alive; None without ingest.processes
+    parse_process_jobs: int | None = None  # bodies a parse process binned; idem
 
 
 def _float_text(value: float) -> str:
@@ -290,6 +291,13 @@ def _ingest_families(status: Status) -> Iterator[Metric]:
         )
         parsers.add_metric([], float(status.parse_processes))
         yield parsers
+    if status.parse_process_jobs is not None:
+        jobs = CounterMetricFamily(
+            "driftmon_ingest_parse_process_jobs",
+            "Ingest bodies parsed and binned by a parse process (the rest by the workers).",
+        )
+        jobs.add_metric([], float(status.parse_process_jobs))
+        yield jobs
     warmup = GaugeMetricFamily(
         "driftmon_warmup_rows",
         "Rows collected so far by a stream whose warmup reference is not frozen yet.",

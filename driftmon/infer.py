@@ -205,7 +205,7 @@ def infer_file(
 ) -> Inference:
     """Infer the features of a reference file (Parquet, Arrow IPC, CSV, NDJSON, JSON).
 
-    Raises :class:`~driftmon.parse.BodyError` or ``OSError`` when the file
+    Raises :class:`~driftmon.sources.BodyError` or ``OSError`` when the file
     cannot be read and ``ValueError`` for an unknown format.
     """
     path = Path(path)

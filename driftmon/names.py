@@ -1,4 +1,4 @@
-"""Public names of the per-monitor metric series (DESIGN.md §7), in one place.
+"""Public names of the per-monitor metric series (docs/metrics.md), in one place.
 
 The exporter publishes them, ``driftmon rules`` alerts on them and
 ``driftmon dashboard`` plots them; all three read this table so that a name
@@ -23,7 +23,7 @@ DIVERGENCE_SERIES: Mapping[str, str] = {
 ALERT_SERIES: Mapping[str, str] = {
     metric: series for metric, series in DIVERGENCE_SERIES.items() if metric != "p_value"
 }
-"""Alert rule ``metric`` (DESIGN.md §5) → the gauge it compares with its threshold."""
+"""Alert rule ``metric`` (docs/divergences.md) → the gauge it compares with its threshold."""
 
 WINDOW_SAMPLES_SERIES = "driftmon_window_samples"
 """Rows in the live window per monitor: what ``min_samples`` compares with."""

@@ -1,24 +1,15 @@
 """Parse processes: ingest bodies parsed and binned outside the daemon's GIL.
 
-Parsing a body (``orjson`` and the Python around it) holds the GIL, so in one
-process ingest throughput stops at about one core whatever the number of
-worker threads, and the fixed cost of HTTP in the event loop comes on top
-(bench/bench_ingest.py). With ``ingest.processes: N`` the daemon starts N
-child processes; a worker thread hands a body to an idle child and waits
-(GIL released) for what the engine needs to apply it: the rows, the unknown
-field count, and the bin counts (pane windows) or per-row bin indices
-(``{samples: N}`` windows). The body never comes back and no Python object
-of the parsed rows crosses the pipe.
-
-A child bins with an :class:`~driftmon.engine.Engine` of its own, built from
-the daemon's config and references (:class:`Layout`), so that its packing is
-the daemon's; the daemon sends a new layout before the next job whenever its
-own changed (a reload, a warmup frozen). What a child cannot do the worker
-does in-process, as without processes: streams still collecting a warmup
-(the warmup keeps raw values), a layout that changed while the child was
-binning, and any body while no child is alive. A child that dies or stops
-answering is replaced, and its job redone in-process: no request fails for
-it.
+Parsing a body holds the GIL, so in one process ingest stops at about one
+core (bench/README.md). With ``ingest.processes: N`` a worker thread hands a
+body to an idle child and waits, GIL released, for the counts (and per-row
+bin indices for ``{samples: N}`` windows) that :meth:`Engine.apply` takes.
+A child gets only the stream's binners and offsets
+(:class:`~driftmon.engine.StreamLayout`), tagged with the engine's
+``generation``; what it cannot do (a warmup, a layout changed meanwhile, no
+child alive) the worker does in-process. A child that dies is dropped and
+its job redone in-process; :meth:`ParseProcesses.maintain`, called by the
+daemon's main loop, reaps dead children and starts new ones with backoff.
 
 Messages are pickles over ``multiprocessing`` pipes between the daemon and
 its own children; nothing read from a request or a file is unpickled.
@@ -28,20 +19,21 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import queue
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import numpy as np
 
-from driftmon.config import Config
-from driftmon.parse import BodyError, UnsupportedMediaType, parse_body
-from driftmon.reference import Reference, numeric_fields
+from driftmon.config import StreamConfig
+from driftmon.engine import StreamLayout
+from driftmon.reference import numeric_fields
+from driftmon.sources import BodyError, UnsupportedMediaType
 
-__all__ = ["Binned", "ChildUnavailable", "Layout", "ParseProcesses"]
+__all__ = ["Binned", "ChildUnavailable", "ParseProcesses"]
 
 log = logging.getLogger("driftmon")
 
@@ -49,29 +41,57 @@ START_TIMEOUT_S = 120.0
 """How long a child may take to start (import numba, load the cached kernels)."""
 JOB_TIMEOUT_S = 60.0
 """A child that has not answered a job within this is taken for hung and replaced."""
-RESTART_PAUSE_S = 0.5
-"""The pause before starting a child again after a replacement failed to start; doubled
-at each failure, up to :data:`MAX_RESTART_PAUSE_S`."""
-MAX_RESTART_PAUSE_S = 30.0
+RESTART_BACKOFF_S = (1.0, 30.0)
+"""First and longest wait before starting a child again after a failed start."""
+
+
+# --- messages (pickled over the pipe) -------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Layout:
-    """What a child needs to bin exactly as the daemon's engine does now."""
+class _Layout:
+    """Daemon → child: how to parse and bin one stream's rows."""
 
-    version: tuple[int, int]  # (the daemon's engine serial, that engine's generation)
-    config: Config
-    references: dict[str, Reference | None]
+    stream: str
+    fields: tuple[str, ...]
+    numeric_fields: frozenset[str]
+    layout: StreamLayout
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Daemon → child: one body for ``stream``, binned with its layout of ``generation``."""
+
+    stream: str
+    generation: int
+    body: bytes
+    content_type: str | None
 
 
 @dataclass(frozen=True)
 class Binned:
-    """A body parsed and binned by a child, ready for :meth:`Engine.apply`."""
+    """Child → daemon: a body parsed and binned for packing ``generation``."""
 
+    generation: int
     n_rows: int
     unknown_fields: int
-    counts: np.ndarray | None
+    counts: np.ndarray
     indices: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """Child → daemon: the body does not parse (a 400, or a 415 for its media type)."""
+
+    message: str
+    media_type: bool
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """Child → daemon: anything else; the worker redoes the job in-process."""
+
+    reason: str
 
 
 class ChildUnavailable(Exception):
@@ -79,12 +99,12 @@ class ChildUnavailable(Exception):
 
 
 class _Child:
-    """One child process and the daemon's end of its pipe."""
+    """One child process, the daemon's end of its pipe, and the layouts it holds."""
 
     def __init__(self, process: BaseProcess, conn: Connection) -> None:
         self.process = process
         self.conn = conn
-        self.layout_version: tuple[int, int] | None = None
+        self.generations: dict[str, int] = {}
 
     def close(self) -> None:
         self.conn.close()
@@ -98,26 +118,26 @@ class ParseProcesses:
 
     :meth:`start` blocks until every child has loaded the kernels;
     :meth:`run` is called from worker threads, each taking an idle child for
-    the length of one job.
+    one job; :meth:`maintain` from one place only (the daemon's main loop).
     """
 
     def __init__(self, count: int) -> None:
         self.count = count
         self._context = multiprocessing.get_context("spawn")
-        self._idle: queue.SimpleQueue[_Child] = queue.SimpleQueue()
-        self._alive = 0
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+        self._idle: list[_Child] = []
+        self._alive = 0
         self._closed = False
-        self._closing = threading.Event()  # set with _closed: wakes a restart's pause
+        self._backoff_s = 0.0
+        self._next_start = 0.0
 
     def start(self) -> None:
         """Start the children; raises ``OSError`` or ``TimeoutError`` if one does not come up."""
         children = [self._spawn() for _ in range(self.count)]
         for child in children:
             self._await_ready(child)
-            with self._lock:
-                self._alive += 1
-            self._idle.put(child)
+            self._add(child)
         log.info("%d parse processes ready", self.count)
 
     def _spawn(self) -> _Child:
@@ -139,102 +159,117 @@ class ParseProcesses:
         except (EOFError, OSError) as exc:
             child.close()
             raise OSError(f"a parse process died while starting: {exc}") from exc
-        if message != ("ready",):
+        if message != "ready":
             child.close()
             raise OSError(f"a parse process started wrongly: {message!r}")
 
-    @property
-    def alive(self) -> int:
-        """Children alive now (busy or idle)."""
-        with self._lock:
-            return self._alive
-
-    def run(self, layout: Layout, stream: str, body: bytes, content_type: str | None) -> Binned:
-        """Parse and bin one body in a child, for ``layout``.
-
-        Raises :class:`~driftmon.parse.BodyError` (or its subclass
-        :class:`~driftmon.parse.UnsupportedMediaType`) as parsing in-process
-        would, and :class:`ChildUnavailable` when no child could do it.
-        """
-        if self.alive == 0:
-            raise ChildUnavailable("no parse process is running")
-        try:
-            child = self._idle.get(timeout=JOB_TIMEOUT_S)
-        except queue.Empty:
-            raise ChildUnavailable("no parse process became free") from None
-        try:
-            if child.layout_version != layout.version:
-                child.conn.send(("layout", layout.config, layout.references))
-                child.layout_version = layout.version
-            child.conn.send(("job", stream, body, content_type))
-            if not child.conn.poll(JOB_TIMEOUT_S):
-                raise TimeoutError(f"no answer within {JOB_TIMEOUT_S:g} s")
-            reply = child.conn.recv()
-        except (EOFError, OSError, TimeoutError) as exc:
-            self._replace(child, f"{type(exc).__name__}: {exc}")
-            raise ChildUnavailable("the parse process failed") from exc
-        self._idle.put(child)
-        kind = reply[0]
-        if kind == "ok":
-            _, n_rows, unknown_fields, counts, indices = reply
-            return Binned(n_rows, unknown_fields, counts, indices)
-        if kind == "415":
-            raise UnsupportedMediaType(reply[1])
-        if kind == "400":
-            raise BodyError(reply[1])
-        # An exception in the child that parsing in-process would raise too; the worker
-        # redoes the job in-process, where it surfaces as it does without processes.
-        raise ChildUnavailable(f"the parse process raised {reply[1]}")
-
-    def _replace(self, child: _Child, reason: str) -> None:
-        """Drop a failed child and start another in the background."""
-        log.error("parse process %s failed (%s); replacing it", child.process.pid, reason)
-        child.close()
-        with self._lock:
-            self._alive -= 1
-            if self._closed:
-                return
-        threading.Thread(target=self._start_one, name="driftmon-parse-restart", daemon=True).start()
-
-    def _start_one(self) -> None:
-        """Start a child, trying again with a growing pause until one is up or the pool closes.
-
-        A replacement that dies while it starts must not leave the pool a child
-        short for good (repeated kills would drain it to none).
-        """
-        pause_s = RESTART_PAUSE_S
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-            try:
-                child = self._spawn()
-                self._await_ready(child)
-                break
-            except (OSError, TimeoutError) as exc:
-                log.error("cannot start a parse process: %s; trying again in %g s", exc, pause_s)
-            if self._closing.wait(pause_s):
-                return
-            pause_s = min(pause_s * 2, MAX_RESTART_PAUSE_S)
+    def _add(self, child: _Child) -> None:
         with self._lock:
             if self._closed:
                 child.close()
                 return
             self._alive += 1
-        self._idle.put(child)
+            self._idle.append(child)
+            self._freed.notify()
+
+    @property
+    def alive(self) -> int:
+        """Children alive now (busy or idle), as far as the last job or upkeep knows."""
+        with self._lock:
+            return self._alive
+
+    def run(
+        self, stream: StreamConfig, layout: StreamLayout, body: bytes, content_type: str | None
+    ) -> Binned:
+        """Parse and bin one body of ``stream`` in a child, for ``layout``.
+
+        Raises :class:`~driftmon.sources.BodyError` (or its subclass
+        :class:`~driftmon.sources.UnsupportedMediaType`) as parsing in-process
+        would, and :class:`ChildUnavailable` when no child could do it.
+        """
+        with self._lock:
+            if not self._freed.wait_for(lambda: self._idle or not self._alive, JOB_TIMEOUT_S):
+                raise ChildUnavailable("no parse process became free")
+            if not self._idle:
+                raise ChildUnavailable("no parse process is running")
+            child = self._idle.pop()
+        try:
+            if child.generations.get(stream.name) != layout.generation:
+                fields = tuple(feature.name for feature in stream.features)
+                numeric = frozenset(numeric_fields(stream))
+                child.conn.send(_Layout(stream.name, fields, numeric, layout))
+                child.generations[stream.name] = layout.generation
+            child.conn.send(_Job(stream.name, layout.generation, body, content_type))
+            if not child.conn.poll(JOB_TIMEOUT_S):
+                raise TimeoutError(f"no answer within {JOB_TIMEOUT_S:g} s")
+            reply = child.conn.recv()
+        except (EOFError, OSError, TimeoutError) as exc:
+            self._drop(child, f"{type(exc).__name__}: {exc}")
+            raise ChildUnavailable("the parse process failed") from exc
+        with self._lock:
+            self._idle.append(child)
+            self._freed.notify()
+        if isinstance(reply, Binned):
+            return reply
+        if isinstance(reply, _Refused):
+            raise (
+                UnsupportedMediaType(reply.message)
+                if reply.media_type
+                else BodyError(reply.message)
+            )
+        # An exception in the child that parsing in-process would raise too; the worker
+        # redoes the job in-process, where it surfaces as it does without processes.
+        assert isinstance(reply, _Failed), reply
+        raise ChildUnavailable(f"the parse process raised {reply.reason}")
+
+    def _drop(self, child: _Child, reason: str) -> None:
+        """Forget a failed child; :meth:`maintain` starts another."""
+        log.error("parse process %s failed (%s); replacing it", child.process.pid, reason)
+        child.close()
+        with self._lock:
+            self._alive -= 1
+            self._freed.notify_all()
+
+    def maintain(self) -> None:
+        """Reap children that died idle and start missing ones (blocking; one caller).
+
+        A failed start waits ``RESTART_BACKOFF_S[0]`` before the next, doubling
+        up to ``RESTART_BACKOFF_S[1]``, as a process supervisor's arbiter does.
+        """
+        with self._lock:
+            dead = [child for child in self._idle if not child.process.is_alive()]
+            for child in dead:
+                self._idle.remove(child)
+            missing = self.count - self._alive + len(dead)
+            closed = self._closed
+        for child in dead:
+            code = child.process.exitcode
+            self._drop(child, f"exit code {code}")
+        if closed or missing <= 0 or time.monotonic() < self._next_start:
+            return
+        for _ in range(missing):
+            try:
+                child = self._spawn()
+                self._await_ready(child)
+            except (OSError, TimeoutError) as exc:
+                first, longest = RESTART_BACKOFF_S
+                self._backoff_s = min(longest, max(first, 2 * self._backoff_s))
+                self._next_start = time.monotonic() + self._backoff_s
+                log.error(
+                    "cannot start a parse process (next try in %g s): %s", self._backoff_s, exc
+                )
+                return
+            self._backoff_s = 0.0
+            self._add(child)
 
     def close(self) -> None:
         """Stop every idle child (call once no job runs)."""
         with self._lock:
             self._closed = True
-        self._closing.set()
-        while True:
+            idle, self._idle = self._idle, []
+        for child in idle:
             try:
-                child = self._idle.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                child.conn.send(("stop",))
+                child.conn.send("stop")
             except OSError:
                 pass
             child.process.join(5.0)
@@ -247,45 +282,42 @@ def _serve(conn: Connection) -> None:
     # kill a child before the daemon has drained; the child ends when the pipe does.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    from driftmon.engine import Engine
+    from driftmon.engine import bin_rows
     from driftmon.kernels import warm_up_all
+    from driftmon.sources import parse_body
 
     warm_up_all()
-    conn.send(("ready",))
-    engine: Engine | None = None
+    conn.send("ready")
+    layouts: dict[str, _Layout] = {}
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return
-        if message[0] == "stop":
-            return
-        if message[0] == "layout":
-            _, config, references = message
-            engine = Engine(config, now=0.0, references=references)
+        if isinstance(message, _Layout):
+            layouts[message.stream] = message
             continue
-        _, stream, body, content_type = message
+        if not isinstance(message, _Job):
+            return  # "stop"
+        reply: Binned | _Refused | _Failed
         try:
-            assert engine is not None, "a job before any layout"
-            stream_config = engine.stream_config(stream)
-            fields = [feature.name for feature in stream_config.features]
+            known = layouts[message.stream]
+            if known.layout.generation != message.generation:
+                raise RuntimeError("a job for a layout this process does not hold")
             batch = parse_body(
-                body, content_type, fields, numeric_fields=numeric_fields(stream_config)
+                message.body,
+                message.content_type,
+                known.fields,
+                numeric_fields=known.numeric_fields,
             )
-            binned = engine.bin_batch(stream, batch.n_rows, batch.columns)
-            reply: tuple[object, ...] = (
-                "ok",
-                batch.n_rows,
-                batch.unknown_fields,
-                binned.counts,
-                binned.indices,
-            )
+            counts, indices = bin_rows(known.layout, batch.columns, batch.n_rows)
+            reply = Binned(message.generation, batch.n_rows, batch.unknown_fields, counts, indices)
         except UnsupportedMediaType as exc:
-            reply = ("415", str(exc))
+            reply = _Refused(str(exc), media_type=True)
         except BodyError as exc:
-            reply = ("400", str(exc))
+            reply = _Refused(str(exc), media_type=False)
         except Exception as exc:  # noqa: BLE001 - reported to the daemon, which redoes the job
-            reply = ("error", f"{type(exc).__name__}: {exc}")
+            reply = _Failed(f"{type(exc).__name__}: {exc}")
         try:
             conn.send(reply)
         except (OSError, ValueError):

@@ -5,7 +5,8 @@ statistic it needs: about 30 ms per million values for the 11 edges of 10
 quantile bins, most of the time a reference of 20 such columns took to
 load. :class:`QuantileSearch` returns the same numbers, bit for bit (numpy's
 own index, weight and interpolation helpers are applied to the same order
-statistics), from one binning pass: a strided sample gives 256 buckets of
+statistics; only the sign of a zero may differ, as numpy's own partition
+leaves it to where 0.0 and -0.0 sat), from one binning pass: a strided sample gives 256 buckets of
 roughly equal mass, the binning kernel puts every value in one, and only
 the few buckets that hold a wanted order statistic are gathered and
 partitioned. The same pass then gives the counts of the final quantile

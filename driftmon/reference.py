@@ -1,4 +1,4 @@
-"""References: bin layouts and reference counts of a stream (DESIGN.md §2, §4).
+"""References: bin layouts and reference counts of a stream (docs/configuration.md).
 
 A stream's reference comes from a data file (Parquet, Arrow IPC, CSV, NDJSON,
 JSON; read by :mod:`driftmon.columnar`), from its first N rows (``warmup``),
@@ -193,6 +193,13 @@ def build_reference(
         values = columns.get(feature.name)
         if values is None:
             values = [None] * n_rows
+        if learns_layout(feature) and isinstance(values, list) and all(v is None for v in values):
+            # Most likely the wrong file: say so rather than "no number to take quantiles of".
+            what = "top_k categories" if feature.type == "categorical" else "quantile bins"
+            raise ReferenceError(
+                f"column {feature.name!r} is absent from the input (no row has a value for it), "
+                f"so its {what} cannot be learned: is this the right file?"
+            )
         if isinstance(feature.bins, QuantileBins):
             chunks = _float_chunks(values)
             if chunks is not None:
@@ -285,6 +292,9 @@ def save_snapshot(path: Path, stream: StreamConfig, reference: Reference) -> Non
         arrays[f"counts/{i}"] = counts
         if isinstance(binner, NumericBinner):
             arrays[f"edges/{i}"] = np.asarray(binner.edges, dtype=np.float64)
+    if not path.parent.is_dir():
+        # Else the error would name the temporary file below, which the user never asked for.
+        raise ReferenceError(f"cannot write {path}: the folder {path.parent} does not exist")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")

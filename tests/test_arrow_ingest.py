@@ -1,10 +1,10 @@
-"""Arrow IPC ingest bodies and ``Client.log_frame`` against a real daemon (DESIGN.md §2, §6).
+"""Arrow IPC ingest bodies and ``Client.log_frame`` against a real daemon.
 
 Two streams with the same features: one is fed Arrow bodies, the other the
-same rows as JSON; their live histograms must be equal bin for bin, which
-is §2's type rules mapped from Arrow types. Bad bodies apply nothing. Every
-test runs against a daemon that parses in its worker threads and one that
-parses in a child process (``ingest.processes``).
+same rows as JSON; their live histograms must be equal bin for bin, which is
+the type rules of docs/configuration.md#bins mapped from Arrow types. Bad
+bodies apply nothing. Every test runs against a daemon that parses in its
+worker threads and one that parses in a child process (``ingest.processes``).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def test_log_frame_sends_arrow_and_counts_rows_like_log(daemon: DaemonProcess) -
         client.log(ROWS[0])  # a batch mixing dict rows and frame rows goes as JSON
         assert client.flush(timeout=30)
         stats = client.stats
-        assert stats.rows_logged == stats.rows_sent == 2 * len(ROWS) + 1
+        assert stats.rows_logged == stats.rows_accepted == 2 * len(ROWS) + 1
         assert stats.rows_rejected == stats.rows_dropped == 0
     finally:
         client.close()
@@ -203,8 +203,8 @@ def test_log_frame_rows_are_evicted_and_counted_like_logged_rows() -> None:
         client.log({"x": 1.0})
         stats = client.stats
         assert stats.rows_logged == 101
-        assert stats.rows_dropped + stats.rows_pending + stats.rows_sent == 101
-        assert stats.rows_pending <= 30 and stats.rows_sent == 0
+        assert stats.rows_dropped + stats.rows_pending + stats.rows_accepted == 101
+        assert stats.rows_pending <= 30 and stats.rows_accepted == 0
     finally:
         assert not client.close(timeout=0.5)
     stats = client.stats

@@ -1,6 +1,6 @@
-"""CloudEvents ingest (DESIGN.md §6): modes, payloads, routing, errors, and the real daemon.
+"""CloudEvents ingest (docs/http-api.md): modes, payloads, routing, errors, and the real daemon.
 
-The unit tests drive :func:`driftmon.cloudevents.plan_request` (headers and bytes in, the
+The unit tests drive :func:`driftmon.sources.cloudevents.plan_request` (headers and bytes in, the
 batches a request would apply and its drops out) over every mode (binary, structured,
 batched) × payload (V1, V2) × side (request, response). The fixtures in
 ``tests/fixtures/cloudevents/*.http`` are whole HTTP requests shaped as KServe's and
@@ -26,7 +26,9 @@ from harness import DaemonProcess, Samples, sample, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftmon.cloudevents import (
+from driftmon.config import StreamConfig, parse_config
+from driftmon.sources import Batch
+from driftmon.sources.cloudevents import (
     BATCH_MEDIA_TYPE,
     STRUCTURED_MEDIA_TYPE,
     CloudEventError,
@@ -37,8 +39,6 @@ from driftmon.cloudevents import (
     plan_request,
     read_events,
 )
-from driftmon.config import StreamConfig, parse_config
-from driftmon.parse import Batch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cloudevents"
 IRIS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -341,6 +341,29 @@ def test_json_literals_nan_and_infinity_are_values(streams: tuple[StreamConfig, 
     assert columns["petal_length"] == [-math.inf]
     assert columns["petal_width"] == [math.inf]
 
+
+
+def test_payloads_share_the_rows_loader_huge_integers_and_the_depth_bound(
+    streams: tuple[StreamConfig, ...],
+) -> None:
+    """A payload is read by the rows bodies' loader: an integer of thousands of digits is a
+    number (it used to raise past Python's 4300-digit bound: a 500), and nesting deeper
+    than orjson's bound is a 400 naming the place, also where only the standard library
+    reads the payload (NaN)."""
+    huge = "9" * 5000
+    body = f'{{"instances": [[{huge}, -{huge}, 1, 2]]}}'.encode()
+    columns = columns_of(streams, binary_headers(), body)
+    assert columns["sepal_length"] == [math.inf]
+    assert columns["sepal_width"] == [-math.inf]
+    for value in (b"1", b"NaN"):
+        deep = b'{"instances": [[' + b"[" * 1030 + value + b"]" * 1030 + b"]]}"
+        message = str(rejected(streams, binary_headers(), deep))
+        expected = "data: nesting deeper than 1024 levels at line 1, column 1038"
+        assert message == expected, message
+    nested_event = b'{"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": '
+    deep_event = nested_event + b"[" * 1030 + b"]" * 1030 + b"}"
+    message = str(rejected(streams, structured_headers(), deep_event))
+    assert message.startswith("body: nesting deeper than 1024 levels"), message
 
 # --- V1 payloads -------------------------------------------------------------------------------
 
@@ -1095,6 +1118,13 @@ def test_events_for_no_stream_are_counted_and_answered_200(daemon: DaemonProcess
         == counter(before, "driftmon_ingest_requests_total", code="200") + 2
     )
 
+
+
+def test_a_huge_integer_in_a_payload_is_a_value_not_a_500(daemon: DaemonProcess) -> None:
+    headers, _ = read_http("kserve_v1_request.http")
+    body = ('{"instances": [[' + "7" * 5000 + ", 1, 2, 3]]}").encode()
+    reply = daemon.post("/v1/cloudevents", body, headers)
+    assert (reply.status, reply.json()) == (200, {"rows": 1, "events": 1, "dropped": {}})
 
 def test_malformed_event_is_400_naming_the_field_and_applies_nothing(daemon: DaemonProcess) -> None:
     before = daemon.metrics()

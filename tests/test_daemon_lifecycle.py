@@ -1,4 +1,4 @@
-"""The daemon's life over real processes (DESIGN.md §6, §10): signals, restarts, reloads, damage.
+"""The daemon's life over real processes (docs/http-api.md): signals, restarts, reloads, damage.
 
 Each test starts its own daemon (a subprocess on port 0) because each changes what a daemon
 is: its state directory, its config file or its log format. Waits poll a condition. One test
@@ -502,7 +502,9 @@ class InProcessDaemon:
             self._loop = asyncio.get_running_loop()
             self._listening.set()
 
-        self.status = asyncio.run(self.daemon.serve_forever(on_listening=on_listening))
+        from driftmon.cli import serve_daemon
+
+        self.status = asyncio.run(serve_daemon(self.daemon, on_listening))
 
     def start(self) -> InProcessDaemon:
         self._thread.start()
@@ -786,7 +788,7 @@ def test_a_late_periodic_checkpoint_never_overwrites_a_newer_one(
     import driftmon.daemon as daemon_module
     from driftmon.config import load_config
     from driftmon.daemon import Daemon
-    from driftmon.parse import parse_body
+    from driftmon.sources import parse_body
 
     config = load_config(one_stream)
     daemon = Daemon(one_stream, config)
@@ -828,7 +830,7 @@ def test_wall_clock_steps_neither_empty_nor_freeze_windows_and_timers(tmp_path: 
     from driftmon.clock import SteadyClock
     from driftmon.config import load_config
     from driftmon.daemon import Daemon
-    from driftmon.parse import parse_body
+    from driftmon.sources.bodies import parse_body
 
     (tmp_path / "reference.ndjson").write_text(
         "".join(json.dumps(row) + "\n" for row in reference_rows())

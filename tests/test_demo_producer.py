@@ -1,4 +1,4 @@
-"""The ``driftmon demo`` producer (DESIGN.md §6, §8) and the packaged demo config.
+"""The ``driftmon demo`` producer (docs/http-api.md, docs/cli.md) and the packaged demo config.
 
 The producer runs against a small in-process aiohttp server that answers the
 ingest API the way the daemon does (``/-/ready``, ``POST
@@ -41,8 +41,8 @@ from driftmon.demo import (
     produce,
 )
 from driftmon.divergence import divergences
-from driftmon.parse import Batch, parse_body
 from driftmon.reference import Reference, build_reference, load_reference_file
+from driftmon.sources import Batch, parse_body
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = load_config(demo_config_path())

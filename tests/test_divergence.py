@@ -1,4 +1,4 @@
-"""Divergence kernels and their public wrappers (DESIGN.md §3, §9) against tests/naive.py."""
+"""Divergence kernels and their public wrappers (docs/divergences.md) against tests/naive.py."""
 
 from __future__ import annotations
 
@@ -649,10 +649,10 @@ def test_bad_count_values_are_found_by_the_pass_naming_argument_and_index(
 @pytest.mark.parametrize("side", ["reference", "live"])
 def test_the_threaded_pass_names_the_first_bad_count_too(side: str) -> None:
     rng = np.random.default_rng(4)
-    reference, live = random_counts_matrix(rng, 3000, 16)
-    assert reference.size >= divergence.PARALLEL_MIN_BINS
+    reference, live = random_counts_matrix(rng, 9000, 16)
+    assert reference.size >= divergence.ONE_SHOT_PARALLEL_MIN_BINS
     bad = reference if side == "reference" else live
-    bad[2999, 3] = -1.0
+    bad[8999, 3] = -1.0
     bad[1234, 15] = math.nan  # the first bad row, in some chunk other than the last
     with pytest.raises(ValueError) as caught:
         divergences(reference, live)
@@ -661,7 +661,7 @@ def test_the_threaded_pass_names_the_first_bad_count_too(side: str) -> None:
 
 def test_the_one_shot_pass_equals_the_engine_pass_bit_for_bit() -> None:
     rng = np.random.default_rng(6)
-    for n_monitors, n_bins in ((1, 7), (50, 16), (3000, 16)):
+    for n_monitors, n_bins in ((1, 7), (50, 16), (9000, 16)):
         reference, live = random_counts_matrix(rng, n_monitors, n_bins)
         reference[::7, 2] = 0.0
         live[::5, 1] = 0.0

@@ -10,7 +10,7 @@ The other tests pin the bound on request bodies being read, which the flood show
 every connection buffered its whole body before any bound was checked, so the daemon's RSS
 grew with the number of senders (at 256 senders of 3.5 MB bodies: 1088 MiB, against 465 MiB
 with the bound). Bodies are now counted as their bytes arrive, against
-``max(64 MiB, 4 × server.max_body_bytes)`` (``driftmon/server.py`` ``read_body``).
+``max(64 MiB, 4 × server.max_body_bytes)`` (``driftmon/http/responses.py`` ``read_body``).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def test_slow_senders_lock_no_one_out(roomy: DaemonProcess) -> None:
 
 
 def test_a_worker_waits_for_a_late_event_loop_and_goes_on_once_it_beats() -> None:
-    from driftmon.daemon import LoopWatch
+    from driftmon.ingest import LoopWatch
 
     watch = LoopWatch(period_s=0.01, lag_limit_s=0.05, max_wait_s=30.0)
     times: dict[str, float] = {}
@@ -179,7 +179,7 @@ def test_a_worker_waits_for_a_late_event_loop_and_goes_on_once_it_beats() -> Non
 
 
 def test_without_a_heartbeat_workers_never_wait() -> None:
-    from driftmon.daemon import LoopWatch
+    from driftmon.ingest import LoopWatch
 
     watch = LoopWatch(lag_limit_s=0.0, max_wait_s=30.0)
     time.sleep(0.05)

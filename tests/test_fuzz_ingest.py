@@ -11,11 +11,11 @@ draws next time:
 
 - a body without a ``Content-Length`` (chunked) of exactly ``max_body_bytes + 1`` bytes
   was read and applied: aiohttp stops only past ``client_max_size``, one byte above the
-  limit (fixed in ``driftmon/server.py`` ``read_body``);
+  limit (fixed in ``driftmon/http/responses.py`` ``read_body``);
 - a V2 tensor of shape ``[10**12, 0]`` (no values, a huge row count) was a 500, and
   ``[10**6, 0]`` added a million rows of missing values from a 100-byte body; shape
   ``[0, 10**12]`` looped over its width and held an ingest worker for hours, wedging the
-  daemon (fixed in ``driftmon/cloudevents.py``).
+  daemon (fixed in ``driftmon/sources/cloudevents.py``).
 
 Last, ``driftmon check`` on malformed YAML files: one line per error naming its place,
 exit 1, never a traceback (the loader itself is fuzzed in ``tests/test_config.py``).

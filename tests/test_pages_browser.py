@@ -253,3 +253,14 @@ def test_filters_history_api_and_headers(drifted: DaemonProcess) -> None:
     latest = process.get(path).json()
     assert history["values"]["js"][-1] == pytest.approx(latest["divergences"]["js"], rel=1e-6)
     assert process.get("/api/v1/monitors/shop/nope/history").status == 404
+
+    # A rule with max_p_value shows the p-value it judged: Holm-corrected in the demo.
+    shop = process.monitor("shop", "basket_value")
+    (psi,) = [a for a in shop["alerts"] if a["rule"] == "psi-significant"]
+    assert psi["p_value_correction"] == "holm"
+    corrected = psi["p_value_corrected"]
+    shown = "0" if corrected == 0 else f"{corrected:.4g}"
+    page_text = process.get("/monitors/shop/basket_value").body.decode()
+    row = re.search(r'<tr data-rule="psi-significant".*?</tr>', page_text)
+    assert row is not None and "(holm)" in row.group(0)
+    assert f'<td class="num">{shown}</td>' in row.group(0)

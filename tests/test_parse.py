@@ -1,4 +1,4 @@
-"""The parse stage: ingest bodies and data files into columns (DESIGN.md §2, §4, §6).
+"""The parse stage: ingest bodies and data files into columns (docs/configuration.md).
 
 One contract runs over every body form (a JSON array of rows, a ``columns``
 object, NDJSON, and the standard library's serialisation with ``NaN``) and
@@ -20,17 +20,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driftmon import parse
-from driftmon.parse import (
-    JSON_MEDIA_TYPES,
-    NDJSON_MEDIA_TYPES,
+from driftmon.sources import (
     Batch,
     BodyError,
     UnsupportedMediaType,
+    files,
     iter_table_chunks,
     parse_body,
     read_table,
 )
+from driftmon.sources import bodies as parse
+from driftmon.sources.bodies import JSON_MEDIA_TYPES, NDJSON_MEDIA_TYPES
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -807,7 +807,7 @@ def test_chunks_concatenate_to_the_whole_table(tmp_path: Path, chunk_rows: int) 
 
 
 def test_read_table_merges_many_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parse, "_READ_TABLE_CHUNK_ROWS", 5)
+    monkeypatch.setattr(files, "_READ_TABLE_CHUNK_ROWS", 5)
     for path in chunk_files(tmp_path):
         batch = read_table(path, ["a", "b"], numeric_fields=["a"])
         assert batch.n_rows == 23

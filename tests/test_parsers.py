@@ -22,8 +22,8 @@ from harness import DaemonProcess, sample, wait_for
 
 from driftmon.config import load_config
 from driftmon.engine import Engine
-from driftmon.parse import parse_body
 from driftmon.reference import numeric_fields
+from driftmon.sources import parse_body
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -119,6 +119,11 @@ def expected_live(config_path: Path, sent: list[tuple[str, bytes, str]]) -> Engi
     return engine
 
 
+def child_jobs(process: DaemonProcess) -> float:
+    """Bodies a parse process parsed and binned (applied as the child binned them)."""
+    return sample(process.metrics(), "driftmon_ingest_parse_process_jobs_total")
+
+
 def live_counts(process: DaemonProcess, stream: str, feature: str) -> list[float] | None:
     """The monitor's live counts; ``None`` until an evaluation has shown the monitor (a
     warmup's monitors appear at the first evaluation after it froze)."""
@@ -154,6 +159,7 @@ def test_parse_processes_count_exactly_what_in_process_parsing_counts(daemon: An
     config, process = daemon
     assert len(children(process.process.pid)) == 2
     assert sample(process.metrics(), "driftmon_ingest_parse_processes") == 2
+    assert child_jobs(process) == 0
     sent = []
     for seed, stream in enumerate(STREAMS * 3):
         for body, content_type in bodies(seed):
@@ -162,6 +168,10 @@ def test_parse_processes_count_exactly_what_in_process_parsing_counts(daemon: An
             sent.append((stream, body, content_type))
     # The warmup froze on the way (its layout changed under the children): same counts still.
     assert_same_counts(process, expected_live(config, sent))
+    # The children did the work: every body of the two fixed-reference streams (a layout
+    # changed under a child only when the warmup froze, and the warm stream's bodies after it).
+    fixed = sum(1 for stream, _, _ in sent if stream != "warm")
+    assert fixed <= child_jobs(process) <= len(sent)
 
 
 def test_bad_bodies_are_refused_from_a_child_as_from_a_worker(daemon: Any) -> None:
@@ -169,6 +179,7 @@ def test_bad_bodies_are_refused_from_a_child_as_from_a_worker(daemon: Any) -> No
     good = [(b, t) for b, t in bodies(1)][:2]
     for body, content_type in good:
         assert process.post_rows("panes", body, content_type).status == 200
+    assert child_jobs(process) == 2
     reply = process.post_rows("panes", b'[{"x": 1, "c": "a"}, {"x": 2,]', JSON)
     assert reply.status == 400
     assert reply.json()["error"].startswith("line 1, column "), reply.json()
@@ -176,6 +187,7 @@ def test_bad_bodies_are_refused_from_a_child_as_from_a_worker(daemon: Any) -> No
     assert reply.status == 415
     reply = process.post_rows("panes", b'{"columns": {"x": [1, 2], "c": ["a"]}}', JSON)
     assert reply.status == 400 and "columns.c" in reply.json()["error"]
+    assert child_jobs(process) == 2  # refused bodies apply nothing
     engine = expected_live(config, [("panes", b, t) for b, t in good])
     monitor = engine.monitor("panes", "x")
     want = engine.live[monitor.bins].tolist()
@@ -206,6 +218,12 @@ def test_a_killed_parse_process_is_replaced_and_no_request_fails(daemon: Any) ->
         30.0,
         "two parse processes alive again",
     )
+    # Every body but the one the killed child held (redone in-process) was a child's.
+    assert len(sent) - 1 <= child_jobs(process) <= len(sent)
+    reply = process.post_rows("samples", *bodies(8)[0])
+    assert reply.status == 200
+    sent.append(("samples", *bodies(8)[0]))
+    assert child_jobs(process) >= len(sent) - 1  # two children again, and they take jobs
     engine = expected_live(config, sent)
     for feature in FEATURES:
         monitor = engine.monitor("samples", feature)
@@ -225,8 +243,10 @@ def test_after_a_reload_the_children_bin_with_the_new_layout(daemon: Any) -> Non
     reply = process.post("/-/reload")
     assert reply.status == 200, reply.body
     sent = [("panes", body, content_type) for body, content_type in bodies(12)]
+    before = child_jobs(process)
     for _, body, content_type in sent:
         assert process.post_rows("panes", body, content_type).status == 200
+    assert child_jobs(process) == before + len(sent)  # the children took the new layout
     # panes/x started over with three bins: only the bodies after the reload are in it.
     engine = expected_live(config, sent)
     monitor = engine.monitor("panes", "x")

@@ -1,4 +1,4 @@
-"""References from files, warmups and snapshots (DESIGN.md §2, §4).
+"""References from files, warmups and snapshots (docs/configuration.md).
 
 Layouts learned from data (quantile edges, top-k categories) and counts are
 checked against the naive recomputations of tests/test_engine.py. Snapshots
@@ -54,6 +54,27 @@ from driftmon.reference import (
 FIELDS = [f["name"] for f in ALL_FEATURES]
 
 
+@pytest.mark.parametrize("distribution", ["normal", "lognormal", "ties"])
+def test_a_large_column_learns_quantiles_that_hold_the_whole_reference(distribution: str) -> None:
+    """The one-pass quantile search of large float columns (driftmon.quantiles) ends the
+    layout above the maximum too: no reference value in underflow or overflow."""
+    rng = np.random.default_rng(21)
+    values = {
+        "normal": rng.normal(size=200_000),
+        "lognormal": rng.lognormal(size=200_000),
+        "ties": np.round(rng.normal(size=200_000), 1),
+    }[distribution]
+    feature = {"name": "q", "type": "numeric", "bins": {"kind": "quantile", "count": 10}}
+    stream = make_config([stream_doc(features=[feature])]).stream("s")
+    reference = build_reference(stream, values.size, {"q": values})
+    binner = reference.binners[0]
+    assert isinstance(binner, NumericBinner)
+    counts = reference.counts[0]
+    assert counts[0] == 0 and counts[binner.n_regular + 1] == 0
+    assert counts[1 : binner.n_regular + 1].sum() == values.size
+    assert binner.edges[-1] == np.nextafter(values.max(), np.inf)
+
+
 # --- learned layouts hold their own reference --------------------------------------------
 
 
@@ -84,7 +105,13 @@ def test_a_learned_layout_puts_every_finite_reference_value_in_a_regular_bin(
     except ReferenceError as error:
         # Constant data, a span float64 cannot interpolate over, or a maximum with no
         # float above it: refused with a message, never mis-binned.
-        refusals = ("distinct quantiles", "interpolate", "largest float64", "no finite")
+        refusals = (
+            "distinct quantiles",
+            "interpolate",
+            "largest float64",
+            "no finite",
+            "absent from the input",  # no value at all: most likely the wrong file
+        )
         assume(not any(reason in str(error) for reason in refusals))
         raise
     binner = reference.binners[0]
@@ -118,7 +145,7 @@ def assert_reference_is_naive(
     features: Sequence[Mapping[str, Any]],
     rows: Sequence[Mapping[str, object]],
 ) -> None:
-    """Each feature's layout and counts are those §2 gives the rows."""
+    """Each feature's layout and counts are those docs/configuration.md#bins gives the rows."""
     assert reference.rows == len(rows)
     for feature, binner, counts in zip(features, reference.binners, reference.counts, strict=True):
         name = feature["name"]
@@ -205,6 +232,7 @@ def test_a_warmup_reference_equals_the_file_reference_of_the_same_rows(tmp_path:
         ('{"u": 1}\n[1]\n', "ndjson", "line 2"),
         ("u,t\n1,x\n2\n", "csv", "line 3"),
         ("u,q,t\n1,5,\n2,6,\n", "csv", "'t'.*no valid category"),
+        ("u,q\n1,5\n2,6\n", "csv", "column 't' is absent from the input"),
         ("u,q,t\n1,5,x\n2,5,y\n", "csv", "'q'.*cannot learn quantile bins"),
     ],
 )

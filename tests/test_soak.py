@@ -10,7 +10,7 @@ on purpose, to show that every check can fail. The long version is
 
 Also here: the simulated clock on its own, the bound checks on made-up
 measurements, and the regression test of the leak the soak found in
-:func:`~driftmon.parse.parse_body`.
+:func:`~driftmon.sources.parse_body`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import BinaryIO
 import pytest
 
 from driftmon.clock import SimulatedClock
-from driftmon.parse import parse_body
+from driftmon.sources import parse_body
 
 
 def _load_bench_soak() -> ModuleType:

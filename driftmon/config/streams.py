@@ -209,7 +209,7 @@ def _read_categories(value: object, path: str, errs: Errors) -> tuple[str, ...] 
     ok = True
     for index, item in enumerate(items):
         item_path = f"{path}[{index}]"
-        # Data values that are ints match by their text (DESIGN §2), so integer-coded
+        # Data values that are ints match by their text (docs/configuration.md), so integer-coded
         # categories may be written as YAML ints. YAML 1.1 also reads yes/no/on/off as
         # booleans; taking them silently would turn a "no" category into "false".
         if isinstance(item, bool):
@@ -370,6 +370,55 @@ def _read_cloudevents(
     return CloudEventsMapping(service=service, namespace=namespace, inputs=inputs, outputs=outputs)
 
 
+def _infer_marker(value: object) -> tuple[bool, list[object] | None]:
+    """Whether ``features`` asks for inference (``infer``, or a list holding ``infer``),
+    and its entries."""
+    if value == "infer":
+        return True, []
+    if isinstance(value, list) and "infer" in value:
+        return True, value
+    return False, None
+
+
+def _inferred_features(
+    path: str,
+    errs: Errors,
+    reference: ReferenceConfig | None,
+    smoothing: float,
+    explicit: list[FeatureConfig],
+    stream: str | None,
+    window: Window | None,
+    monitors: list[Monitor],
+) -> list[FeatureConfig]:
+    """``features: infer``: the reference file's columns (driftmon.infer), explicit entries
+    replacing inferred ones of their name."""
+    if reference is None:
+        return explicit
+    if reference.kind != "file" or reference.path is None:
+        errs.add(path, f"infer needs a file reference, not {reference.kind}")
+        return explicit
+    from driftmon.infer import infer_file, merge_features
+
+    try:
+        inference = infer_file(reference.path, reference.format)
+    except (ValueError, OSError) as exc:
+        errs.add(path, f"cannot infer features from {reference.path}: {exc}")
+        return explicit
+    _log.info("stream %s: features inferred: %s", stream, inference.summary())
+    inferred = [feature.config(smoothing) for feature in inference.features]
+    merged = merge_features(inferred, explicit)
+    if not merged:
+        errs.add(path, f"infer found no column to monitor in {reference.path}")
+    known = {feature.name for feature in explicit}
+    if stream is not None:
+        monitors.extend(
+            Monitor(stream, feature.name, feature.type, window)
+            for feature in merged
+            if feature.name not in known
+        )
+    return merged
+
+
 _STREAM_KEYS = ("name", "time_field", "reference", "window", "smoothing", "features", "cloudevents")
 
 
@@ -448,52 +497,3 @@ def read_stream(
         cloudevents=cloudevents,
     )
     return stream, name, names_complete
-
-
-def _infer_marker(value: object) -> tuple[bool, list[object] | None]:
-    """Whether ``features`` asks for inference (``infer``, or a list holding ``infer``),
-    and the explicit entries beside it."""
-    if value == "infer":
-        return True, []
-    if isinstance(value, list) and "infer" in value:
-        return True, value
-    return False, None
-
-
-def _inferred_features(
-    path: str,
-    errs: Errors,
-    reference: ReferenceConfig | None,
-    smoothing: float,
-    explicit: list[FeatureConfig],
-    stream: str | None,
-    window: Window | None,
-    monitors: list[Monitor],
-) -> list[FeatureConfig]:
-    """``features: infer``: the reference file's columns (driftmon.infer), explicit entries
-    replacing inferred ones of their name."""
-    if reference is None:
-        return explicit
-    if reference.kind != "file" or reference.path is None:
-        errs.add(path, f"infer needs a file reference, not {reference.kind}")
-        return explicit
-    from driftmon.infer import infer_file, merge_features
-
-    try:
-        inference = infer_file(reference.path, reference.format)
-    except (ValueError, OSError) as exc:
-        errs.add(path, f"cannot infer features from {reference.path}: {exc}")
-        return explicit
-    _log.info("stream %s: features inferred: %s", stream, inference.summary())
-    inferred = [feature.config(smoothing) for feature in inference.features]
-    merged = merge_features(inferred, explicit)
-    if not merged:
-        errs.add(path, f"infer found no column to monitor in {reference.path}")
-    known = {feature.name for feature in explicit}
-    if stream is not None:
-        monitors.extend(
-            Monitor(stream, feature.name, feature.type, window)
-            for feature in merged
-            if feature.name not in known
-        )
-    return merged

@@ -1,4 +1,4 @@
-"""Divergence kernels: every DESIGN.md §3 metric for all monitors in one pass.
+"""Divergence kernels: every docs/divergences.md metric for all monitors in one pass.
 
 Layout (shared with the engine): the monitors' bins are concatenated into
 float64 arrays of length ``B``; monitor ``m`` owns bins
@@ -22,7 +22,7 @@ to a small scratch table, which LLVM vectorises (the logs are
 :func:`~driftmon.kernels.special.log_branchless`, not calls), and the terms
 are then summed in a fixed order.
 
-Numerics (DESIGN §3), for one monitor, ``a`` its smoothing:
+Numerics (docs/divergences.md), for one monitor, ``a`` its smoothing:
 
 - ``p_i = (r_i + a) / (R + K a)``, as a product by the inverse of the
   denominator. The live side uses the very same arithmetic, so identical
@@ -52,7 +52,7 @@ Numerics (DESIGN §3), for one monitor, ``a`` its smoothing:
   input gives NaN (the public wrappers reject non-finite counts and totals
   that overflow).
 
-Wasserstein (numeric monitors, DESIGN §3): :func:`prepare_wasserstein_reference`
+Wasserstein (numeric monitors, docs/divergences.md): :func:`prepare_wasserstein_reference`
 caches, per numeric monitor, the gaps between consecutive value-bin positions,
 the reference CDF at each gap and the reference total and standard deviation;
 :func:`wasserstein_pass` computes ``Σ |CDF_P - CDF_Q| gap / std``.
@@ -84,7 +84,7 @@ ROWS = (
     "cross_entropy",
     "p_value",
 )
-"""The rows of a pass's ``out[9, M]``, in order (DESIGN §3 names)."""
+"""The rows of a pass's ``out[9, M]``, in order (docs/divergences.md names)."""
 
 N_ROWS = len(ROWS)
 REF_COUNT, REF_LOG_P = 0, 1
@@ -500,7 +500,7 @@ def divergence_pass(
     log_scale: float,
     out: np.ndarray,
 ) -> None:
-    """Every §3 divergence of every monitor into ``out[9, M]`` (rows :data:`ROWS`), serially.
+    """Every the divergence of every monitor into ``out[9, M]`` (rows :data:`ROWS`), serially.
 
     ``live_counts``: float64[B]; ``bin_offsets``: int64[M+1]; ``smoothing``:
     float64[M]; ``reference_bins``, ``reference_monitors``: from
@@ -582,6 +582,7 @@ def _one_shot_rows(
     """
     n_bins = reference.shape[1]
     reference_bins = np.empty((2, n_bins))
+    reference_row = np.empty(n_bins)
     live_row = np.empty(n_bins)
     reference_monitors = np.empty((3, 1))
     terms = np.empty((_N_TERMS, n_bins))
@@ -591,23 +592,24 @@ def _one_shot_rows(
             r = reference[m, k]
             q = live[m, k]
             reference_bins[REF_COUNT, k] = r
+            reference_row[k] = r
             live_row[k] = q
             r_ok = (r >= 0.0) & (r <= _LARGEST)
             q_ok = (q >= 0.0) & (q <= _LARGEST)
             bad += 0 if (r_ok & q_ok) else 1
         if bad:
-            column = _first_bad(reference_bins[REF_COUNT])
+            column = _first_bad(reference_row)
             side = 0
             if column < 0:
                 column = _first_bad(live_row)
                 side = 1
-            value = reference_bins[REF_COUNT, column] if side == 0 else live_row[column]
+            value = reference_row[column] if side == 0 else live_row[column]
             errors[chunk, ERR_KIND] = NEGATIVE if value < 0.0 else NOT_FINITE
             errors[chunk, ERR_SIDE] = side
             errors[chunk, ERR_ROW] = m
             errors[chunk, ERR_COLUMN] = column
             return
-        ref_total = _total(reference_bins[REF_COUNT], 0, n_bins)
+        ref_total = _total(reference_row, 0, n_bins)
         live_total = _total(live_row, 0, n_bins)
         overflow_side = -1
         if not ref_total + n_bins * a <= _LARGEST:
@@ -758,7 +760,7 @@ def wasserstein_pass(
     reference_monitors: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """§3 normalised W1 of every numeric monitor into ``out[J]``.
+    """docs/divergences.md normalised W1 of every numeric monitor into ``out[J]``.
 
     Arguments as in :func:`prepare_wasserstein_reference`, whose results
     ``gaps``, ``reference_cdf`` and ``reference_monitors`` are passed here.

@@ -49,6 +49,8 @@ class AlertView:
     for_s: float
     min_samples: int
     max_p_value: float | None
+    p_value_correction: str
+    p_value: float  # the p-value the rule judged (corrected when it corrects); NaN: none
     state: str
     active_at: float  # NaN when inactive
     fired_at: float  # NaN unless firing
@@ -126,6 +128,12 @@ def alert_views(evaluation: Evaluation) -> dict[int, list[AlertView]]:
                 for_s=rule.for_s,
                 min_samples=rule.min_samples,
                 max_p_value=rule.max_p_value,
+                p_value_correction=rule.p_value_correction,
+                p_value=(
+                    float(evaluation.alert_p_values[i])
+                    if evaluation.alert_p_values.size
+                    else math.nan
+                ),
                 state=STATES[int(table.state[i])],
                 active_at=float(table.active_at[i]),
                 fired_at=float(table.fired_at[i]),

@@ -395,13 +395,16 @@ def _rules(view: MonitorView, now: float) -> str:
         f"<td>{escape(a.rule)}</td><td>{escape(a.severity)}</td><td>{a.metric} &gt; "
         f"{a.threshold:g}"
         + (f", p &lt; {a.max_p_value:g}" if a.max_p_value else "")
-        + f"</td><td>{_badge(a.state)}</td><td>{format_time(a.since)}</td>"
+        + (f" ({a.p_value_correction})" if a.p_value_correction != "none" else "")
+        + f'</td><td class="num">{_number(a.p_value) if a.max_p_value else "—"}</td>'
+        + f"<td>{_badge(a.state)}</td><td>{format_time(a.since)}</td>"
         f"<td>{_ago(a.since, now)}</td></tr>"
         for a in view.alerts
     )
     return (
         '<h2>Alert rules</h2><div class="scroll"><table id="rules"><tr><th>rule</th>'
-        "<th>severity</th><th>condition</th><th>state</th><th>since</th><th></th></tr>"
+        '<th>severity</th><th>condition</th><th class="num">p judged</th><th>state</th>'
+        "<th>since</th><th></th></tr>"
         f"{rule_rows}</table></div>"
     )
 

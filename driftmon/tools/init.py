@@ -60,10 +60,10 @@ def _yaml(value: object) -> str:
 
 
 def _p_value_correction_known() -> bool:
-    from driftmon import config
+    """Whether this driftmon's config loader reads ``p_value_correction`` in an alert rule."""
+    from driftmon.config import alerts
 
-    keys = getattr(config, "_ALERT_KEYS", ())
-    return "p_value_correction" in keys
+    return "p_value_correction" in getattr(alerts, "_ALERT_KEYS", ())
 
 
 def render_config(

@@ -1,0 +1,157 @@
+"""The aiohttp application and its listener, built from small interfaces.
+
+The HTTP layer never sees the daemon: :func:`make_app` takes an ingest gate
+(:class:`~driftmon.http.interfaces.IngestGate`, what ingest handlers call)
+and :class:`~driftmon.http.interfaces.Views` (callables the other endpoints
+read). Auth and the ingest request
+counter are middleware, applied per route (:class:`Policy`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
+
+from driftmon.http import cloudevents, pages, rows, views
+from driftmon.http.interfaces import GATE_KEY, READING_KEY, VIEWS_KEY, IngestGate, Views
+from driftmon.http.responses import ReadingBodies, error, unauthorized
+
+__all__ = ["HttpListener", "Policy", "bearer_matches", "make_app"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the middleware does around one route."""
+
+    auth: bool = False  # a configured bearer token is required
+    counted: bool = False  # answers count in driftmon_ingest_requests_total
+    enabled: Callable[[], str | None] | None = None  # the 404 message while it is off
+
+
+_POLICIES_KEY: web.AppKey[dict[AbstractRoute, Policy]] = web.AppKey("policies", dict)
+
+
+def bearer_matches(authorization: str | None, token: bytes | None) -> bool:
+    """Whether an ``Authorization`` header passes (always, with no token configured).
+
+    The scheme is matched case-insensitively (RFC 9110 §11.1: ``bearer`` is
+    ``Bearer``); a header that is not valid UTF-8 simply does not match.
+    """
+    if token is None:
+        return True
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # aiohttp decodes header bytes with surrogateescape: encode them back the same way,
+    # so that undecodable bytes compare unequal instead of raising (a 500).
+    offered = credentials.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(offered, token)
+
+
+@web.middleware
+async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Per route: off (404), then counted, then auth (401), then the handler."""
+    route = request.match_info.route
+    policy = request.app[_POLICIES_KEY].get(route)
+    if policy is None:
+        return await handler(request)
+    if policy.enabled is not None:
+        off = policy.enabled()
+        if off is not None:
+            return error(404, off)
+    if not policy.counted:
+        return await _authorized(request, handler, policy)
+    gate = request.app[GATE_KEY]
+    try:
+        response = await _authorized(request, handler, policy)
+    except web.HTTPException as exc:
+        gate.count_request(exc.status)
+        raise
+    except Exception:
+        # aiohttp answers 500 for it; the counter must see that answer too.
+        gate.count_request(500)
+        raise
+    gate.count_request(response.status)
+    return response
+
+
+async def _authorized(request: web.Request, handler: Handler, policy: Policy) -> web.StreamResponse:
+    if policy.auth and not request.app[VIEWS_KEY].authorized(request.headers.get("Authorization")):
+        return unauthorized()
+    return await handler(request)
+
+
+def make_app(gate: IngestGate, views_: Views) -> web.Application:
+    """The aiohttp application over ``gate`` and ``views_``."""
+    # The body limit is enforced by read_body (413 with a message); aiohttp's own
+    # limit is set just above it so that it never answers first.
+    app = web.Application(client_max_size=gate.max_body_bytes + 1, middlewares=[_edge])
+    app[GATE_KEY] = gate
+    app[VIEWS_KEY] = views_
+    app[READING_KEY] = ReadingBodies()
+    policies: dict[AbstractRoute, Policy] = {}
+    ingest = Policy(auth=True, counted=True)
+
+    def root_off() -> str | None:
+        if gate.cloudevents_root():
+            return None
+        return (
+            "POST / takes CloudEvents only with ingest.cloudevents.root: true; use /v1/cloudevents"
+        )
+
+    router = app.router
+    policies[router.add_post("/v1/streams/{stream}/rows", rows.ingest_rows)] = ingest
+    policies[router.add_post("/v1/cloudevents", cloudevents.ingest_cloudevents)] = ingest
+    root = Policy(auth=True, counted=True, enabled=root_off)
+    policies[router.add_post("/", cloudevents.ingest_cloudevents)] = root
+    router.add_get("/metrics", views.metrics)
+    router.add_get("/-/healthy", views.healthy)
+    router.add_get("/-/ready", views.ready)
+    policies[router.add_post("/-/reload", views.reload)] = Policy(auth=True)
+    router.add_get("/api/v1/monitors", views.monitors)
+    router.add_get("/api/v1/monitors/{stream}/{feature}", views.monitor)
+    router.add_get("/api/v1/monitors/{stream}/{feature}/history", views.monitor_history)
+    router.add_get("/", pages.overview)
+    router.add_get("/monitors/{stream}/{feature}", pages.monitor_html)
+    router.add_get("/monitors", pages.monitor_by_query)
+    app[_POLICIES_KEY] = policies
+    return app
+
+
+class HttpListener:
+    """An application served on ``host:port`` (port 0: any free port)."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        """Listen; the URL served. Raises ``OSError`` when the address is not available."""
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else 0
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{port}"
+
+    async def stop(self) -> None:
+        """Stop taking requests and let the ones in flight finish."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
