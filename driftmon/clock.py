@@ -126,6 +126,10 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+STEP_S = 1.0
+"""The least difference between the wall and steady clocks taken for a wall-clock step."""
+
+
 class SteadyClock:
     """Unix seconds anchored to the wall clock at start, advancing with the monotonic clock.
 
@@ -153,8 +157,14 @@ class SteadyClock:
         return self._anchor_wall_s + (self._monotonic() - self._anchor_monotonic_s)
 
     def wall_offset_s(self) -> float:
-        """Wall clock minus this clock now: 0 until the wall clock steps."""
-        return self._wall() - self()
+        """Wall clock minus this clock now: 0 until the wall clock steps.
+
+        Below :data:`STEP_S` the difference is clock drift and slewing, not a
+        step: it reads 0, so that published times are exactly the ones kept
+        (an alert's ``active_at`` reads the same before and after a restart).
+        """
+        offset = self._wall() - self()
+        return offset if abs(offset) >= STEP_S else 0.0
 
 
 def wall_offset_s(clock: Callable[[], float]) -> float:
