@@ -571,6 +571,53 @@ def _category_text(value: object) -> str | None:
     return None
 
 
+MAX_KEPT_CATEGORY_CHARS = 1024
+"""In a warmup, a categorical value longer than this (or than the longest listed
+category, if longer) is kept as ``invalid``: no sensible category is that long, and a
+warmup keeps its values until it freezes (a few 1 MiB strings would otherwise fill
+memory and the checkpoint)."""
+
+
+def normalise_numeric(values: Sequence[object] | np.ndarray) -> list[object]:
+    """A numeric column reduced to what binning it needs, by the numeric type rules.
+
+    Each value becomes a float (ints beyond float64 are ±inf), ``None`` for
+    missing (None, NaN), or ``[]`` for invalid (the wrong type: every kind of
+    invalid value bins alike, so one small token stands for them all).
+    Binning the result gives exactly the counts of binning ``values``.
+    """
+    numbers, invalid = _numeric_column(values)
+    kept: list[object] = [None if math.isnan(x) else x for x in numbers.tolist()]
+    if invalid is not None:
+        for position in np.flatnonzero(invalid).tolist():
+            kept[position] = []
+    return kept
+
+
+def normalise_categorical(
+    values: Sequence[object] | np.ndarray, max_chars: int = MAX_KEPT_CATEGORY_CHARS
+) -> list[object]:
+    """A categorical column reduced to canonical text, ``None`` (missing) or ``[]`` (invalid).
+
+    ints and bools become their text (``3`` → ``"3"``, ``true`` → ``"true"``);
+    a text longer than ``max_chars`` characters, a float, list or dict is
+    invalid. Binning the result gives the counts of binning ``values``, except
+    that over-long values count as invalid instead of ``other``.
+    """
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    kept: list[object] = []
+    for value in values:
+        text = _category_text(value)
+        if text is not None:
+            kept.append(text if len(text) <= max_chars else [])
+        elif value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+            kept.append(None)
+        else:
+            kept.append([])  # invalid, or an int too long to print: both never a category
+    return kept
+
+
 class CategoricalBinner:
     """The bin layout of a categorical monitor: ``c`` categories, ``K = c + 3``.
 

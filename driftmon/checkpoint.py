@@ -78,15 +78,17 @@ import io
 import json
 import logging
 import math
+import mmap
 import os
 import re
 import secrets
+import shutil
 import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import BinaryIO, Final, NoReturn, cast
 
 import numpy as np
 
@@ -101,7 +103,7 @@ from driftmon.config import (
     TimeWindow,
 )
 from driftmon.engine import EngineState, StreamState, WindowState
-from driftmon.files import NotARegularFile, read_regular
+from driftmon.files import NotARegularFile, open_regular
 from driftmon.history import HISTORY_METRICS, HistoryState
 from driftmon.reference import Binner, Reference, layout_key
 
@@ -130,6 +132,7 @@ _TEMPORARY_PREFIX: Final = f".{CHECKPOINT_NAME}.tmp-"
 _CORRUPT_INFIX: Final = ".corrupt-"
 # The header line is tiny; a missing newline within this many bytes is corruption.
 _MAX_HEADER_BYTES: Final = 1024
+_CHUNK_BYTES: Final = 1 << 20  # how much of a checkpoint is copied or hashed at a time
 # Python refuses int <-> decimal str beyond 640..4300 digits (sys.int_max_str_digits);
 # 2000 bits is about 603 digits, under the lowest limit a user can set.
 _BIG_INT_BITS: Final = 2000
@@ -192,18 +195,29 @@ def write_checkpoint(state_dir: Path, state: EngineState, *, saved_at: float) ->
     saved_at = float(saved_at)
     if not math.isfinite(saved_at):
         raise ValueError(f"saved_at must be a finite number of seconds, got {saved_at!r}")
-    payload = _encode_payload(state, saved_at)
-    data = _frame(payload)
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / CHECKPOINT_NAME
     temporary = state_dir / f"{_TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # The archive goes to a file of its own first: its checksum and length lead the
+    # checkpoint, and writing it to disk in chunks (not to memory) keeps a large
+    # {samples: N} ring from being copied whole two or three times over.
+    payload_path = temporary.with_name(temporary.name + "-payload")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with _create(payload_path, "w+b") as payload:
+            _encode_payload(state, saved_at, payload)
+            payload.flush()
+            length = payload.seek(0, os.SEEK_END)
+            payload.seek(0)
+            digest = hashlib.sha256()
+            while chunk := payload.read(_CHUNK_BYTES):
+                digest.update(chunk)
+            with _create(temporary, "wb") as handle:
+                handle.write(MAGIC + _header_line(FORMAT_VERSION, digest.hexdigest(), length))
+                payload.seek(0)
+                shutil.copyfileobj(payload, handle, _CHUNK_BYTES)
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         # Whatever went wrong (including KeyboardInterrupt), the previous
@@ -213,15 +227,20 @@ def write_checkpoint(state_dir: Path, state: EngineState, *, saved_at: float) ->
         except OSError:
             pass
         raise
+    finally:
+        try:
+            os.unlink(payload_path)
+        except OSError:
+            pass
     _fsync_directory(state_dir)
-    logger.debug("wrote checkpoint %s (%d bytes)", path, len(data))
+    logger.debug("wrote checkpoint %s (%d payload bytes)", path, length)
     return path
 
 
-def _frame(payload: bytes) -> bytes:
-    """Magic line, header line and payload: the bytes of a checkpoint file."""
-    header = _header_line(FORMAT_VERSION, hashlib.sha256(payload).hexdigest(), len(payload))
-    return MAGIC + header + payload
+def _create(path: Path, mode: str) -> BinaryIO:
+    """A new file (never an existing one), readable by the owner only: warmup rows are user data."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(fd, mode)  # type: ignore[return-value]
 
 
 def _header_line(version: int, sha256: str, length: int) -> bytes:
@@ -239,7 +258,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _encode_payload(state: EngineState, saved_at: float) -> bytes:
+def _encode_payload(state: EngineState, saved_at: float, out: BinaryIO) -> None:
     arrays: dict[str, np.ndarray] = {}
     streams_meta: list[dict[str, object]] = []
     for i, (name, stream) in enumerate(state.streams.items()):
@@ -308,9 +327,7 @@ def _encode_payload(state: EngineState, saved_at: float) -> bytes:
     if state.history is not None:
         meta["history"] = _encode_history(state.history, arrays)
     arrays["meta"] = _json_bytes(meta)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    return buffer.getvalue()
+    np.savez(out, **arrays)  # type: ignore[arg-type]
 
 
 def _json_bytes(document: object) -> np.ndarray:
@@ -422,22 +439,27 @@ def read_checkpoint(state_dir: Path) -> LoadedCheckpoint | None:
     try:
         # A FIFO or a link to a device is refused from its type, a huge file from its
         # size, before a byte is read (a FIFO would hang the start, /dev/zero eat memory).
-        data = read_regular(path, max_bytes=max_checkpoint_bytes())
+        handle = open_regular(path, max_bytes=max_checkpoint_bytes())
     except FileNotFoundError:
         return None
     except NotARegularFile as exc:
         raise CheckpointError(str(exc)) from exc
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    payload = _unframe(data)
-    try:
-        state, saved_at = _decode_payload(payload)
-    except CheckpointError:
-        raise
-    except _PARSE_ERRORS as exc:
-        # Whatever the checks let through to numpy, zipfile or json still
-        # makes the file unusable, never a crash.
-        raise CheckpointError(f"malformed payload: {type(exc).__name__}: {exc}") from exc
+    with handle:
+        try:
+            _verify_frame(handle)
+            # zipfile reads an archive behind a prefix (the magic and header lines);
+            # each array is read once, straight into its final numpy buffer.
+            state, saved_at = _decode_payload(handle)
+        except CheckpointError:
+            raise
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        except _PARSE_ERRORS as exc:
+            # Whatever the checks let through to numpy, zipfile or json still
+            # makes the file unusable, never a crash.
+            raise CheckpointError(f"malformed payload: {type(exc).__name__}: {exc}") from exc
     return LoadedCheckpoint(state=state, saved_at=saved_at, path=path)
 
 
@@ -454,16 +476,33 @@ def max_checkpoint_bytes() -> int:
     return max(total // 2, 1 << 20)
 
 
-def _unframe(data: bytes) -> bytes:
-    """The verified payload of a checkpoint file's bytes; CheckpointError otherwise."""
+def _verify_frame(handle: BinaryIO) -> None:
+    """Check the magic, header, length and checksum of an open checkpoint file.
+
+    The payload is hashed through a memory map: the file's pages, not a copy.
+    """
+    size = os.fstat(handle.fileno()).st_size
+    if size == 0:
+        raise CheckpointError("empty file (zero bytes)")
+    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            _unframe(view)
+        finally:
+            view.release()
+
+
+def _unframe(data: memoryview) -> None:
+    """Verify a checkpoint file's bytes (frame, length, checksum); CheckpointError otherwise."""
     if not data:
         raise CheckpointError("empty file (zero bytes)")
-    if not data.startswith(MAGIC):
+    if bytes(data[: len(MAGIC)]) != MAGIC:
         raise CheckpointError("not a driftmon checkpoint (wrong magic line)")
-    end = data.find(b"\n", len(MAGIC), len(MAGIC) + _MAX_HEADER_BYTES)
+    end = bytes(data[len(MAGIC) : len(MAGIC) + _MAX_HEADER_BYTES]).find(b"\n")
     if end < 0:
         raise CheckpointError("truncated or malformed header line")
-    line = data[len(MAGIC) : end + 1]
+    end += len(MAGIC)
+    line = bytes(data[len(MAGIC) : end + 1])
     try:
         header = json.loads(line.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -486,78 +525,111 @@ def _unframe(data: bytes) -> bytes:
         # Exactly the bytes the writer produces, so a flipped bit in the
         # header can never yield an equivalent header that slips through.
         raise CheckpointError("malformed header line")
-    payload = data[end + 1 :]
-    if len(payload) < length:
-        raise CheckpointError(f"truncated: {length} payload bytes expected, {len(payload)} found")
-    if len(payload) > length:
-        raise CheckpointError(f"{len(payload) - length} unexpected bytes after the payload")
-    if hashlib.sha256(payload).hexdigest() != sha256:
+    found = len(data) - (end + 1)
+    if found < length:
+        raise CheckpointError(f"truncated: {length} payload bytes expected, {found} found")
+    if found > length:
+        raise CheckpointError(f"{found - length} unexpected bytes after the payload")
+    # Released before any error is raised: a memory map cannot close while a view lives.
+    with data[end + 1 :] as payload:
+        digest = hashlib.sha256(payload).hexdigest()
+    if digest != sha256:
         raise CheckpointError("checksum mismatch: the payload is not what was written")
-    return payload
 
 
-def _read_members(payload: bytes) -> dict[str, bytes]:
-    """The ``.npy`` members of the archive by array name (no ``.npy`` suffix)."""
+class _Members:
+    """The ``.npy`` members of a checkpoint's archive by array name (no ``.npy`` suffix).
+
+    Names are listed at once; an array's bytes are read only when it is asked for.
+    """
+
+    def __init__(self, archive: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo]) -> None:
+        self.archive = archive
+        self.infos = infos
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.infos)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.infos
+
+
+def _read_members(payload: BinaryIO) -> _Members:
+    """The members of the archive in ``payload`` (an open, already verified file)."""
+    size = os.fstat(payload.fileno()).st_size
     try:
-        archive = zipfile.ZipFile(io.BytesIO(payload))
+        archive = zipfile.ZipFile(payload)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise CheckpointError(f"the payload is not a readable npz archive: {exc}") from None
-    members: dict[str, bytes] = {}
-    with archive:
-        for info in archive.infolist():
-            if not info.filename.endswith(".npy"):
-                raise CheckpointError(f"unexpected archive member {info.filename!r}")
-            name = info.filename[: -len(".npy")]
-            if name in members:
-                raise CheckpointError(f"archive member {info.filename!r} appears twice")
-            # numpy.savez stores members uncompressed; refusing anything else
-            # bounds every member by the payload's size (no zip bombs).
-            if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(payload):
-                raise CheckpointError(f"archive member {info.filename!r} is not stored plainly")
-            try:
-                members[name] = archive.read(info)
-            except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-                raise CheckpointError(f"archive member {info.filename!r}: {exc}") from None
-    return members
+    infos: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        if not info.filename.endswith(".npy"):
+            raise CheckpointError(f"unexpected archive member {info.filename!r}")
+        name = info.filename[: -len(".npy")]
+        if name in infos:
+            raise CheckpointError(f"archive member {info.filename!r} appears twice")
+        # numpy.savez stores members uncompressed; refusing anything else
+        # bounds every member by the payload's size (no zip bombs).
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+            raise CheckpointError(f"archive member {info.filename!r} is not stored plainly")
+        infos[name] = info
+    return _Members(archive, infos)
 
 
-def _read_array(members: Mapping[str, bytes], name: str, dtype: np.dtype, ndim: int) -> np.ndarray:
+def _read_array(members: _Members, name: str, dtype: np.dtype, ndim: int) -> np.ndarray:
     """Array ``name`` as a fresh C-ordered native ``dtype`` array of ``ndim`` dimensions.
 
     Only the ``.npy`` header is parsed (numpy's literal-only header reader);
     any dtype but ``dtype`` (in either byte order) is refused before the data
-    is looked at, so nothing is ever unpickled.
+    is looked at, so nothing is ever unpickled. The data is read once, into
+    the array's own buffer.
     """
-    data = members.get(name)
-    if data is None:
+    info = members.infos.get(name)
+    if info is None:
         raise CheckpointError(f"array {name!r} is missing")
-    stream = io.BytesIO(data)
     try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran_order, found = np.lib.format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran_order, found = np.lib.format.read_array_header_2_0(stream)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, SyntaxError, TypeError, EOFError) as exc:
-        raise CheckpointError(f"array {name!r}: malformed .npy header: {exc}") from None
-    if found.hasobject or found.kind != dtype.kind or found.itemsize != dtype.itemsize:
-        raise CheckpointError(f"array {name!r} has dtype {found}, expected {dtype}")
-    if len(shape) != ndim:
-        raise CheckpointError(f"array {name!r} has shape {shape}, expected {ndim} dimensions")
-    count = math.prod(shape)
-    offset = stream.tell()
-    if len(data) - offset != count * found.itemsize:
-        raise CheckpointError(
-            f"array {name!r}: {len(data) - offset} data bytes for shape {shape} of {found}"
-        )
-    flat = np.frombuffer(data, dtype=found, count=count, offset=offset)
-    array = flat.reshape(shape, order="F" if fortran_order else "C")
+        stream = members.archive.open(info)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise CheckpointError(f"archive member {info.filename!r}: {exc}") from None
+    with stream:
+        try:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran_order, found = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, fortran_order, found = np.lib.format.read_array_header_2_0(stream)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except (ValueError, SyntaxError, TypeError, EOFError) as exc:
+            raise CheckpointError(f"array {name!r}: malformed .npy header: {exc}") from None
+        if found.hasobject or found.kind != dtype.kind or found.itemsize != dtype.itemsize:
+            raise CheckpointError(f"array {name!r} has dtype {found}, expected {dtype}")
+        if len(shape) != ndim:
+            raise CheckpointError(f"array {name!r} has shape {shape}, expected {ndim} dimensions")
+        count = math.prod(shape)
+        data_bytes = info.file_size - stream.tell()
+        if data_bytes != count * found.itemsize:
+            raise CheckpointError(
+                f"array {name!r}: {data_bytes} data bytes for shape {shape} of {found}"
+            )
+        array = np.empty(shape, dtype=found, order="F" if fortran_order else "C")
+        # ravel("K") of a fresh array is a view of its buffer in memory order.
+        target = array.ravel(order="K").data.cast("B")
+        reader = cast(io.BufferedIOBase, stream)  # zipfile's ZipExtFile
+        filled = 0
+        while filled < data_bytes:
+            # In chunks: zipfile's readinto reads into a bytes object first.
+            got = reader.readinto(target[filled : filled + _CHUNK_BYTES])
+            if not got:
+                raise CheckpointError(f"array {name!r}: truncated data")
+            filled += got
+        target.release()
+    if array.dtype == dtype and array.flags.c_contiguous:
+        return array
     return np.array(array, dtype=dtype, order="C", copy=True)
 
 
-def _json_member(members: Mapping[str, bytes], name: str, hook: Callable[..., object]) -> object:
+def _json_member(members: _Members, name: str, hook: Callable[..., object]) -> object:
     raw = _read_array(members, name, np.dtype(np.uint8), 1)
     try:
         return json.loads(raw.tobytes().decode("utf-8"), object_pairs_hook=hook)
@@ -636,7 +708,7 @@ def _number(value: object, where: str, *, finite: bool = True) -> int | float:
     return value
 
 
-def _decode_payload(payload: bytes) -> tuple[EngineState, float]:
+def _decode_payload(payload: BinaryIO) -> tuple[EngineState, float]:
     members = _read_members(payload)
     raw_meta = _json_member(members, "meta", _unique_object)
     keys: tuple[str, ...] = ("saved_at", "writer", "streams", "alerts")
@@ -684,7 +756,7 @@ def _encode_history(history: HistoryState, arrays: dict[str, np.ndarray]) -> dic
     return {"monitors": monitors}
 
 
-def _decode_history(members: Mapping[str, bytes], value: object) -> HistoryState:
+def _decode_history(members: _Members, value: object) -> HistoryState:
     fields = _object(value, "meta.history", ("monitors",))
     monitors = []
     for j, item in enumerate(_list(fields["monitors"], "meta.history.monitors")):
@@ -711,7 +783,7 @@ def _decode_history(members: Mapping[str, bytes], value: object) -> HistoryState
 
 
 def _decode_stream(
-    members: Mapping[str, bytes], i: int, entry: object, where: str
+    members: _Members, i: int, entry: object, where: str
 ) -> tuple[str, StreamState, set[str]]:
     """One stream's state and the names of the arrays it used."""
     fields = _object(entry, where, ("name", "fingerprint", "reference", "window", "warmup_rows"))
@@ -766,7 +838,7 @@ def _decode_stream(
 
 
 def _decode_reference(
-    members: Mapping[str, bytes], prefix: str, value: object, where: str
+    members: _Members, prefix: str, value: object, where: str
 ) -> Reference:
     fields = _object(value, where, ("rows", "binners"))
     rows = _int(fields["rows"], f"{where}.rows", 0)
@@ -846,7 +918,7 @@ def _decode_layout_key(value: object, where: str) -> tuple[tuple[object, ...], i
 
 
 def _decode_window(
-    members: Mapping[str, bytes], prefix: str, value: object, where: str
+    members: _Members, prefix: str, value: object, where: str
 ) -> WindowState:
     if not isinstance(value, dict):
         _fail(where, f"expected an object, got {type(value).__name__}")

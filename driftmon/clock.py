@@ -10,7 +10,9 @@ as soon as an advance reaches its deadline, so the real evaluation and
 checkpoint loops run exactly as they would over hours of wall time, without
 the hours (``bench/soak.py``, ``tests/test_soak.py``).
 
-Nothing in the daemon imports this module: production runs on the wall clock.
+Production runs on :class:`SteadyClock`: Unix seconds that follow the
+monotonic clock while the process runs, so that a wall-clock step neither
+empties nor freezes a window and ``for:`` timers measure real durations.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import asyncio
 import itertools
 import math
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -120,3 +124,49 @@ def _wake(future: asyncio.Future[None]) -> None:
     # The sleeper may have been cancelled between the advance and this callback.
     if not future.done():
         future.set_result(None)
+
+
+STEP_S = 1.0
+"""The least difference between the wall and steady clocks taken for a wall-clock step."""
+
+
+class SteadyClock:
+    """Unix seconds anchored to the wall clock at start, advancing with the monotonic clock.
+
+    Panes rotate and alert timers run on this clock: a +3 h step of the wall
+    clock must not empty every window, nor a step back freeze pane rotation.
+    At start it reads the wall clock, so across
+    a restart the wall clock decides which panes expired while the daemon was
+    down. :meth:`wall_offset_s` is how far the wall clock has stepped since:
+    timestamps shown to users add it, so they stay wall-clock times. ``wall``
+    and ``monotonic`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._wall = wall
+        self._monotonic = monotonic
+        self._anchor_wall_s = wall()
+        self._anchor_monotonic_s = monotonic()
+
+    def __call__(self) -> float:
+        """The current time, Unix seconds, never stepping with the wall clock."""
+        return self._anchor_wall_s + (self._monotonic() - self._anchor_monotonic_s)
+
+    def wall_offset_s(self) -> float:
+        """Wall clock minus this clock now: 0 until the wall clock steps.
+
+        Below :data:`STEP_S` the difference is clock drift and slewing, not a
+        step: it reads 0, so that published times are exactly the ones kept
+        (an alert's ``active_at`` reads the same before and after a restart).
+        """
+        offset = self._wall() - self()
+        return offset if abs(offset) >= STEP_S else 0.0
+
+
+def wall_offset_s(clock: Callable[[], float]) -> float:
+    """How far the wall clock is ahead of ``clock`` (0 for clocks that are not steady)."""
+    return clock.wall_offset_s() if isinstance(clock, SteadyClock) else 0.0

@@ -35,6 +35,7 @@ from driftmon.checkpoint import (
     restore_or_move_aside,
     write_checkpoint,
 )
+from driftmon.clock import SteadyClock, wall_offset_s
 from driftmon.config import Config, ConfigError, describe, load_config
 from driftmon.engine import Engine, Evaluation
 from driftmon.exporter import DurationHistogram, Status, new_registry
@@ -124,7 +125,9 @@ class Daemon:
     loops tick at multiples of their period on ``clock`` and wait with
     ``sleep`` (an awaitable taking seconds): pass both, e.g. a
     :class:`~driftmon.clock.SimulatedClock` and its ``sleep``, to run the whole
-    daemon through simulated hours. Both default to the wall clock.
+    daemon through simulated hours. By default ``clock`` is a
+    :class:`~driftmon.clock.SteadyClock` (wall time at start, then monotonic)
+    and ``sleep`` asyncio's.
     """
 
     def __init__(
@@ -132,12 +135,13 @@ class Daemon:
         config_path: Path,
         config: Config,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         state_dir: Path | None = None,
     ) -> None:
         self.config_path = config_path
-        self.clock = clock
+        # Steady by default: panes and alert timers ignore wall-clock steps while running.
+        self.clock: Callable[[], float] = SteadyClock() if clock is None else clock
         self._sleep = sleep
         self.state_dir = state_dir if state_dir is not None else config.state.dir
         self.latest: Evaluation | None = None
@@ -146,7 +150,7 @@ class Daemon:
         self.token = read_token(config.server.auth_token_file)
         self._lock = threading.Lock()  # the engine and the counters here and in the gate
         # The gate holds the config and engine that ingest sees; the daemon installs them.
-        self.gate = Gate(config, clock, self._lock)
+        self.gate = Gate(config, self.clock, self._lock)
         # One checkpoint at a time: the one written at shutdown must not be overtaken by a
         # periodic one still being written (its older state would be renamed over the newer).
         self._checkpoint_lock = threading.Lock()
@@ -338,11 +342,13 @@ class Daemon:
             assert self.engine is not None
             previous = self.latest
             now = self.clock()
+            # Evaluated on the steady clock, published in wall-clock time.
+            offset_s = wall_offset_s(self.clock)
             if self.cluster is not None and shared is not None:
                 if not self.cluster.install(self.engine, shared):
                     return self.latest  # an evaluation that read later already ran
-                now = shared.now
-            evaluation = self.engine.evaluate(now)
+                now, offset_s = shared.now, 0.0  # the store's clock, as it is
+            evaluation = self.engine.evaluate(now).shifted(offset_s)
             self.latest = evaluation
             self._durations.observe(evaluation.duration_s)
         if self.cluster is not None and shared is not None:
@@ -480,7 +486,7 @@ class Daemon:
             log.error("checkpoint failed: %s", exc)
             return False
         with self._lock:
-            self._checkpoint_last_success = saved_at
+            self._checkpoint_last_success = saved_at + wall_offset_s(self.clock)
         log.debug("checkpoint written to %s", path)
         return True
 

@@ -20,6 +20,7 @@ feed the live window.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -30,8 +31,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from driftmon.alerting import AlertTable, RuleParams, advance
-from driftmon.binning import NumericBinner
-from driftmon.config import AlertRule, Config, SampleWindow, StreamConfig, TimeWindow
+from driftmon.binning import (
+    MAX_KEPT_CATEGORY_CHARS,
+    NumericBinner,
+    normalise_categorical,
+    normalise_numeric,
+)
+from driftmon.config import (
+    AlertRule,
+    Config,
+    FeatureConfig,
+    SampleWindow,
+    StreamConfig,
+    TimeWindow,
+)
 from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
 from driftmon.history import HistoryRing, HistoryState, MonitorKey
 from driftmon.multiple_testing import PValueFamilies, combined_p_values
@@ -119,6 +132,23 @@ class Evaluation:
     # same histograms as the divergences they print; empty for an evaluation made by hand.
     live_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
     reference_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def shifted(self, offset_s: float) -> Evaluation:
+        """This evaluation with its time and alert times moved ``offset_s`` seconds.
+
+        The daemon evaluates on its steady clock and publishes wall-clock times
+        (:class:`~driftmon.clock.SteadyClock`); NaN times stay NaN.
+        """
+        if offset_s == 0.0:
+            return self
+        table = self.alerts
+        alerts = AlertTable(
+            table.state,
+            table.active_at + offset_s,
+            table.fired_at + offset_s,
+            table.cleared_at + offset_s,
+        )
+        return dataclasses.replace(self, time=self.time + offset_s, alerts=alerts)
 
     def firing_rules(self, monitor: int) -> list[str]:
         """Names of the rules firing for monitor number ``monitor``."""
@@ -271,9 +301,7 @@ class Engine:
         self.ingested = np.zeros(offset, dtype=np.float64)
         for stream in self._streams.values():
             stream.window = self._new_window(stream)
-        self.bin_offsets = np.array(
-            [m.offset for m in monitors] + [offset], dtype=np.int64
-        )
+        self.bin_offsets = np.array([m.offset for m in monitors] + [offset], dtype=np.int64)
         self.reference_samples = (
             np.add.reduceat(self.reference, self.bin_offsets[:-1])
             if monitors
@@ -482,7 +510,7 @@ class Engine:
             # Rows that do not reach a feature are left out of its reference, as
             # they are left out of its live window (they are not `missing`).
             if values is not None:
-                column.extend(_as_objects(values[:take]))
+                column.extend(_kept_for_warmup(feature, values[:take]))
         stream.warmup_rows += take
         if stream.warmup_rows >= spec.warmup_rows:
             self._freeze(stream)
@@ -722,9 +750,7 @@ class Engine:
         if self._numeric_index.size:
             wasserstein[self._numeric_index] = self._wasserstein.evaluate(self.live)
         values["wasserstein"] = wasserstein
-        window_samples = (
-            np.add.reduceat(self.live, self.bin_offsets[:-1]) if m else np.zeros(0)
-        )
+        window_samples = np.add.reduceat(self.live, self.bin_offsets[:-1]) if m else np.zeros(0)
         alert_p_values = np.zeros(0)
         if self.alert_pairs:
             metric_matrix = np.vstack([values[name] for name in ALL_METRICS])
@@ -734,9 +760,7 @@ class Engine:
             # The pairs judged at this evaluation (alerting.advance holds the
             # others) are the ones a family's correction counts.
             judged = (pair_samples >= self._alert_params.min_samples) & ~np.isnan(pair_values)
-            alert_p_values = self._p_value_families.adjust(
-                np.where(judged, pair_p_values, np.nan)
-            )
+            alert_p_values = self._p_value_families.adjust(np.where(judged, pair_p_values, np.nan))
             self.alerts = advance(
                 self.alerts,
                 self._alert_params,
@@ -778,9 +802,7 @@ class Engine:
         streams = [s for s in self._streams.values() if s.monitors]
         if not streams:
             return {}
-        offsets = [streams[0].monitors[0].index] + [
-            s.monitors[-1].index + 1 for s in streams
-        ]
+        offsets = [streams[0].monitors[0].index] + [s.monitors[-1].index + 1 for s in streams]
         # Streams are packed in order, so their monitors are contiguous index ranges.
         combined = combined_p_values(
             p_values[offsets[0] : offsets[-1]], np.asarray(offsets) - offsets[0]
@@ -809,8 +831,15 @@ class Engine:
         return self._streams[stream].unknown_fields_total
 
     def bins_in_place(self, stream: str) -> bool:
-        """Whether ``stream``'s rows are binned as they come (not collected for a warmup)."""
-        return self._streams[stream].reference is not None
+        """Whether ``stream``'s rows are binned as they come (not collected for a warmup).
+
+        Raises :class:`UnknownStreamError` for a stream this engine does not have
+        (one a reload added or removed while a request was on its way).
+        """
+        try:
+            return self._streams[stream].reference is not None
+        except KeyError:
+            raise UnknownStreamError(stream) from None
 
     def warmup_progress(self, stream: str) -> tuple[int, int] | None:
         """(rows collected, rows needed) while ``stream`` warms up, else ``None``."""
@@ -867,15 +896,21 @@ def _families(pairs: Sequence[AlertPair], monitors: Sequence[Monitor]) -> PValue
         key = (id(pair.rule), monitors[pair.monitor].stream)
         members.setdefault(key, []).append(i)
         methods[key] = pair.rule.p_value_correction
-    return PValueFamilies(
-        list(members.values()), [methods[key] for key in members], len(pairs)
-    )
+    return PValueFamilies(list(members.values()), [methods[key] for key in members], len(pairs))
 
 
-def _as_objects(values: Sequence[object] | np.ndarray) -> list[object]:
-    if isinstance(values, np.ndarray):
-        return list(values.tolist())
-    return list(values)
+def _kept_for_warmup(feature: FeatureConfig, values: Sequence[object] | np.ndarray) -> list[object]:
+    """What a warmup keeps of a column: each value normalised as it arrives.
+
+    Numbers as floats, missing as ``None``, every invalid value as one small
+    token, categorical text capped in length (:data:`MAX_KEPT_CATEGORY_CHARS`):
+    a warmup of N rows and F features holds at most about N × F × 1 KiB, whatever
+    the senders put in their rows, and so does its checkpoint.
+    """
+    if feature.type == "numeric":
+        return normalise_numeric(values)
+    longest = max((len(c) for c in feature.categories or ()), default=0)
+    return normalise_categorical(values, max(MAX_KEPT_CATEGORY_CHARS, longest))
 
 
 def _is_float_column(binner: Binner, values: Sequence[object] | np.ndarray) -> bool:
@@ -888,9 +923,7 @@ def _is_float_column(binner: Binner, values: Sequence[object] | np.ndarray) -> b
     )
 
 
-def _add_values(
-    binner: Binner, values: Sequence[object] | np.ndarray, counts: np.ndarray
-) -> None:
+def _add_values(binner: Binner, values: Sequence[object] | np.ndarray, counts: np.ndarray) -> None:
     """Bin a column into ``counts``: the fast float path for float arrays."""
     if _is_float_column(binner, values):
         assert isinstance(binner, NumericBinner) and isinstance(values, np.ndarray)

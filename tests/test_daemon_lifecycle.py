@@ -818,3 +818,76 @@ def test_a_late_periodic_checkpoint_never_overwrites_a_newer_one(
     restarted.load_state()
     detail = restarted.monitor_detail("a", "x")
     assert detail is not None and sum(detail["live_counts"]) == 7
+
+
+# --- wall-clock steps while running --------------------------------------------------------------
+
+
+def test_wall_clock_steps_neither_empty_nor_freeze_windows_and_timers(tmp_path: Path) -> None:
+    """A +3 h step keeps the window's rows and a pending ``for: 5m`` pending; a step back
+    does not stop rotation; published times follow the wall clock. (In process, the
+    daemon's steady clock reading a fake wall clock and a fake monotonic clock.)"""
+    from driftmon.clock import SteadyClock
+    from driftmon.config import load_config
+    from driftmon.daemon import Daemon
+    from driftmon.sources.bodies import parse_body
+
+    (tmp_path / "reference.ndjson").write_text(
+        "".join(json.dumps(row) + "\n" for row in reference_rows())
+    )
+    config_path = write_config(
+        tmp_path / "driftmon.yaml",
+        {
+            "streams": [
+                {
+                    "name": "a",
+                    "reference": {"file": "reference.ndjson"},
+                    "window": {"length": "15m", "panes": 15},
+                    "features": [x_feature(), c_feature()],
+                }
+            ],
+            "alerts": [
+                {
+                    "name": "drift",
+                    "match": {"stream": "a", "feature": "c"},
+                    "metric": "js",
+                    "threshold": 0.01,
+                    "for": "5m",
+                    "min_samples": 1,
+                }
+            ],
+        },
+    )
+    wall, monotonic = [1_800_000_000.0], [1000.0]
+    clock = SteadyClock(wall=lambda: wall[0], monotonic=lambda: monotonic[0])
+    daemon = Daemon(config_path, load_config(config_path), clock=clock)
+    daemon.load_state()
+
+    def send(seed: int, n: int) -> None:
+        daemon.ingest_batch("a", parse_body(rows(seed, n, drifted=True), JSON_TYPE, ["x", "c"]))
+
+    def samples_and_state() -> tuple[int, int, float]:
+        evaluation = daemon.evaluate()
+        (pair,) = [i for i, p in enumerate(evaluation.alert_pairs) if p.rule.name == "drift"]
+        monitor = evaluation.alert_pairs[pair].monitor
+        return (
+            int(evaluation.window_samples[monitor]),
+            int(evaluation.alerts.state[pair]),
+            evaluation.time,
+        )
+
+    send(20, 40)
+    assert samples_and_state() == (40, 1, wall[0])  # pending
+    wall[0] += 3 * 3600  # the wall clock steps 3 h forward within one second
+    monotonic[0] += 1.0
+    send(21, 10)
+    count, state, shown = samples_and_state()
+    assert (count, state) == (50, 1)  # nothing expired, still pending: 1 s, not 3 h, passed
+    assert shown == wall[0]  # published in wall-clock time
+    monotonic[0] += 301.0
+    wall[0] += 301.0
+    assert samples_and_state()[:2] == (50, 2)  # firing once 5 minutes really passed
+    wall[0] -= 5 * 3600  # a step back: rotation goes on with real time
+    monotonic[0] += 16 * 60
+    count, _, shown = samples_and_state()
+    assert count == 0 and shown == wall[0]

@@ -992,3 +992,54 @@ def test_numeric_columns_as_arrays_bin_exactly_as_the_lists_they_replace(
     np.testing.assert_array_equal(arrays.live, lists.live)
     live_rows = 6 * 40 - 70
     assert arrays.live.sum() == 3 * min(live_rows, window.get("samples", live_rows))
+
+
+def test_a_warmup_keeps_normalised_values_bounded_in_bytes(tmp_path: Path) -> None:
+    """Rows of 1 MiB strings, huge ints, lists and dicts: the warmup keeps floats, canonical
+    text capped at 1 KiB, ``None`` and one small invalid token, so its memory and its
+    checkpoint stay small; and the reference it freezes into counts what binning the
+    original values counts (an over-long category as invalid)."""
+    from driftmon.checkpoint import CHECKPOINT_NAME, write_checkpoint
+
+    config = make_config(
+        [stream_doc(features=(UNIFORM, CATEGORIES, TOP_K), reference={"warmup": 40})]
+    )
+    engine = Engine(config, now=0.0)
+    huge = "x" * (1 << 20)
+    hostile: list[object] = [huge, 10**5000, [1, 2] * 1000, {"k": huge}, True, None]
+    fine: list[object] = [1, 2.5, "a", "3", 3, float("nan"), -1e309]
+    columns = {
+        "u": (hostile + fine) * 2 + [1.0] * 4,
+        "c": (hostile + fine) * 2 + ["a"] * 4,
+        "t": (fine + hostile) * 2 + ["b"] * 4,
+    }
+    engine.ingest("s", 30, columns, 1.0)
+    state = engine.export_state().streams["s"]
+    kept = state.warmup_columns
+    strings = [v for column in kept.values() for v in column if isinstance(v, str)]
+    assert strings and max(map(len, strings)) <= 1024
+    assert all(type(v) in (float, type(None), list) for v in kept["u"]), kept["u"]
+    assert all(v == [] for v in kept["u"] if isinstance(v, list))
+    assert all(type(v) in (str, type(None), list) for v in kept["c"] + kept["t"])
+    write_checkpoint(tmp_path, engine.export_state(), saved_at=2.0)
+    assert (tmp_path / CHECKPOINT_NAME).stat().st_size < 64 * 1024
+
+    # The frozen reference: the counts binning the original rows gives.
+    engine.ingest("s", 10, {k: v[:10] for k, v in columns.items()}, 3.0)
+    assert engine.warmup_progress("s") is None
+    whole = {k: v + v[:10] for k, v in columns.items()}
+    for feature in ("u", "c"):
+        monitor = engine.monitor("s", feature)
+        expected = np.zeros(monitor.n_bins)
+        monitor.binner.add_values(whole[feature], expected)
+        if feature == "c":  # 1 MiB strings and unprintable ints were `other`; kept as invalid
+            long_ones = sum(
+                1
+                for v in whole["c"]
+                if (isinstance(v, str) and len(v) > 1024)
+                or (type(v) is int and v.bit_length() > 10_000)
+            )
+            expected[monitor.binner.other] -= long_ones  # type: ignore[union-attr]
+            expected[monitor.binner.invalid] += long_ones  # type: ignore[union-attr]
+            assert long_ones > 0
+        assert engine.reference[monitor.bins].tolist() == expected.tolist(), feature

@@ -253,3 +253,78 @@ def test_after_a_reload_the_children_bin_with_the_new_layout(daemon: Any) -> Non
     want = engine.live[monitor.bins].tolist()
     assert len(want) == 3 + 4  # three regular bins among underflow, overflow, missing, invalid
     wait_for(lambda: live_counts(process, "panes", "x") == want, 30.0, f"panes/x {want}")
+
+
+def test_reloads_that_remove_and_add_a_stream_never_answer_500(daemon: Any) -> None:
+    """Senders post to stream ``panes`` while reloads remove it and add it back: each post
+    is accepted (200) or refused as an unknown stream (404), never a 500."""
+    import asyncio
+
+    import aiohttp
+    from harness import async_request
+
+    config, process = daemon
+    with_panes = json.loads(config.read_text())
+    without_panes = {**with_panes, "streams": with_panes["streams"][1:]}
+    body, content_type = bodies(13)[0]
+
+    async def run() -> list[int]:
+        statuses: list[int] = []
+        stop = asyncio.Event()
+        async with aiohttp.ClientSession() as session:
+
+            async def send() -> None:
+                while not stop.is_set():
+                    reply = await async_request(
+                        session,
+                        "POST",
+                        process.url + "/v1/streams/panes/rows",
+                        body,
+                        {"Content-Type": content_type},
+                    )
+                    statuses.append(reply.status)
+
+            senders = [asyncio.create_task(send()) for _ in range(4)]
+            for i in range(20):
+                config.write_text(json.dumps(without_panes if i % 2 == 0 else with_panes))
+                reply = await async_request(session, "POST", process.url + "/-/reload")
+                assert reply.status == 200, reply.body
+                await asyncio.sleep(0.02)
+            stop.set()
+            await asyncio.gather(*senders)
+        return statuses
+
+    statuses = asyncio.run(run())
+    assert set(statuses) <= {200, 404}, sorted(set(statuses))
+    assert 200 in statuses and 404 in statuses
+    assert "Traceback" not in process.log_text(), process.log_text()
+
+
+def test_a_replacement_that_dies_while_starting_is_replaced_in_turn(daemon: Any) -> None:
+    """The pool never drains: a replacement killed before it is ready is started again."""
+    config, process = daemon
+    pid = process.process.pid
+    first = children(pid)
+    os.kill(first[0], signal.SIGKILL)
+    body, content_type = bodies(14)[0]
+    # The dead child is noticed when a job reaches it.
+    wait_for(
+        lambda: (
+            process.post_rows("panes", body, content_type).status == 200
+            and f"parse process {first[0]} failed" in process.log_text()
+        ),
+        60.0,
+        "the dead parse process to be noticed",
+    )
+    replacement = wait_for(
+        lambda: [p for p in children(pid) if p not in first], 60.0, "a replacement"
+    )[0]
+    os.kill(replacement, signal.SIGKILL)  # still importing numpy and numba: not ready yet
+    process.wait_log(r"cannot start a parse process", 60.0)
+    wait_for(
+        lambda: sample(process.metrics(), "driftmon_ingest_parse_processes") == 2,
+        90.0,
+        "two parse processes alive again",
+    )
+    assert len(children(pid)) == 2 and replacement not in children(pid)
+    assert process.post_rows("panes", body, content_type).status == 200
