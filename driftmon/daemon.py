@@ -171,7 +171,11 @@ class Daemon:
         if config.cluster.shared:
             from driftmon.cluster.node import ClusterNode
 
-            self.cluster = ClusterNode(config.cluster, clock=clock, on_new_lease=self.evaluate)
+            self.cluster = ClusterNode(
+                config.cluster,
+                clock=time.time if clock is None else clock,
+                on_new_lease=self.evaluate,
+            )
             self.gate.cluster = self.cluster
             if self.state_dir is not None:
                 log.info("cluster.mode shared: state lives in the store; state.dir is not used")
