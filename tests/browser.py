@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -68,6 +71,7 @@ class Browser:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helper processes share the group, killed at exit
         )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -104,7 +108,18 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(20)
-        self._profile.cleanup()
+            # Chromium's helpers (crashpad, utility processes) can outlive the browser and
+            # still write into the profile while it is removed: end the whole group first.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+        for attempt in range(10):
+            try:
+                self._profile.cleanup()
+                break
+            except OSError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.2)
 
     async def _read(self) -> None:
         assert self._ws is not None
