@@ -85,6 +85,7 @@ from driftmon.checkpoint import (  # noqa: E402
     read_checkpoint,
     write_checkpoint,
 )
+from driftmon.files import LOCK_NAME  # noqa: E402
 
 STREAMS = ("panes", "ring")
 FEATURE = "x"
@@ -755,7 +756,8 @@ def _report(record: KillRecord, say: Callable[[str], None]) -> None:
 
 
 def _check_listing(state_dir: Path, *, stale: Sequence[str] = ()) -> list[str]:
-    """Nothing in the state folder but the checkpoint and temporaries, none of them ``stale``.
+    """Nothing in the state folder but the checkpoint, temporaries and the daemon's lock file,
+    no temporary ``stale``.
 
     ``stale`` names the temporaries a killed daemon left: a start must remove
     them (a running daemon has its own while it writes a checkpoint).
@@ -766,7 +768,7 @@ def _check_listing(state_dir: Path, *, stale: Sequence[str] = ()) -> list[str]:
             errors.append(f"a checkpoint was moved aside as corrupt: {name}")
         elif name in stale:
             errors.append(f"a stale temporary survived the restart: {name}")
-        elif name != CHECKPOINT_NAME and not name.startswith(TEMPORARY_PREFIX):
+        elif name not in (CHECKPOINT_NAME, LOCK_NAME) and not name.startswith(TEMPORARY_PREFIX):
             errors.append(f"unexpected file in the state folder: {name}")
     return errors
 

@@ -88,6 +88,7 @@ from driftmon.alerting import AlertTable
 from driftmon.binning import CategoricalBinner, NumericBinner
 from driftmon.config import ALERT_METRICS, AlertRule, SampleWindow, TimeWindow
 from driftmon.engine import EngineState, StreamState, WindowState
+from driftmon.files import NotARegularFile, read_regular
 from driftmon.reference import Binner, Reference, layout_key
 
 __all__ = [
@@ -399,10 +400,13 @@ def read_checkpoint(state_dir: Path) -> LoadedCheckpoint | None:
     """
     path = Path(state_dir) / CHECKPOINT_NAME
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        # A FIFO or a link to a device is refused from its type, a huge file from its
+        # size, before a byte is read (a FIFO would hang the start, /dev/zero eat memory).
+        data = read_regular(path, max_bytes=max_checkpoint_bytes())
     except FileNotFoundError:
         return None
+    except NotARegularFile as exc:
+        raise CheckpointError(str(exc)) from exc
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
     payload = _unframe(data)
@@ -415,6 +419,19 @@ def read_checkpoint(state_dir: Path) -> LoadedCheckpoint | None:
         # makes the file unusable, never a crash.
         raise CheckpointError(f"malformed payload: {type(exc).__name__}: {exc}") from exc
     return LoadedCheckpoint(state=state, saved_at=saved_at, path=path)
+
+
+def max_checkpoint_bytes() -> int:
+    """The largest checkpoint a start reads: half the machine's physical memory.
+
+    Decoding needs a few times the file's size; a file this large could not
+    have been written by a daemon that fits in memory, so it is refused.
+    """
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        total = 16 << 30
+    return max(total // 2, 1 << 20)
 
 
 def _unframe(data: bytes) -> bytes:

@@ -22,6 +22,7 @@ from driftmon.config import (
     load_config,
     parse_listen,
 )
+from driftmon.lifecycle import StopRequested
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,8 +350,39 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    errors = _check_files(config)
+    for error in errors:
+        print(f"{args.config}: {error}", file=sys.stderr)
+    if errors:
+        return 1
     print(f"{args.config}: ok ({describe(config)})")
     return 0
+
+
+def _check_files(config: Config) -> list[str]:
+    """Errors, by config path, in the files ``run`` reads: the token file, reference snapshots.
+
+    The loader only checks that they exist; ``run`` refuses an empty token
+    file and a snapshot that does not load for its stream, so ``check`` opens
+    them too (reading only: nothing is written or renamed).
+    """
+    from driftmon.daemon import read_token
+    from driftmon.reference import ReferenceError, load_snapshot
+
+    errors: list[str] = []
+    try:
+        read_token(config.server.auth_token_file)
+    except (OSError, ValueError) as exc:
+        errors.append(f"server.auth_token_file: {exc}")
+    for i, stream in enumerate(config.streams):
+        spec = stream.reference
+        if spec.kind != "snapshot" or spec.path is None:
+            continue
+        try:
+            load_snapshot(spec.path, stream)
+        except ReferenceError as exc:
+            errors.append(f"streams[{i}].reference.snapshot: {exc}")
+    return errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -361,4 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(handler(args))
+    try:
+        return int(handler(args))
+    except StopRequested as stop:
+        if args.command in ("run", "demo"):
+            # Asked to stop before it served: nothing was restored, nothing is lost.
+            print(f"driftmon: {stop} before the daemon started; stopped", file=sys.stderr)
+            return 0
+        return stop.status

@@ -38,14 +38,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from driftmon.binning import NumericBinner
 from driftmon.checkpoint import (
     CHECKPOINT_NAME,
-    move_aside,
     remove_stale_temporaries,
     restore_or_move_aside,
     write_checkpoint,
@@ -53,7 +52,9 @@ from driftmon.checkpoint import (
 from driftmon.config import Config, ConfigError, load_config
 from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
+from driftmon.files import StateDirLock, read_regular
 from driftmon.kernels import warm_up_all
+from driftmon.lifecycle import take_pending
 from driftmon.parse import Batch, parse_body
 from driftmon.parsers import ChildUnavailable, Layout, ParseProcesses
 from driftmon.reference import Reference, ReferenceError, load_snapshot, numeric_fields
@@ -61,6 +62,9 @@ from driftmon.reference import Reference, ReferenceError, load_snapshot, numeric
 log = logging.getLogger("driftmon")
 
 T = TypeVar("T")
+
+MAX_TOKEN_BYTES = 64 * 1024
+"""A token file larger than this is refused (it is one line)."""
 
 RETRY_AFTER_S = 1
 """What a 503 asks the client to wait before trying again."""
@@ -82,11 +86,44 @@ class IngestResult:
     unknown_fields: int
 
 
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a reload did: ``errors`` (then nothing changed) and ``notices`` (applied)."""
+
+    errors: list[str]
+    notices: list[str]
+
+
+def restart_only_changes(running: Config, loaded: Config) -> list[str]:
+    """One sentence per setting that differs in ``loaded`` but applies only at restart."""
+    notices = []
+    if (running.server.host, running.server.port, running.server.max_body_bytes) != (
+        loaded.server.host,
+        loaded.server.port,
+        loaded.server.max_body_bytes,
+    ):
+        notices.append("server.listen and server.max_body_bytes change only at restart")
+    if running.state.dir != loaded.state.dir:
+        notices.append(
+            f"state.dir changes only at restart: checkpoints still go to {running.state.dir}"
+        )
+    if running.ingest.processes != loaded.ingest.processes:
+        notices.append(
+            "ingest.processes changes only at restart: "
+            f"{running.ingest.processes} parse processes stay"
+        )
+    if running.ingest.workers != loaded.ingest.workers:
+        notices.append(
+            f"ingest.workers changes only at restart: {running.ingest.worker_count} workers stay"
+        )
+    return notices
+
+
 def read_token(path: Path | None) -> bytes | None:
     """The bearer token in ``path`` (surrounding whitespace stripped), or ``None``."""
     if path is None:
         return None
-    token = path.read_bytes().strip()
+    token = read_regular(path, max_bytes=MAX_TOKEN_BYTES).strip()
     if not token:
         raise ValueError(f"{path}: the auth token file is empty")
     return token
@@ -119,6 +156,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.latest: Evaluation | None = None
         self.ready = False
+        self.ready_once = False  # state restored at least once: a checkpoint may be written
         self.reload_ok = True
         self.token = read_token(config.server.auth_token_file)
         self._lock = threading.Lock()  # the engine and the counters below
@@ -138,7 +176,7 @@ class Daemon:
         self._checkpoint_last_success: float | None = None
         self._checkpoint_failures = 0
         # Both kinds from the start, so that increase() sees the first one.
-        self._moved_aside: Counter[str] = Counter({"checkpoint": 0, "reference": 0})
+        self._moved_aside: Counter[str] = Counter({"checkpoint": 0})
         self._pool = ThreadPoolExecutor(
             max_workers=config.ingest.worker_count, thread_name_prefix="driftmon-ingest"
         )
@@ -149,6 +187,13 @@ class Daemon:
         self._engine_serial = 0  # counts the engines installed: part of the layout version
         self._layout: Layout | None = None
         self.registry = new_registry(self.status)
+        self._state_lock: StateDirLock | None = None
+        # Reloads: one at a time, concurrent callers sharing the next one (reload_coalesced).
+        self._reload_lock = threading.Lock()
+        self._reload_turn = asyncio.Lock()
+        self._reloads_asked = 0
+        self._reloads_done = 0
+        self._last_reload: ReloadOutcome | None = None
 
     # --- start ----------------------------------------------------------------
 
@@ -156,14 +201,17 @@ class Daemon:
         """Build the engine: references loaded, checkpoint restored (blocking; call in a thread).
 
         Raises :class:`~driftmon.reference.ReferenceError` when a ``file``
-        reference cannot be loaded. A bad checkpoint is moved aside and the
-        engine starts empty; a bad reference snapshot is moved aside too and
-        its stream starts without a reference (:meth:`_load_snapshots`). Both
-        count in ``driftmon_state_files_moved_aside_total``.
+        reference cannot be loaded, or a ``snapshot`` one when the checkpoint
+        kept no copy of its stream's reference (:meth:`_load_snapshots`). A bad
+        checkpoint is moved aside (counted in
+        ``driftmon_state_files_moved_aside_total``) and the engine starts empty.
         """
         # Compile (or load from numba's cache) every kernel now, so that no
-        # request pays for it: a cold cache costs seconds.
+        # request pays for it: a cold cache costs tens of seconds.
+        log.info("preparing kernels (compiling them takes up to a minute on a first start only)")
+        started = time.monotonic()
         warm_up_all()
+        log.info("kernels ready in %.1f s", time.monotonic() - started)
         now = self.clock()
         loaded = None
         if self.state_dir is not None:
@@ -180,7 +228,7 @@ class Daemon:
                 else:
                     with self._lock:
                         self._moved_aside["checkpoint"] += 1
-        references = self._load_snapshots()
+        references, unusable = self._load_snapshots()
         engine = Engine(self.config, now=now, references=references)
         if loaded is not None:
             # adopt() also takes over a warmup reference frozen before the restart
@@ -188,13 +236,15 @@ class Daemon:
             engine.adopt(loaded.state, now)
             log.info("restored state from %s (saved at %.3f)", loaded.path, loaded.saved_at)
         packed = {monitor.stream for monitor in engine.monitors}
-        for name, reference in references.items():
-            if reference is None and name in packed:
-                log.warning(
-                    "stream %r: its reference snapshot was unusable; using the copy of the "
-                    "reference kept in the checkpoint",
-                    name,
-                )
+        for name, reason in unusable.items():
+            if name not in packed:
+                raise ReferenceError(f"stream {name!r}: {reason}")
+            log.error(
+                "stream %r: its reference snapshot is unusable (%s); using the copy of the "
+                "reference kept in the checkpoint",
+                name,
+                reason,
+            )
         with self._lock:
             self.engine = engine
             self._engine_serial += 1
@@ -202,21 +252,20 @@ class Daemon:
         self.evaluate()
         _freeze_long_lived_objects()
         self.ready = True
+        self.ready_once = True
 
-    def _load_snapshots(self) -> dict[str, Reference | None]:
-        """The ``snapshot`` references of the config; ``None`` for an unusable one.
+    def _load_snapshots(self) -> tuple[dict[str, Reference | None], dict[str, str]]:
+        """The ``snapshot`` references of the config (``None`` for an unusable one), and why.
 
-        An unusable snapshot (unreadable, truncated, bit-flipped, not a
-        snapshot, another format version, built for other features or bins)
-        must not stop the start: like a corrupt checkpoint (DESIGN.md §10) it
-        is renamed aside in its folder (``.corrupt-`` and a timestamp) with a
-        logged error, and counted. Its stream then has no reference (see
-        :class:`~driftmon.engine.Engine`): no monitors and no divergence until
-        the snapshot is rebuilt and the config reloaded, unless the checkpoint
-        kept a copy of the reference it had before. Loading executes nothing
+        A snapshot is the user's file: whatever is wrong with it (missing,
+        unreadable, not a snapshot, built for other features or bins), it is
+        never renamed nor deleted. Its stream may carry on with the copy of
+        its reference a checkpoint kept (:meth:`load_state` decides); the
+        reasons are returned by stream name. Loading executes nothing
         (``allow_pickle=False``).
         """
         references: dict[str, Reference | None] = {}
+        unusable: dict[str, str] = {}
         for stream in self.config.streams:
             spec = stream.reference
             if spec.kind != "snapshot" or spec.path is None:
@@ -230,17 +279,8 @@ class Daemon:
                 log.exception("unexpected error reading reference snapshot %s", spec.path)
                 reason = f"unexpected error: {type(exc).__name__}: {exc}"
             references[stream.name] = None
-            log.error("stream %r starts without a reference: %s", stream.name, reason)
-            if not os.path.lexists(spec.path):
-                continue  # gone since the config was read: nothing to move
-            try:
-                move_aside(spec.path, reason, what="reference snapshot")
-            except OSError as exc:
-                log.error("cannot move reference snapshot %s aside: %s", spec.path, exc)
-                continue
-            with self._lock:
-                self._moved_aside["reference"] += 1
-        return references
+            unusable[stream.name] = reason
+        return references, unusable
 
     # --- ingest ---------------------------------------------------------------
 
@@ -534,12 +574,39 @@ class Daemon:
 
     # --- reload ---------------------------------------------------------------
 
-    def reload(self) -> list[str]:
-        """Re-read the config file (blocking); the errors, or ``[]`` once applied.
+    async def reload_coalesced(self) -> ReloadOutcome:
+        """Reload in a thread, one at a time, concurrent callers sharing reloads.
+
+        Every reload request (SIGHUP or any number of concurrent ``POST
+        /-/reload``) comes through here, on the event loop: a caller waits
+        for the reload running now to end, then is answered by the next one,
+        which reads the file after every waiting caller asked. So N requests
+        at once cost two reloads, never N side by side (each builds a whole
+        engine: thirty overlapping ones multiplied the memory).
+        """
+        self._reloads_asked += 1
+        ticket = self._reloads_asked
+        async with self._reload_turn:
+            if self._reloads_done >= ticket and self._last_reload is not None:
+                return self._last_reload
+            covers = self._reloads_asked
+            outcome = await asyncio.to_thread(self.reload)
+            self._reloads_done = covers
+            self._last_reload = outcome
+            return outcome
+
+    def reload(self) -> ReloadOutcome:
+        """Re-read the config file (blocking); the errors, or none once applied.
 
         On any error the old config and engine stay in place and
-        ``driftmon_config_last_reload_successful`` drops to 0.
+        ``driftmon_config_last_reload_successful`` drops to 0. ``notices``
+        name settings that changed but apply only at restart. Serialised:
+        a second caller waits for the first.
         """
+        with self._reload_lock:
+            return self._reload_now()
+
+    def _reload_now(self) -> ReloadOutcome:
         try:
             # A snapshot moved aside at start must not block every later reload.
             config = load_config(self.config_path, snapshots_must_exist=False)
@@ -552,8 +619,9 @@ class Daemon:
             return self._reload_failed(exc.errors)
         except (ReferenceError, OSError, ValueError) as exc:
             return self._reload_failed([str(exc)])
-        if config.server != self.config.server:
-            log.warning("server settings (listen, body size) change only at restart")
+        notices = restart_only_changes(self.config, config)
+        for notice in notices:
+            log.warning("reload: %s", notice)
         with self._lock:
             assert self.engine is not None
             engine.take_over(self.engine, self.clock())
@@ -565,13 +633,13 @@ class Daemon:
         log.info("config reloaded from %s", self.config_path)
         self.evaluate()
         _freeze_long_lived_objects()
-        return []
+        return ReloadOutcome([], notices)
 
-    def _reload_failed(self, errors: list[str]) -> list[str]:
+    def _reload_failed(self, errors: list[str]) -> ReloadOutcome:
         self.reload_ok = False
         for error in errors:
             log.error("reload failed, keeping the running config: %s: %s", self.config_path, error)
-        return errors
+        return ReloadOutcome(errors, [])
 
     # --- the main loop --------------------------------------------------------
 
@@ -582,10 +650,6 @@ class Daemon:
 
     async def serve_forever(self, on_listening: Callable[[str], None] | None = None) -> int:
         """Serve until TERM/INT (or :meth:`request` ``"stop"``); returns the exit status."""
-        from aiohttp import web
-
-        from driftmon.server import make_app
-
         self._events = asyncio.Queue()
         loop = asyncio.get_running_loop()
         for signum, event in (
@@ -595,6 +659,21 @@ class Daemon:
         ):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, self._events.put_nowait, event)
+        for event in take_pending():  # a HUP while the process started: reload once ready
+            self._events.put_nowait(event)
+
+        from aiohttp import web
+
+        from driftmon.server import make_app
+
+        if self.state_dir is not None:
+            try:
+                self._state_lock = StateDirLock(self.state_dir)
+                self._state_lock.acquire()
+            except OSError as exc:
+                log.error("cannot start: %s", exc)
+                self._pool.shutdown(wait=False)
+                return 1
         app = make_app(self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -606,6 +685,8 @@ class Daemon:
             log.error("cannot listen on %s:%d: %s", server.host, server.port, exc.strerror or exc)
             await runner.cleanup()
             self._pool.shutdown(wait=False)
+            if self._state_lock is not None:
+                self._state_lock.release()
             return 1
         url = _bound_url(site, server.host)
         log.info("listening on %s", url)
@@ -613,12 +694,18 @@ class Daemon:
             on_listening(url)
         tasks: list[asyncio.Task[None]] = []
         heartbeat = asyncio.create_task(self.loop_watch.beat())
+        final_checkpoint_ok = True
         try:
             try:
-                await asyncio.to_thread(self.load_state)
+                deferred = await self._load_unless_stopped()
             except ReferenceError as exc:
                 log.error("cannot start: %s", exc)
                 return 1
+            if deferred is None:
+                log.info("stopped while starting: nothing restored, no checkpoint written")
+                return 0
+            for event in deferred:
+                self._events.put_nowait(event)
             log.info("ready: %d monitors", len(self.latest.monitors) if self.latest else 0)
             tasks.append(asyncio.create_task(self._every(self._evaluate_every, self.evaluate)))
             if self.state_dir is not None:
@@ -630,7 +717,7 @@ class Daemon:
                 if event == "stop":
                     break
                 if event == "reload":
-                    await asyncio.to_thread(self.reload)
+                    await self.reload_coalesced()
         finally:
             for task in tasks:
                 task.cancel()
@@ -643,13 +730,58 @@ class Daemon:
             await asyncio.to_thread(self._pool.shutdown, wait=True)
             if self._parsers is not None:
                 await asyncio.to_thread(self._parsers.close)
-            if self.engine is not None and self.state_dir is not None:
-                await asyncio.to_thread(self.checkpoint)
+            if self.ready_once and self.engine is not None and self.state_dir is not None:
+                final_checkpoint_ok = await asyncio.to_thread(self.checkpoint)
+                if not final_checkpoint_ok:
+                    log.error(
+                        "the final checkpoint failed: rows since the last good checkpoint "
+                        "are lost; exiting with status 1"
+                    )
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            if self._state_lock is not None:
+                self._state_lock.release()
             log.info("stopped")
-        return 0
+        return 0 if final_checkpoint_ok else 1
+
+    async def _load_unless_stopped(self) -> list[str] | None:
+        """Run :meth:`load_state` while watching for events; ``None`` when told to stop.
+
+        Loading (kernels compiling on a first start, references, the
+        checkpoint) may take tens of seconds and cannot be interrupted, so it
+        runs in a daemon thread that a stop abandons: the process exits
+        promptly and writes no checkpoint (nothing was restored). Reloads
+        asked for meanwhile are returned, to run once ready. Raises what
+        :meth:`load_state` raises.
+        """
+        assert self._events is not None
+        loop = asyncio.get_running_loop()
+        loaded: asyncio.Future[None] = loop.create_future()
+
+        def load() -> None:
+            try:
+                self.load_state()
+            except BaseException as exc:  # handed to the loop, raised there
+                loop.call_soon_threadsafe(_settle, loaded, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, loaded, None)
+
+        threading.Thread(target=load, name="driftmon-load", daemon=True).start()
+        deferred: list[str] = []
+        while not loaded.done():
+            event: asyncio.Future[str] = asyncio.ensure_future(self._events.get())
+            waited: set[asyncio.Future[Any]] = {loaded, event}
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+            if not event.done():
+                event.cancel()
+                continue
+            if event.result() == "stop":
+                return None
+            if event.result() not in deferred:
+                deferred.append(event.result())
+        loaded.result()
+        return deferred
 
     def _evaluate_every(self) -> float:
         return self.config.engine.evaluate_every_s
@@ -713,6 +845,15 @@ class LoopWatch:
             self._beaten.clear()
             # A beat between the check and the clear costs one period's wait at most.
             self._beaten.wait(self.max_wait_s)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _freeze_long_lived_objects() -> None:

@@ -287,7 +287,7 @@ def _daemon_families(status: Status) -> Iterator[Metric]:
     yield failures
     moved_aside = CounterMetricFamily(
         "driftmon_state_files_moved_aside",
-        "Unusable checkpoints and reference snapshots renamed aside (.corrupt-), by kind.",
+        "Unusable checkpoints renamed aside (.corrupt-), by kind (checkpoint).",
         labels=["kind"],
     )
     for kind, count in sorted(status.files_moved_aside.items()):

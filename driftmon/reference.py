@@ -35,6 +35,7 @@ from driftmon.config import (
     StreamConfig,
     UniformBins,
 )
+from driftmon.files import open_regular
 from driftmon.parse import read_table
 
 Binner = NumericBinner | CategoricalBinner
@@ -231,14 +232,19 @@ def load_snapshot(path: Path, stream: StreamConfig) -> Reference:
     try:
         # Opened here rather than by np.load, which leaks its own handle when the
         # archive turns out unreadable.
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             if handle.read(4) != b"PK\x03\x04":
                 # Not a zip archive: np.load would guess a format, and its error for a
                 # foreign file suggests loading it with pickles allowed.
-                raise ValueError("not an .npz archive")
+                raise ReferenceError(
+                    f"{path} is not a driftmon reference snapshot (not an .npz archive); "
+                    "rows in CSV, NDJSON or JSON are a `file:` reference"
+                )
             handle.seek(0)
             with np.load(handle, allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
+    except ReferenceError:
+        raise
     except Exception as exc:  # OSError, BadZipFile, ValueError...: any unreadable archive
         raise ReferenceError(f"cannot read reference snapshot {path}: {exc}") from exc
     try:

@@ -170,17 +170,19 @@ async def ready(request: web.Request) -> web.StreamResponse:
 
 async def reload(request: web.Request) -> web.StreamResponse:
     """``POST /-/reload``: 200, or 400 with the errors and the old config kept."""
-    import asyncio
 
     daemon = request.app[DAEMON_KEY]
     if not daemon.check_token(request.headers.get("Authorization")):
         return _unauthorized()
     if not daemon.ready:
         return _unavailable("not ready")
-    errors = await asyncio.to_thread(daemon.reload)
-    if errors:
-        return _json({"error": "config not reloaded; the old one stays", "errors": errors}, 400)
-    return _json({"status": "reloaded"})
+    outcome = await daemon.reload_coalesced()
+    if outcome.errors:
+        return _json(
+            {"error": "config not reloaded; the old one stays", "errors": outcome.errors}, 400
+        )
+    # Settings that changed but apply at the next start are said, not silently dropped.
+    return _json({"status": "reloaded", "notices": outcome.notices})
 
 
 def _number(value: float) -> float | str | None:

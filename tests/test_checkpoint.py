@@ -1013,15 +1013,59 @@ def test_a_good_checkpoint_is_restored_in_place(saved: Saved, tmp_path: Path) ->
 
 
 def test_an_unreadable_checkpoint_is_moved_aside(tmp_path: Path) -> None:
-    (tmp_path / CHECKPOINT_NAME).mkdir()  # open() fails: unreadable, not absent
+    (tmp_path / CHECKPOINT_NAME).mkdir()  # unreadable as a checkpoint, not absent
     (tmp_path / CHECKPOINT_NAME / "inside").write_text("x")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match=r"not a regular file \(a directory\)"):
         read_checkpoint(tmp_path)
     loaded, why = restore_or_move_aside(tmp_path)
-    assert loaded is None and why is not None and "cannot read" in why
+    assert loaded is None and why is not None and "not a regular file" in why
     (aside,) = tmp_path.iterdir()
     assert aside.name.startswith(f"{CHECKPOINT_NAME}.corrupt-")
     assert (aside / "inside").read_text() == "x"
+
+
+def _restore_within(state_dir: Path, timeout_s: float) -> tuple[object, str | None]:
+    """``restore_or_move_aside`` in a thread; fails when it has not returned in ``timeout_s``."""
+    import threading
+
+    result: list[tuple[object, str | None]] = []
+    worker = threading.Thread(
+        target=lambda: result.append(restore_or_move_aside(state_dir)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout_s)
+    assert result, f"restoring from {state_dir} did not return within {timeout_s} s"
+    return result[0]
+
+
+def test_a_fifo_checkpoint_is_refused_from_its_type_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / CHECKPOINT_NAME)  # opening it for reading waits for a writer
+    loaded, why = _restore_within(tmp_path, 10.0)
+    assert loaded is None and why is not None and "not a regular file (a FIFO)" in why
+    (aside,) = tmp_path.iterdir()
+    assert aside.name.startswith(f"{CHECKPOINT_NAME}.corrupt-")
+    assert stat.S_ISFIFO(os.lstat(aside).st_mode)
+
+
+def test_a_checkpoint_linked_to_dev_zero_is_refused_before_reading(tmp_path: Path) -> None:
+    (tmp_path / CHECKPOINT_NAME).symlink_to("/dev/zero")  # reading it never ends
+    loaded, why = _restore_within(tmp_path, 10.0)
+    assert loaded is None and why is not None and "a character device" in why
+    (aside,) = tmp_path.iterdir()
+    assert os.readlink(aside) == "/dev/zero"  # the link itself moved, not its target
+
+
+def test_a_checkpoint_over_the_size_bound_is_refused_before_reading(
+    saved: Saved, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import driftmon.checkpoint as checkpoint_module
+
+    (tmp_path / CHECKPOINT_NAME).write_bytes(saved.data)
+    monkeypatch.setattr(checkpoint_module, "max_checkpoint_bytes", lambda: len(saved.data) - 1)
+    with pytest.raises(CheckpointError, match=f"more than the {len(saved.data) - 1} allowed"):
+        read_checkpoint(tmp_path)
+    monkeypatch.setattr(checkpoint_module, "max_checkpoint_bytes", lambda: len(saved.data))
+    assert read_checkpoint(tmp_path) is not None
 
 
 def test_move_aside_names_by_utc_time_and_never_overwrites(

@@ -205,3 +205,46 @@ def test_check_as_a_subprocess(tmp_path: Path) -> None:
     assert failed.stdout == ""
     assert len(failed.stderr.splitlines()) == len(BROKEN_ERRORS)
     assert "Traceback" not in failed.stderr
+
+
+def test_check_opens_reference_snapshots_and_the_token_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``snapshot:`` naming a CSV (a mix-up with ``file:``) and an empty token file are
+    errors in ``check`` as they are in ``run``; a good snapshot passes."""
+    from driftmon.config import load_config
+    from driftmon.reference import build_reference, save_snapshot
+
+    (tmp_path / "mydata.csv").write_text("x\n1\n2\n", encoding="utf-8")
+    (tmp_path / "token").write_text("  \n", encoding="utf-8")
+    features = (
+        "    features: [{name: x, type: numeric, bins: {kind: uniform, lo: 0, hi: 4, count: 4}}]\n"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "server: {auth_token_file: token}\n"
+        "streams:\n"
+        "  - name: good\n    reference: {snapshot: good.npz}\n"
+        + features
+        + "  - name: mixed\n    reference: {snapshot: mydata.csv}\n"
+        + features,
+        encoding="utf-8",
+    )
+    (tmp_path / "good.npz").write_bytes(b"")  # placeholder so the config loads
+    stream = load_config(path).streams[0]
+    save_snapshot(tmp_path / "good.npz", stream, build_reference(stream, 2, {"x": [1.0, 2.0]}))
+    before = (tmp_path / "mydata.csv").read_bytes()
+
+    assert main(["check", "-c", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    assert lines[0].startswith(f"{path}: server.auth_token_file: ") and "empty" in lines[0]
+    assert lines[1].startswith(f"{path}: streams[1].reference.snapshot: ")
+    assert "mydata.csv" in lines[1] and "not a driftmon reference snapshot" in lines[1], err
+    assert (tmp_path / "mydata.csv").read_bytes() == before  # only read
+
+    (tmp_path / "token").write_text("secret\n", encoding="utf-8")
+    path.write_text(path.read_text().replace("mydata.csv", "good.npz"), encoding="utf-8")
+    assert main(["check", "-c", str(path)]) == 0, capsys.readouterr().err

@@ -8,15 +8,14 @@ runs a Daemon in process, to hold a checkpoint write at a gate.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +287,7 @@ def test_reload_keeps_the_old_config_on_errors_and_applies_a_good_one(tmp_path: 
         write_config(path, reloadable(with_b=False))
         reply = process.post("/-/reload")
         assert reply.status == 200, reply.body
-        assert reply.json() == {"status": "reloaded"}
+        assert reply.json() == {"status": "reloaded", "notices": []}
         samples = process.metrics()
         assert sample(samples, "driftmon_config_last_reload_successful") == 1
         assert stream_series(samples, "b") == []
@@ -314,6 +313,53 @@ def test_reload_keeps_the_old_config_on_errors_and_applies_a_good_one(tmp_path: 
         assert monitor_state(process, "a", "x") == kept_x
         # Counters do not restart with a reload.
         assert sample(samples, "driftmon_ingest_rows_total", stream="a") == 30
+        assert process.stop() == 0
+
+
+def test_a_reload_says_which_changes_wait_for_a_restart(one_stream: Path, tmp_path: Path) -> None:
+    document = json.loads(one_stream.read_text())
+    with DaemonProcess(one_stream) as process:
+        post(process, "a", rows(19, 10, drifted=False))
+        document["state"]["dir"] = "elsewhere"
+        document["ingest"] = {"processes": 1, "workers": 3}
+        write_config(one_stream, document)
+        reply = process.post("/-/reload")
+        assert reply.status == 200, reply.body
+        notices = reply.json()["notices"]
+        assert any(
+            n.startswith("state.dir changes only at restart: checkpoints still go to")
+            and str(tmp_path / "state") in n
+            for n in notices
+        ), notices
+        assert any(n.startswith("ingest.processes changes only at restart") for n in notices)
+        assert any(n.startswith("ingest.workers changes only at restart") for n in notices)
+        process.wait_log(r"WARNING .*reload: state\.dir changes only at restart")
+        process.wait_log(r"WARNING .*reload: ingest\.processes changes only at restart")
+        assert process.stop() == 0
+    assert (tmp_path / "state" / CHECKPOINT_NAME).is_file()
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_concurrent_reload_requests_are_serialised_and_coalesced(one_stream: Path) -> None:
+    """Thirty POST /-/reload at once: each is answered, no two reloads overlap, and they
+    share reloads (each caller gets one that read the file after it asked) instead of
+    running thirty."""
+
+    async def thirty(url: str) -> list[int]:
+        async with aiohttp.ClientSession() as session:
+            replies = await asyncio.gather(
+                *(async_request(session, "POST", url + "/-/reload") for _ in range(30))
+            )
+        return [reply.status for reply in replies]
+
+    # 400 streams: a reload takes long enough that the thirty requests arrive during one.
+    document = json.loads(one_stream.read_text())
+    document["streams"] = [{**document["streams"][0], "name": f"s{i}"} for i in range(400)]
+    write_config(one_stream, document)
+    with DaemonProcess(one_stream) as process:
+        assert asyncio.run(thirty(process.url)) == [200] * 30
+        reloads = process.log_text().count("config reloaded from")
+        assert 1 <= reloads <= 4, reloads
         assert process.stop() == 0
 
 
@@ -432,48 +478,93 @@ def test_restart_after_the_corrupt_one_restores_the_new_checkpoint(corrupt_state
 # --- not ready yet, and draining on the way out ---------------------------------------------------
 
 
-def open_fifo_writer(path: Path) -> int | None:
-    """A write end of the FIFO at ``path`` once a reader holds it open, else ``None``."""
-    try:
-        return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # no reader yet
-            return None
-        raise
+class InProcessDaemon:
+    """A :class:`~driftmon.daemon.Daemon` serving from a thread of this process.
+
+    For tests that hold the daemon at a gate inside its start; ``stop`` asks its main loop
+    to stop (thread-safely) and returns the exit status.
+    """
+
+    def __init__(self, config_path: Path) -> None:
+        from driftmon.config import load_config
+        from driftmon.daemon import Daemon
+
+        self.daemon = Daemon(config_path, load_config(config_path))
+        self.url = ""
+        self.status: int | None = None
+        self._listening = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        def on_listening(url: str) -> None:
+            self.url = url
+            self._loop = asyncio.get_running_loop()
+            self._listening.set()
+
+        self.status = asyncio.run(self.daemon.serve_forever(on_listening=on_listening))
+
+    def start(self) -> InProcessDaemon:
+        self._thread.start()
+        assert self._listening.wait(120.0), "the daemon did not listen"
+        return self
+
+    def get(self, path: str) -> Any:
+        from harness import request
+
+        return request("GET", self.url + path)
+
+    def post(self, path: str, body: bytes = b"", content_type: str = JSON_TYPE) -> Any:
+        from harness import request
+
+        return request("POST", self.url + path, body, {"Content-Type": content_type})
+
+    def stop(self) -> int | None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.daemon.request, "stop")
+        self._thread.join(60.0)
+        assert not self._thread.is_alive()
+        return self.status
 
 
-def test_not_ready_until_state_is_restored(one_stream: Path) -> None:
-    """The checkpoint is a FIFO: restoring blocks on it until the test writes, so the
-    daemon is listening and not ready for exactly as long as the test wants."""
-    state_dir = one_stream.parent / "state"
-    os.mkfifo(state_dir / CHECKPOINT_NAME)
-    process = DaemonProcess(one_stream)
+def test_not_ready_until_state_is_restored(
+    one_stream: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restoring is held at a gate, so the daemon is listening and not ready for exactly as
+    long as the test wants. (In process: a checkpoint that is a FIFO, the way a subprocess
+    test could hold it, is now refused without waiting.)"""
+    from harness import parse_metrics
+
+    import driftmon.daemon as daemon_module
+
+    held, gate = threading.Event(), threading.Event()
+    restore = daemon_module.restore_or_move_aside
+
+    def gated_restore(state_dir: Path) -> Any:
+        held.set()
+        assert gate.wait(60.0)
+        return restore(state_dir)
+
+    monkeypatch.setattr(daemon_module, "restore_or_move_aside", gated_restore)
+    served = InProcessDaemon(one_stream).start()
     try:
-        process.start(wait_ready=False)
-        writer = wait_for(
-            lambda: open_fifo_writer(state_dir / CHECKPOINT_NAME), 30.0, "the daemon to open it"
-        )
-        try:
-            assert process.get("/-/healthy").status == 200
-            assert process.get("/-/ready").status == 503
-            reply = process.post_rows("a", rows(12, 5, drifted=False))
-            assert reply.status == 503
-            assert int(reply.headers["Retry-After"]) >= 1
-            assert "not ready" in reply.json()["error"]
-            assert process.post("/-/reload").status == 503
-            assert process.get("/api/v1/monitors").json()["monitors"] == []
-            samples = process.metrics()
-            assert sample(samples, "driftmon_ingest_requests_total", code="503") == 1
-            assert series(samples, "driftmon_window_samples") == {}
-            os.write(writer, b"DRIFTMON-CHECKPOINT\ncut short")
-        finally:
-            os.close(writer)
-        wait_for(process.is_ready, 30.0, "/-/ready after the checkpoint was read")
-        post(process, "a", rows(13, 5, drifted=False))
-        assert sorted(state_dir.glob(f"{CHECKPOINT_NAME}.corrupt-*"))
-        assert process.stop() == 0
+        assert held.wait(60.0)
+        assert served.get("/-/healthy").status == 200
+        assert served.get("/-/ready").status == 503
+        reply = served.post("/v1/streams/a/rows", rows(12, 5, drifted=False))
+        assert reply.status == 503
+        assert int(reply.headers["Retry-After"]) >= 1
+        assert "not ready" in reply.json()["error"]
+        assert served.post("/-/reload").status == 503
+        assert served.get("/api/v1/monitors").json()["monitors"] == []
+        samples = parse_metrics(served.get("/metrics").body.decode())
+        assert sample(samples, "driftmon_ingest_requests_total", code="503") == 1
+        assert series(samples, "driftmon_window_samples") == {}
     finally:
-        process.kill()
+        gate.set()
+    wait_for(lambda: served.get("/-/ready").status == 200, 60.0, "/-/ready after restoring")
+    assert served.post("/v1/streams/a/rows", rows(13, 5, drifted=False)).status == 200
+    assert served.stop() == 0
 
 
 def test_sigterm_drains_requests_in_flight(durable: Path) -> None:
@@ -545,6 +636,29 @@ def test_a_taken_port_is_a_clear_error_and_exit_1(one_stream: Path) -> None:
     assert "Traceback" not in finished.stderr, finished.stderr
 
 
+def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(one_stream: Path) -> None:
+    """Two daemons on one state.dir would restore and overwrite each other's checkpoints."""
+    state_dir = one_stream.parent / "state"
+    with DaemonProcess(one_stream) as first:
+        post(first, "a", rows(16, 20, drifted=False))
+        assert first.process is not None
+        second = run_to_exit(one_stream)
+        assert second.returncode == 1, second.stderr
+        assert re.search(
+            rf"state.dir {re.escape(str(state_dir))} is in use by another driftmon "
+            rf"\(pid {first.process.pid}\)",
+            second.stderr,
+        ), second.stderr
+        assert "listening on" not in second.stderr  # refused before taking the port
+        assert "Traceback" not in second.stderr, second.stderr
+        assert list(state_dir.glob(f".{CHECKPOINT_NAME}.tmp-*")) == []
+        assert first.stop() == 0
+    # Released with the process: the next start takes it and restores every row.
+    with DaemonProcess(one_stream) as third:
+        assert sum(third.monitor("a", "x")["live_counts"]) == 20
+        assert third.stop() == 0
+
+
 def test_a_reference_that_cannot_load_is_exit_1(tmp_path: Path) -> None:
     (tmp_path / "reference.csv").write_text("x,c\n")  # a header, no rows
     config = write_config(
@@ -564,6 +678,100 @@ def test_a_reference_that_cannot_load_is_exit_1(tmp_path: Path) -> None:
     assert finished.returncode == 1, finished.stderr
     assert re.search(r"cannot start: .*reference\.csv", finished.stderr), finished.stderr
     assert "Traceback" not in finished.stderr, finished.stderr
+
+
+def test_sigterm_exits_1_and_says_so_when_the_final_checkpoint_fails(one_stream: Path) -> None:
+    state_dir = one_stream.parent / "state"
+    with DaemonProcess(one_stream) as process:
+        post(process, "a", rows(17, 10, drifted=False))
+        # A non-empty folder where the checkpoint goes: the rename over it fails.
+        (state_dir / CHECKPOINT_NAME).mkdir()
+        (state_dir / CHECKPOINT_NAME / "in-the-way").write_text("x")
+        assert process.stop() == 1
+    log = process.log_text()
+    assert re.search(r"ERROR .*checkpoint failed", log), log
+    assert re.search(r"ERROR .*final checkpoint failed.*exiting with status 1", log), log
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    found = re.search(r"^SigCgt:\s+([0-9a-f]+)", status, re.MULTILINE)
+    return found is not None and bool(int(found.group(1), 16) >> (signum - 1) & 1)
+
+
+def send_during_start(process: DaemonProcess, signum: int, times: int, every_s: float) -> None:
+    """In a thread: once ``process`` runs Python code, send ``signum`` ``times`` times.
+
+    No program can catch a signal before its interpreter has started; Python's own SIGINT
+    handler, installed just before the main module runs, marks that moment, and the first
+    signal goes 0.3 s later (numpy, numba and aiohttp still import for longer than that).
+    """
+
+    def send() -> None:
+        wait_for(lambda: process.process is not None, 30.0, "the process to spawn")
+        assert process.process is not None
+        pid = process.process.pid
+        wait_for(lambda: catches(pid, signal.SIGINT), 30.0, "the interpreter to start")
+        time.sleep(0.3)
+        for _ in range(times):
+            time.sleep(every_s)
+            if process.process.poll() is not None:
+                return
+            process.process.send_signal(signum)
+
+    threading.Thread(target=send, daemon=True).start()
+
+
+def test_sighup_while_the_process_starts_does_not_kill_it(one_stream: Path) -> None:
+    """HUPs from the first instant on (imports, config, kernels, restore) are reloads."""
+    process = DaemonProcess(one_stream)
+    send_during_start(process, signal.SIGHUP, times=15, every_s=0.05)
+    with process:  # listens and becomes ready
+        post(process, "a", rows(18, 5, drifted=False))
+        wait_for(lambda: "config reloaded" in process.log_text(), 30.0, "the deferred reload")
+        assert process.stop() == 0
+
+
+def test_ctrl_c_during_imports_exits_without_a_traceback(one_stream: Path) -> None:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "driftmon", "run", "-c", str(one_stream)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.15)  # numpy, numba and aiohttp take longer than this to import
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert process.returncode in (0, 128 + signal.SIGINT), (process.returncode, stderr)
+    assert time.monotonic() - started < 30.0
+    assert not (one_stream.parent / "state" / CHECKPOINT_NAME).exists()
+
+
+def test_ctrl_c_while_kernels_compile_stops_at_once(one_stream: Path, tmp_path: Path) -> None:
+    """An empty numba cache: the kernels compile for tens of seconds, and the log says so.
+    Ctrl-C then stops the daemon within seconds, writing no checkpoint."""
+    process = DaemonProcess(one_stream, env={"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")})
+    try:
+        process.start(wait_ready=False)
+        process.wait_log(r"INFO .*preparing kernels \(compiling them .* first start only\)")
+        assert process.get("/-/ready").status == 503
+        stopping = time.monotonic()
+        assert process.stop(signal.SIGINT, timeout_s=30.0) == 0
+        assert time.monotonic() - stopping < 5.0
+    finally:
+        process.kill()
+    log = process.log_text()
+    assert "Traceback" not in log, log
+    assert "stopped while starting: nothing restored, no checkpoint written" in log, log
+    assert "kernels ready" not in log, log
+    assert not (one_stream.parent / "state" / CHECKPOINT_NAME).exists()
 
 
 # --- in process: the checkpoint written at shutdown is never overtaken ---------------------------
