@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from driftmon.config import (
 )
 from driftmon.files import open_regular
 from driftmon.parse import read_table
+from driftmon.storage import write_atomically
 
 Binner = NumericBinner | CategoricalBinner
 
@@ -193,7 +193,7 @@ def _describe_binner(binner: Binner) -> dict[str, object]:
 
 
 def save_snapshot(path: Path, stream: StreamConfig, reference: Reference) -> None:
-    """Write ``reference`` as a snapshot file, atomically (temp file, fsync, rename)."""
+    """Write ``reference`` as a snapshot file (:func:`~driftmon.storage.write_atomically`)."""
     meta = {
         "format": SNAPSHOT_FORMAT,
         "version": SNAPSHOT_VERSION,
@@ -215,12 +215,7 @@ def save_snapshot(path: Path, stream: StreamConfig, reference: Reference) -> Non
             arrays[f"edges/{i}"] = np.asarray(binner.edges, dtype=np.float64)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, buffer.getvalue(), mode=0o666)
 
 
 def load_snapshot(path: Path, stream: StreamConfig) -> Reference:
