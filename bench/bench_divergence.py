@@ -22,7 +22,18 @@ natural log) it prints the median time of:
 
 and the ratios, with the issue's targets checked at M = 10 000, K = 64:
 ``evaluate`` at least 400x the scipy loop and 2.5x numpy, and at most 2x the
-floor. The machine is shared: figures are medians, ratios come from one run.
+floor.
+
+Then the one-shot public API (``--sections one-shot``): ``driftmon.divergences
+(reference, live)`` on ``[M, K]`` float64 counts, validation included, against
+the same scipy loop and the engine's cached ``evaluate`` (target at M = 10 000,
+K = 64: at least 300x the scipy loop, aim 500x); and ``driftmon.wasserstein``
+for a 20-feature check with different edges per feature (10 to 40 bins): one
+packed call against 20 calls with one edge array each and against the scipy
+loop (``scipy.stats.wasserstein_distance`` on the bin positions weighted by the
+counts, divided by the reference's standard deviation, as §3 defines it).
+
+The machine is shared: figures are medians, ratios come from one run.
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from numba import njit, prange
 from scipy import special, stats
 from scipy.spatial import distance
 
+import driftmon
 from driftmon.divergence import PARALLEL_MIN_BINS, PackedDivergence
 from driftmon.kernels import divergence as kernels
 
@@ -173,14 +185,100 @@ def measure(n_monitors: int, n_bins: int, repeats: int, rng: np.random.Generator
     return times
 
 
+def measure_one_shot(n_monitors: int, n_bins: int, repeats: int, rng: np.random.Generator
+                     ) -> dict[str, float]:
+    """Seconds per call of the one-shot API, the engine pass and the scipy loop (subset)."""
+    reference, live = make_counts(rng, n_monitors, n_bins)
+    offsets = np.arange(n_monitors + 1, dtype=np.int64) * n_bins
+    engine = PackedDivergence(reference.ravel(), offsets, np.full(n_monitors, SMOOTHING))
+    live_flat = np.ascontiguousarray(live.ravel())
+    out = np.empty((9, n_monitors))
+    subset = min(n_monitors, SCIPY_SUBSET)
+    return interleaved_medians({
+        "one_shot": lambda: driftmon.divergences(reference, live, smoothing=SMOOTHING),
+        "engine": lambda: engine.evaluate(live_flat, out),
+        "scipy_subset": lambda: scipy_loop(reference[:subset], live[:subset]),
+    }, repeats)
+
+
+def one_shot_section(repeats: int, rng: np.random.Generator) -> list[str]:
+    """The public ``divergences`` call vs the scipy loop and the cached engine pass."""
+    print()
+    print("One-shot API: driftmon.divergences(reference, live) on [M, K] float64 counts, "
+          "validation included")
+    header = (f"{'M':>6} {'K':>4} {'one-shot':>10} {'us/monitor':>10} {'engine':>10} "
+              f"{'scipy loop':>11} {'x scipy':>8} {'/engine':>8}")
+    print(header)
+    print("-" * len(header))
+    verdicts: list[str] = []
+    for n_monitors, n_bins in ((1, 64), (100, 64), (10_000, 16), TARGET_SIZE, (10_000, 256)):
+        times = measure_one_shot(n_monitors, n_bins, repeats, rng)
+        subset = min(n_monitors, SCIPY_SUBSET)
+        scipy_time = times["scipy_subset"] * n_monitors / subset
+        x_scipy = scipy_time / times["one_shot"]
+        mark = "*" if subset < n_monitors else " "
+        print(f"{n_monitors:>6} {n_bins:>4} {_format(times['one_shot'])} "
+              f"{times['one_shot'] / n_monitors * 1e6:>10.2f} {_format(times['engine'])} "
+              f"{_format(scipy_time)}{mark} {x_scipy:>8.0f} "
+              f"{times['one_shot'] / times['engine']:>8.2f}")
+        if (n_monitors, n_bins) == TARGET_SIZE:
+            verdicts.append(_verdict("one-shot >= 300x scipy loop (aim 500x)", x_scipy >= 300.0,
+                                     f"{x_scipy:.0f}x"))
+    return verdicts
+
+
+def scipy_wasserstein(reference: list[np.ndarray], live: list[np.ndarray],
+                      edges: list[np.ndarray]) -> list[float]:
+    """§3 normalised W1 per feature the way a scipy user would write it."""
+    results = []
+    for r, q, e in zip(reference, live, edges, strict=True):
+        positions = np.concatenate([[e[0]], (e[:-1] + e[1:]) / 2.0, [e[-1]]])
+        mean = np.average(positions, weights=r)
+        std = math.sqrt(np.average((positions - mean) ** 2, weights=r))
+        results.append(stats.wasserstein_distance(positions, positions, r, q) / std)
+    return results
+
+
+def wasserstein_section(repeats: int, rng: np.random.Generator) -> list[str]:
+    """A 20-feature Wasserstein check: one packed call vs one call per feature vs scipy."""
+    n_features = 20
+    edges = [np.sort(rng.normal(size=int(rng.integers(11, 42)))) for _ in range(n_features)]
+    reference = [rng.poisson(200.0, e.size + 1).astype(np.float64) for e in edges]
+    live = [rng.poisson(50.0, e.size + 1).astype(np.float64) for e in edges]
+    packed_reference = np.concatenate(reference)
+    packed_live = np.concatenate(live)
+    times = interleaved_medians({
+        "packed": lambda: driftmon.wasserstein(packed_reference, packed_live, edges),
+        "per_feature": lambda: [driftmon.wasserstein(r, q, e)
+                                for r, q, e in zip(reference, live, edges, strict=True)],
+        "scipy": lambda: scipy_wasserstein(reference, live, edges),
+    }, repeats)
+    check = driftmon.wasserstein(packed_reference, packed_live, edges)
+    np.testing.assert_allclose(check, scipy_wasserstein(reference, live, edges), rtol=1e-9)
+    print()
+    print(f"driftmon.wasserstein, {n_features} features with their own edges (10-40 bins):")
+    print(f"  one packed call     {_format(times['packed'])}")
+    print(f"  one call a feature  {_format(times['per_feature'])}  "
+          f"({times['per_feature'] / times['packed']:.1f}x the packed call)")
+    print(f"  scipy loop          {_format(times['scipy'])}  "
+          f"({times['scipy'] / times['packed']:.0f}x the packed call)")
+    return [_verdict("20-feature wasserstein: one call beats 20 calls",
+                     times["packed"] < times["per_feature"],
+                     f"{times['per_feature'] / times['packed']:.1f}x")]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print the table; exit status 0, or 1 if a target is missed (when checked)."""
+    """Print the tables; exit status 0, or 1 if a target is missed (when checked)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7, help="timing samples per figure")
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target is missed at M=10000, K=64")
+    parser.add_argument("--sections", default="passes,one-shot",
+                        help="comma-separated: passes (the engine pass table), one-shot "
+                             "(divergences and wasserstein)")
     args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
     rng = np.random.default_rng(args.seed)
 
     print(f"load average at start: {os.getloadavg()[0]:.2f} (the machine is shared; threaded "
@@ -190,6 +288,23 @@ def main(argv: list[str] | None = None) -> int:
           f"evaluate is threaded from {PARALLEL_MIN_BINS} bins")
     print("evaluate: all 9 metrics incl. the G-test p-value; scipy loop and numpy: kl, "
           "kl_reverse, js only (see the module docstring)")
+    verdicts: list[str] = []
+    if "passes" in sections:
+        verdicts += passes_section(args.repeats, rng)
+    if "one-shot" in sections:
+        verdicts += one_shot_section(args.repeats, rng)
+        verdicts += wasserstein_section(args.repeats, rng)
+    print()
+    print("targets:")
+    for line in verdicts:
+        print("  " + line)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    missed = any(line.startswith("MISS") for line in verdicts)
+    return 1 if (args.strict and missed) else 0
+
+
+def passes_section(repeats: int, rng: np.random.Generator) -> list[str]:
+    """The engine pass over M x K against scipy, numpy and the floor."""
     header = (f"{'M':>6} {'K':>4} {'evaluate':>10} {'ns/bin':>7} {'serial':>7} "
               f"{'floor':>7} {'scipy loop':>11} {'numpy':>9} "
               f"{'x scipy':>8} {'x numpy':>8} {'/floor':>7} {'serial/floor':>12}")
@@ -198,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts: list[str] = []
     for n_monitors in MONITOR_COUNTS:
         for n_bins in BIN_COUNTS:
-            result = measure(n_monitors, n_bins, args.repeats, rng)
+            result = measure(n_monitors, n_bins, repeats, rng)
             bins = n_monitors * n_bins
             x_scipy = result["scipy"] / result["evaluate"]
             x_numpy = result["numpy"] / result["evaluate"]
@@ -223,12 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("ns/bin, serial and floor columns: nanoseconds per bin; t = threaded pass; "
           f"* = scipy loop timed on {SCIPY_SUBSET} monitors and scaled to M")
-    print(f"targets at M={TARGET_SIZE[0]}, K={TARGET_SIZE[1]}:")
-    for line in verdicts:
-        print("  " + line)
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    missed = any(line.startswith("MISS") for line in verdicts)
-    return 1 if (args.strict and missed) else 0
+    return verdicts
 
 
 def _warm_threads() -> bool:

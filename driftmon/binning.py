@@ -38,6 +38,7 @@ from driftmon.kernels import binning as kernels
 __all__ = [
     "CategoricalBinner",
     "NumericBinner",
+    "cover_maximum",
     "quantile_edges",
     "top_k_categories",
 ]
@@ -374,7 +375,8 @@ class NumericBinner:
         if not_finite.size:
             i = int(not_finite[0])
             raise ValueError(f"edges must be finite, got edges[{i}] = {array[i]!r}")
-        not_increasing = np.flatnonzero(np.diff(array) <= 0)
+        # Compared, not subtracted: edges spanning more than float64 overflow np.diff.
+        not_increasing = np.flatnonzero(array[1:] <= array[:-1])
         if not_increasing.size:
             i = int(not_increasing[0])
             raise ValueError(
@@ -716,9 +718,12 @@ def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
     values: 1-D array of real numbers (NaN and ±inf are ignored). count: the
     number of bins asked for (>= 1). Quantiles use ``np.quantile``'s default
     linear interpolation; repeated edges are removed, so heavily tied data gets
-    fewer bins. The last edge is the largest value, which therefore bins as
-    overflow (``v >= e_n``). Returns strictly increasing float64 edges. Raises
-    ValueError when fewer than 2 distinct edges remain (e.g. constant data).
+    fewer bins. The last edge is then moved from the largest value to the next
+    float above it (:func:`cover_maximum`), so that every value the edges were
+    learned from falls in a regular bin: none in underflow or overflow. Returns
+    strictly increasing float64 edges. Raises ValueError when fewer than 2
+    distinct quantiles remain (e.g. constant data) or the largest value is the
+    largest float64.
     """
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
@@ -738,7 +743,30 @@ def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
         raise ValueError(
             f"the finite values have fewer than 2 distinct quantiles (all equal to {edges[0]!r})"
         )
-    return edges
+    return cover_maximum(edges, float(finite.max()))
+
+
+def cover_maximum(edges: np.ndarray, largest: float) -> np.ndarray:
+    """``edges`` with the last one set to the next float above ``largest``.
+
+    Bins are half-open (``e_i <= v < e_{i+1}``, ``v >= e_n`` is overflow), so
+    a layout learned from data must end just above the data's maximum, never
+    at it: otherwise the reference's own maximum lands in overflow, and with
+    ``smoothing: 0`` that one count makes KL and PSI +Inf for any window that
+    does not repeat it. Every layout learned from values goes through here.
+    ``edges``: strictly increasing float64 whose last edge is ``largest``
+    (or below it). Raises ValueError when ``largest`` is the largest finite
+    float64, above which no finite edge exists.
+    """
+    top = math.nextafter(largest, math.inf)
+    if not math.isfinite(top):
+        raise ValueError(
+            f"the largest value is {largest!r}, the largest float64: no finite bin edge lies "
+            "above it"
+        )
+    covered = np.array(edges, dtype=np.float64)
+    covered[-1] = max(float(covered[-1]), float(top))
+    return covered
 
 
 def top_k_categories(values: Sequence[object] | np.ndarray, k: int) -> tuple[str, ...]:

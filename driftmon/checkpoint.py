@@ -83,7 +83,13 @@ import numpy as np
 from driftmon import __version__, storage
 from driftmon.alerting import AlertTable
 from driftmon.binning import CategoricalBinner, NumericBinner
-from driftmon.config import ALERT_METRICS, AlertRule, SampleWindow, TimeWindow
+from driftmon.config import (
+    ALERT_METRICS,
+    P_VALUE_CORRECTIONS,
+    AlertRule,
+    SampleWindow,
+    TimeWindow,
+)
 from driftmon.engine import EngineState, StreamState, WindowState
 from driftmon.files import NotARegularFile, read_regular
 from driftmon.reference import Binner, Reference, layout_key
@@ -864,12 +870,22 @@ _RULE_FIELDS: Final[Mapping[str, Callable[[object, str], object]]] = {
     "max_p_value": lambda v, w: None if v is None else _number(v, w),
     "keep_firing_for_s": _number,
     "severity": _str,
+    "p_value_correction": lambda v, w: (
+        _str(v, w) if v in P_VALUE_CORRECTIONS else _fail(w, f"unknown correction {v!r}")
+    ),
 }
+# Fields a checkpoint written before they existed lacks: their default then applies.
+_RULE_FIELDS_ADDED_LATER: Final = ("p_value_correction",)
 
 
 def _decode_rule(value: object, where: str) -> AlertRule:
-    fields = _object(value, where, tuple(_RULE_FIELDS))
-    checked = {name: check(fields[name], f"{where}.{name}") for name, check in _RULE_FIELDS.items()}
+    present = tuple(
+        name
+        for name in _RULE_FIELDS
+        if name not in _RULE_FIELDS_ADDED_LATER or (isinstance(value, dict) and name in value)
+    )
+    fields = _object(value, where, present)
+    checked = {name: _RULE_FIELDS[name](fields[name], f"{where}.{name}") for name in present}
     return AlertRule(**checked)  # type: ignore[arg-type]
 
 

@@ -77,6 +77,35 @@ def _as_counts(
     rejects bool, complex, string and object dtypes, ragged lists, other
     dimensionalities than ``ndims``, and NaN, infinite or negative counts.
     """
+    counts = _as_count_array(values, name, ndims=ndims, min_bins=min_bins)
+    finite = np.isfinite(counts)
+    if not finite.all():
+        where = np.unravel_index(int(np.argmin(finite)), counts.shape)
+        raise ValueError(_bad_count_message(name, float(counts[where]), where))
+    negative = counts < 0.0
+    if negative.any():
+        where = np.unravel_index(int(np.argmax(negative)), counts.shape)
+        raise ValueError(_bad_count_message(name, float(counts[where]), where))
+    return counts
+
+
+def _bad_count_message(name: str, value: float, where: tuple[object, ...]) -> str:
+    """The error for one count that is NaN, infinite or negative, with its index."""
+    index = tuple(int(i) for i in where)  # type: ignore[call-overload]
+    if not math.isfinite(value):
+        return f"{name}: counts must be finite, got {value!r} at index {index}"
+    return f"{name}: counts must be >= 0, got {value!r} at index {index}"
+
+
+def _as_count_array(
+    values: object, name: str, *, ndims: tuple[int, ...] = (1, 2), min_bins: int = 1
+) -> np.ndarray:
+    """:func:`_as_counts` without the scan of the values (dtype, shape and K only).
+
+    Costs nothing for a C-contiguous float64 array; anything else is
+    converted once. The values themselves are then checked by the kernel
+    that reads them (:func:`divergences`).
+    """
     try:
         array = np.asarray(values)
     except (ValueError, TypeError) as error:
@@ -94,22 +123,7 @@ def _as_counts(
         raise ValueError(f"{name}: must be {allowed}, got {array.ndim}-D shape {array.shape}")
     if array.shape[-1] < min_bins:
         raise ValueError(f"{name}: needs at least one bin (K >= 1), got shape {array.shape}")
-    counts = np.ascontiguousarray(array, dtype=np.float64)
-    finite = np.isfinite(counts)
-    if not finite.all():
-        where = np.unravel_index(int(np.argmin(finite)), counts.shape)
-        raise ValueError(
-            f"{name}: counts must be finite, got {float(counts[where])!r} at index "
-            f"{tuple(int(i) for i in where)}"
-        )
-    negative = counts < 0.0
-    if negative.any():
-        where = np.unravel_index(int(np.argmax(negative)), counts.shape)
-        raise ValueError(
-            f"{name}: counts must be >= 0, got {float(counts[where])!r} at index "
-            f"{tuple(int(i) for i in where)}"
-        )
-    return counts
+    return np.ascontiguousarray(array, dtype=np.float64)
 
 
 def _check_totals(reference: np.ndarray, live: np.ndarray, smoothing: float = 0.0) -> None:
@@ -167,34 +181,51 @@ def divergences(
     +Inf (never clipped).
 
     Raises ``ValueError`` naming the argument for negative, NaN or infinite
-    counts, non-numeric dtypes (bool, complex, strings, objects), shapes that
-    differ or are not 1-D/2-D, K < 1, a negative or non-finite smoothing, or
-    an unknown base.
+    counts (and the index of the first one, in row order, the reference's
+    row before the live one), totals that overflow float64, non-numeric
+    dtypes (bool, complex, strings, objects), shapes that differ or are not
+    1-D/2-D, K < 1, a negative or non-finite smoothing, or an unknown base.
+    Dtype, shape, smoothing and base are checked before any JIT code runs;
+    the counts themselves in the same kernel pass that evaluates them (one
+    read of each array), and nothing is returned when one is bad.
     """
-    reference_counts = _as_counts(reference, "reference")
-    live_counts = _as_counts(live, "live")
+    reference_counts = _as_count_array(reference, "reference")
+    live_counts = _as_count_array(live, "live")
     _check_same_shape(reference_counts, live_counts)
     pseudo_count = _check_smoothing_value(smoothing)
     log_scale = log_scale_of(base)
-    _check_totals(reference_counts, live_counts, pseudo_count)
 
     single = reference_counts.ndim == 1
     n_bins = reference_counts.shape[-1]
     reference_2d = reference_counts.reshape(-1, n_bins)
+    live_2d = live_counts.reshape(-1, n_bins)
     n_monitors = reference_2d.shape[0]
-    bin_offsets = _packed_offsets(n_monitors, n_bins)
-    smoothing_per_monitor = np.full(n_monitors, pseudo_count)
-    reference_bins, reference_monitors = _kernels.prepare_reference(
-        reference_2d.reshape(-1), bin_offsets, smoothing_per_monitor
-    )
     out = np.empty((len(METRICS), n_monitors))
-    _run_pass(
-        live_counts.reshape(-1), bin_offsets, smoothing_per_monitor, reference_bins,
-        reference_monitors, log_scale, out,
+    error = np.zeros(4, dtype=np.int64)
+    kernel = (
+        _kernels.one_shot_pass_parallel
+        if reference_2d.size >= PARALLEL_MIN_BINS and n_monitors > 1
+        else _kernels.one_shot_pass
     )
+    kernel(reference_2d, live_2d, pseudo_count, log_scale, out, error)
+    if error[_kernels.ERR_KIND] != _kernels.NO_ERROR:
+        raise ValueError(_one_shot_error(error, reference_counts, live_counts))
     if single:
         return {name: out[row].reshape(()) for row, name in enumerate(METRICS)}
     return {name: out[row] for row, name in enumerate(METRICS)}
+
+
+def _one_shot_error(error: np.ndarray, reference: np.ndarray, live: np.ndarray) -> str:
+    """The message of a bad count (or row total) that :func:`divergences`' kernel found."""
+    name, counts = ("reference", reference) if error[_kernels.ERR_SIDE] == 0 else ("live", live)
+    row, column = int(error[_kernels.ERR_ROW]), int(error[_kernels.ERR_COLUMN])
+    if error[_kernels.ERR_KIND] == _kernels.TOTAL_OVERFLOW:
+        return (
+            f"{name}: counts (plus smoothing) too large, their total overflows float64"
+            f"{'' if counts.ndim == 1 else f' in row {row}'}; rescale them"
+        )
+    where = (column,) if counts.ndim == 1 else (row, column)
+    return _bad_count_message(name, float(counts[where]), where)
 
 
 def _run_pass(
@@ -359,35 +390,57 @@ def wasserstein(reference: object, live: object, edges: object) -> np.ndarray:
 
     ``reference``, ``live``: counts over the value bins ``[underflow, regular
     bins..., overflow]`` (``len(edges) + 1`` of them; leave ``missing`` and
-    ``invalid`` out), shape ``(K,)`` or ``(M, K)``. ``edges``: the regular bins'
-    edges, finite, strictly increasing, at least two. Underflow mass sits at
-    ``edges[0]``, overflow mass at ``edges[-1]``, each regular bin's at its
-    centre. Returns an array of shape ``()`` or ``(M,)``, in reference
-    standard deviations (0.1 = a tenth of one); NaN where either side's total
-    is 0 or the reference's standard deviation is 0.
+    ``invalid`` out). ``edges``: the regular bins' edges, finite, strictly
+    increasing, at least two. Underflow mass sits at ``edges[0]``, overflow
+    mass at ``edges[-1]``, each regular bin's at its centre. Results are in
+    reference standard deviations (0.1 = a tenth of one); NaN where either
+    side's total is 0 or the reference's standard deviation is 0.
+
+    Three layouts, all evaluated in one kernel call:
+
+    - shared edges (1-D ``edges``): counts of shape ``(K,)`` (result shape
+      ``()``) or ``(M, K)`` (result ``(M,)``), ``K = len(edges) + 1``;
+    - one edge array per monitor, all of the same length (2-D ``edges`` of
+      shape ``(M, n + 1)``): counts ``(M, n + 2)``; result ``(M,)``;
+    - one edge array per monitor, lengths free (a list of ``M`` 1-D edge
+      arrays): counts packed like the engine's, one 1-D array holding each
+      monitor's ``len(edges[j]) + 1`` value bins in turn, or a list of ``M``
+      1-D count arrays; result ``(M,)``. A 20-feature check is one call.
 
     Raises ``ValueError`` naming the argument for bad counts (as
-    :func:`divergences`), mismatched shapes, ``K != len(edges) + 1`` or bad
-    edges.
+    :func:`divergences`), mismatched shapes, counts that do not fit the
+    edges, or bad edges (``edges[j]`` for the per-monitor layouts).
     """
-    reference_counts = _as_counts(reference, "reference")
-    live_counts = _as_counts(live, "live")
-    _check_same_shape(reference_counts, live_counts)
-    edge_values = _check_edges(edges, "edges")
-    n_bins = reference_counts.shape[-1]
-    if n_bins != edge_values.shape[0] + 1:
-        raise ValueError(
-            f"reference: {n_bins} value bins but {edge_values.shape[0]} edges; pass "
-            f"len(edges) + 1 = {edge_values.shape[0] + 1} counts per row (underflow, regular "
-            "bins, overflow; no missing/invalid)"
-        )
+    per_monitor = _per_monitor_edges(edges)
+    if per_monitor is None:
+        reference_counts = _as_counts(reference, "reference")
+        live_counts = _as_counts(live, "live")
+        _check_same_shape(reference_counts, live_counts)
+        edge_values = _check_edges(edges, "edges")
+        n_bins = reference_counts.shape[-1]
+        if n_bins != edge_values.shape[0] + 1:
+            raise ValueError(
+                f"reference: {n_bins} value bins but {edge_values.shape[0]} edges; pass "
+                f"len(edges) + 1 = {edge_values.shape[0] + 1} counts per row (underflow, "
+                "regular bins, overflow; no missing/invalid)"
+            )
+        single = reference_counts.ndim == 1
+        n_monitors = 1 if single else reference_counts.shape[0]
+        flat_edges = np.tile(edge_values, n_monitors)
+        edge_offsets = np.arange(n_monitors + 1, dtype=np.int64) * edge_values.shape[0]
+    else:
+        flat_edges, edge_offsets = per_monitor
+        single = False
+        lengths = np.diff(edge_offsets) + 1
+        reference_counts = _packed_counts(reference, "reference", lengths)
+        live_counts = _packed_counts(live, "live", lengths)
+        _check_same_shape(reference_counts, live_counts)
+        n_monitors = lengths.shape[0]
     _check_totals(reference_counts, live_counts)
-    single = reference_counts.ndim == 1
-    n_monitors = 1 if single else reference_counts.shape[0]
-    starts = np.arange(n_monitors, dtype=np.int64) * n_bins
-    edge_offsets = np.arange(n_monitors + 1, dtype=np.int64) * edge_values.shape[0]
+    reference_flat = reference_counts.reshape(-1)
+    starts = edge_offsets[:-1] + np.arange(n_monitors, dtype=np.int64)
     gaps, reference_cdf, reference_monitors = _kernels.prepare_wasserstein_reference(
-        reference_counts.reshape(-1), starts, edge_offsets, np.tile(edge_values, n_monitors)
+        reference_flat, starts, edge_offsets, flat_edges
     )
     out = np.empty(n_monitors)
     _kernels.wasserstein_pass(
@@ -395,6 +448,81 @@ def wasserstein(reference: object, live: object, edges: object) -> np.ndarray:
         out,
     )
     return out.reshape(()) if single else out
+
+
+def _per_monitor_edges(edges: object) -> tuple[np.ndarray, np.ndarray] | None:
+    """(flat edges, int64 edge offsets) when ``edges`` holds one edge array per monitor.
+
+    ``None`` for one shared edge array (1-D). Each monitor's edges are
+    checked as :func:`_check_edges` does, in one vectorised pass, and named
+    ``edges[j]``.
+    """
+    if isinstance(edges, np.ndarray):
+        if edges.ndim != 2:
+            return None
+        arrays: list[np.ndarray] = list(edges)
+    elif (
+        isinstance(edges, list | tuple)
+        and edges
+        and all(isinstance(e, list | tuple | np.ndarray) for e in edges)
+    ):
+        arrays = [np.asarray(e) for e in edges]
+    else:
+        return None
+    for j, array in enumerate(arrays):
+        if array.dtype.kind not in _NUMERIC_KINDS or array.ndim != 1 or array.shape[0] < 2:
+            raise ValueError(
+                f"edges[{j}]: need a 1-D array of at least 2 real bin edges, got dtype "
+                f"{array.dtype} shape {array.shape}"
+            )
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.ascontiguousarray(np.concatenate(arrays), dtype=np.float64)
+    not_finite = np.flatnonzero(~np.isfinite(flat))
+    if not_finite.size:
+        j = int(np.searchsorted(offsets, not_finite[0], side="right")) - 1
+        raise ValueError(f"edges[{j}]: bin edges must be finite")
+    not_increasing = flat[1:] <= flat[:-1]
+    not_increasing[offsets[1:-1] - 1] = False  # one monitor's last edge, the next one's first
+    if not_increasing.any():
+        j = int(np.searchsorted(offsets, int(np.argmax(not_increasing)), side="right")) - 1
+        raise ValueError(f"edges[{j}]: bin edges must be strictly increasing")
+    return flat, offsets
+
+
+def _packed_counts(values: object, name: str, bins_per_monitor: np.ndarray) -> np.ndarray:
+    """Counts for per-monitor edges: ``(M, K)`` rows, packed 1-D, or a list of 1-D arrays.
+
+    Returned as a C-contiguous float64 array whose flattening is the packed
+    layout (each monitor's value bins in turn), checked as :func:`_as_counts`
+    does; ``ValueError`` naming ``name`` when it does not fit the edges.
+    """
+    n_monitors = bins_per_monitor.shape[0]
+    total = int(bins_per_monitor.sum())
+    if (
+        isinstance(values, list | tuple)
+        and len(values) == n_monitors
+        and all(isinstance(v, list | tuple | np.ndarray) for v in values)
+        and [len(v) for v in values] == bins_per_monitor.tolist()
+    ):
+        # One count array per monitor: their concatenation is the packed layout.
+        values = np.concatenate([np.asarray(v) for v in values])
+    counts = _as_counts(values, name)
+    same_k = bool(np.all(bins_per_monitor == bins_per_monitor[0]))
+    if same_k and counts.shape == (n_monitors, int(bins_per_monitor[0])):
+        return counts
+    if counts.shape == (total,):
+        return counts
+    raise ValueError(
+        f"{name}: shape {counts.shape} does not fit {n_monitors} edge arrays; pass "
+        f"len(edges[j]) + 1 value bins per monitor: packed, {total} counts in all"
+        + (
+            f", or shape ({n_monitors}, {int(bins_per_monitor[0])})"
+            if same_k
+            else ", or a list of one count array per monitor"
+        )
+    )
 
 
 class PackedWasserstein:

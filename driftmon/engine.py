@@ -33,6 +33,7 @@ from driftmon.alerting import AlertTable, RuleParams, advance
 from driftmon.binning import NumericBinner
 from driftmon.config import AlertRule, Config, SampleWindow, StreamConfig, TimeWindow
 from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
+from driftmon.multiple_testing import PValueFamilies, combined_p_values
 from driftmon.reference import (
     Binner,
     Reference,
@@ -95,7 +96,12 @@ class Evaluation:
 
     ``values[name]`` is float64[M] for every name of :data:`ALL_METRICS`; NaN
     means absent (no reference, an empty window, or ``wasserstein`` of a
-    categorical monitor).
+    categorical monitor). ``alert_p_values[i]`` is the p-value pair ``i``'s
+    rule judged with ``max_p_value``: corrected over its family when the rule
+    has a ``p_value_correction``, else its monitor's raw p-value (NaN: the
+    pair got no verdict). ``stream_p_values`` holds each stream's combined
+    p-value (:func:`~driftmon.multiple_testing.combined_p_values`) when at
+    least one of its monitors has a p-value.
     """
 
     time: float
@@ -106,6 +112,8 @@ class Evaluation:
     alert_pairs: tuple[AlertPair, ...]
     alerts: AlertTable
     duration_s: float
+    alert_p_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    stream_p_values: Mapping[str, float] = field(default_factory=dict)
 
     def firing_rules(self, monitor: int) -> list[str]:
         """Names of the rules firing for monitor number ``monitor``."""
@@ -114,6 +122,18 @@ class Evaluation:
             for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True)
             if pair.monitor == monitor and state == 2
         ]
+
+    def drifting_features(self) -> dict[tuple[str, str], int]:
+        """(stream, rule) → how many of the stream's monitors the rule fires for.
+
+        One entry for every (stream, rule) where the rule matches at least one
+        monitor, 0 included: what a single per-stream alert counts on.
+        """
+        counts: dict[tuple[str, str], int] = {}
+        for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True):
+            key = (self.monitors[pair.monitor].stream, pair.rule.name)
+            counts[key] = counts.get(key, 0) + (1 if state == 2 else 0)
+        return counts
 
 
 @dataclass
@@ -297,6 +317,7 @@ class Engine:
             [ALL_METRICS.index(p.rule.metric) for p in pairs], dtype=np.int64
         )
         self._alert_monitors = np.array([p.monitor for p in pairs], dtype=np.int64)
+        self._p_value_families = _families(pairs, self.monitors)
         table = AlertTable.empty(len(pairs))
         if previous:
             state = table.state.copy()
@@ -689,17 +710,28 @@ class Engine:
         window_samples = (
             np.add.reduceat(self.live, self.bin_offsets[:-1]) if m else np.zeros(0)
         )
+        alert_p_values = np.zeros(0)
         if self.alert_pairs:
             metric_matrix = np.vstack([values[name] for name in ALL_METRICS])
+            pair_values = metric_matrix[self._alert_metric_rows, self._alert_monitors]
+            pair_samples = window_samples[self._alert_monitors]
+            pair_p_values = values["p_value"][self._alert_monitors]
+            # The pairs judged at this evaluation (alerting.advance holds the
+            # others) are the ones a family's correction counts.
+            judged = (pair_samples >= self._alert_params.min_samples) & ~np.isnan(pair_values)
+            alert_p_values = self._p_value_families.adjust(
+                np.where(judged, pair_p_values, np.nan)
+            )
             self.alerts = advance(
                 self.alerts,
                 self._alert_params,
-                value=metric_matrix[self._alert_metric_rows, self._alert_monitors],
-                p_value=values["p_value"][self._alert_monitors],
-                samples=window_samples[self._alert_monitors],
+                value=pair_values,
+                p_value=alert_p_values,
+                samples=pair_samples,
                 now=now,
             )
-        for array in (*values.values(), window_samples):
+        stream_p_values = self._stream_p_values(values["p_value"])
+        for array in (*values.values(), window_samples, alert_p_values):
             array.flags.writeable = False
         return Evaluation(
             time=now,
@@ -710,7 +742,27 @@ class Engine:
             alert_pairs=self.alert_pairs,
             alerts=self.alerts,
             duration_s=time.perf_counter() - started,
+            alert_p_values=alert_p_values,
+            stream_p_values=stream_p_values,
         )
+
+    def _stream_p_values(self, p_values: np.ndarray) -> dict[str, float]:
+        """Each stream's combined p-value, for the streams where some monitor has one."""
+        streams = [s for s in self._streams.values() if s.monitors]
+        if not streams:
+            return {}
+        offsets = [streams[0].monitors[0].index] + [
+            s.monitors[-1].index + 1 for s in streams
+        ]
+        # Streams are packed in order, so their monitors are contiguous index ranges.
+        combined = combined_p_values(
+            p_values[offsets[0] : offsets[-1]], np.asarray(offsets) - offsets[0]
+        )
+        return {
+            stream.name: float(value)
+            for stream, value in zip(streams, combined, strict=True)
+            if not np.isnan(value)
+        }
 
     # --- introspection --------------------------------------------------------
 
@@ -784,6 +836,21 @@ class EngineState:
 
     streams: Mapping[str, StreamState]
     alerts: Mapping[tuple[str, str, str], tuple]
+
+
+def _families(pairs: Sequence[AlertPair], monitors: Sequence[Monitor]) -> PValueFamilies:
+    """One family per (rule with a ``p_value_correction``, stream) over ``pairs``."""
+    members: dict[tuple[int, str], list[int]] = {}
+    methods: dict[tuple[int, str], str] = {}
+    for i, pair in enumerate(pairs):
+        if pair.rule.p_value_correction == "none":
+            continue
+        key = (id(pair.rule), monitors[pair.monitor].stream)
+        members.setdefault(key, []).append(i)
+        methods[key] = pair.rule.p_value_correction
+    return PValueFamilies(
+        list(members.values()), [methods[key] for key in members], len(pairs)
+    )
 
 
 def _as_objects(values: Sequence[object] | np.ndarray) -> list[object]:

@@ -29,7 +29,12 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from driftmon import __version__
 from driftmon.engine import Evaluation
-from driftmon.names import DIVERGENCE_SERIES
+from driftmon.names import (
+    ALERT_P_VALUE_SERIES,
+    DIVERGENCE_SERIES,
+    STREAM_DRIFTING_SERIES,
+    STREAM_P_VALUE_SERIES,
+)
 
 _DIVERGENCE_HELP: tuple[tuple[str, str], ...] = (
     ("kl", "KL divergence KL(reference || live)."),
@@ -138,6 +143,7 @@ class DriftCollector(Collector):
         """Fresh families from the status of this instant."""
         status = self._status()
         yield from _divergence_families(status.evaluation)
+        yield from _stream_families(status.evaluation)
         yield from _ingest_families(status)
         yield from _daemon_families(status)
 
@@ -192,6 +198,42 @@ def _divergence_families(evaluation: Evaluation | None) -> Iterator[Metric]:
     yield window_samples
     yield reference_samples
     yield firing
+
+
+def _stream_families(evaluation: Evaluation | None) -> Iterator[Metric]:
+    """Stream-level drift and the corrected p-values of rules with ``p_value_correction``."""
+    corrected = GaugeMetricFamily(
+        ALERT_P_VALUE_SERIES,
+        "The p-value a rule with p_value_correction compares with max_p_value: the "
+        "monitor's p-value corrected over the monitors the rule matches in its stream.",
+        labels=["stream", "feature", "rule"],
+    )
+    stream_p = GaugeMetricFamily(
+        STREAM_P_VALUE_SERIES,
+        "Smallest Holm-adjusted p-value of the stream's monitors, min(1, m * min p): "
+        "below alpha when some feature drifts at family-wise error alpha.",
+        labels=["stream"],
+    )
+    drifting = GaugeMetricFamily(
+        STREAM_DRIFTING_SERIES,
+        "Monitors of the stream for which the alert rule fires.",
+        labels=["stream", "rule"],
+    )
+    if evaluation is not None:
+        monitors = evaluation.monitors
+        for pair, p_value in zip(evaluation.alert_pairs, evaluation.alert_p_values, strict=True):
+            if pair.rule.p_value_correction != "none" and not math.isnan(p_value):
+                monitor = monitors[pair.monitor]
+                corrected.add_metric(
+                    [monitor.stream, monitor.feature, pair.rule.name], float(p_value)
+                )
+        for stream, value in evaluation.stream_p_values.items():
+            stream_p.add_metric([stream], value)
+        for (stream, rule), count in evaluation.drifting_features().items():
+            drifting.add_metric([stream, rule], float(count))
+    yield corrected
+    yield stream_p
+    yield drifting
 
 
 def _ingest_families(status: Status) -> Iterator[Metric]:

@@ -27,3 +27,13 @@ ALERT_SERIES: Mapping[str, str] = {
 
 WINDOW_SAMPLES_SERIES = "driftmon_window_samples"
 """Rows in the live window per monitor: what ``min_samples`` compares with."""
+
+ALERT_P_VALUE_SERIES = "driftmon_alert_p_value"
+"""Per (stream, feature, rule) of a rule with ``p_value_correction``: the corrected p-value
+that its ``max_p_value`` judges."""
+
+STREAM_P_VALUE_SERIES = "driftmon_stream_drift_p_value"
+"""Per stream: the smallest Holm-adjusted p-value of its monitors, ``min(1, m · min p)``."""
+
+STREAM_DRIFTING_SERIES = "driftmon_stream_drifting_features"
+"""Per (stream, rule): how many of the stream's monitors the rule fires for."""

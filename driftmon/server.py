@@ -201,6 +201,7 @@ def _monitors_payload(
         return []
     alerts: dict[int, list[dict[str, object]]] = {}
     states = ("inactive", "pending", "firing")
+    p_values = evaluation.values["p_value"]
     for i, pair in enumerate(evaluation.alert_pairs):
         table = evaluation.alerts
         alerts.setdefault(pair.monitor, []).append(
@@ -211,6 +212,12 @@ def _monitors_payload(
                 "state": states[int(table.state[i])],
                 "active_at": _number(float(table.active_at[i])),
                 "fired_at": _number(float(table.fired_at[i])),
+                # The raw G-test p-value, and the one max_p_value judged (corrected
+                # over the rule's family when it has p_value_correction; null when
+                # the pair got no verdict at this evaluation).
+                "p_value": _number(float(p_values[pair.monitor])),
+                "p_value_correction": pair.rule.p_value_correction,
+                "p_value_corrected": _number(float(evaluation.alert_p_values[i])),
             }
         )
     result = []
@@ -235,10 +242,34 @@ def _monitors_payload(
     return result
 
 
+def _streams_payload(daemon: Daemon) -> dict[str, dict[str, object]]:
+    """Per stream: its combined p-value and, per rule, the monitors the rule fires for."""
+    evaluation = daemon.latest
+    if evaluation is None:
+        return {}
+    streams: dict[str, dict[str, object]] = {
+        monitor.stream: {"drift_p_value": None, "drifting_features": {}}
+        for monitor in evaluation.monitors
+    }
+    for stream, value in evaluation.stream_p_values.items():
+        streams[stream]["drift_p_value"] = _number(value)
+    for (stream, rule), count in evaluation.drifting_features().items():
+        drifting = streams[stream]["drifting_features"]
+        assert isinstance(drifting, dict)
+        drifting[rule] = count
+    return streams
+
+
 async def monitors(request: web.Request) -> web.StreamResponse:
     """``GET /api/v1/monitors``: every monitor's samples, divergences and alert states."""
     daemon = request.app[DAEMON_KEY]
-    return _json({"log_base": daemon.config.engine.log_base, "monitors": _monitors_payload(daemon)})
+    return _json(
+        {
+            "log_base": daemon.config.engine.log_base,
+            "monitors": _monitors_payload(daemon),
+            "streams": _streams_payload(daemon),
+        }
+    )
 
 
 async def monitor(request: web.Request) -> web.StreamResponse:

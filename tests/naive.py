@@ -159,3 +159,39 @@ def histogram_edges(values: Sequence[float], edges: Sequence[float]) -> np.ndarr
     for v in values:
         out[edges_bin(float(v), edges)] += 1
     return out
+
+
+def quantile_edges(finite: Sequence[float], count: int) -> list[float]:
+    """§2 quantile bins of finite numbers: quantiles 0, 1/count, ..., 1, repeats removed,
+    the last moved to the next float above the maximum (so the maximum is in a regular bin)."""
+    edges = sorted(set(np.quantile(np.asarray(finite, dtype=float), np.linspace(0, 1, count + 1))))
+    edges[-1] = float(np.nextafter(max(finite), math.inf))
+    return edges
+
+
+def p_value_correction(p_values: Sequence[float], method: str) -> list[float]:
+    """Adjusted p-values by the textbook formulas, one family, NaN entries left out (and NaN).
+
+    Bonferroni ``min(1, m p)``; Holm ``max_{j<=k} min(1, (m-j+1) p_(j))``;
+    Benjamini–Hochberg ``min_{j>=k} min(1, m p_(j) / j)``; ``none`` as given.
+    """
+    tested = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    order = sorted(tested, key=lambda i: p_values[i])
+    m = len(order)
+    adjusted = [math.nan] * len(p_values)
+    for rank, i in enumerate(order, start=1):
+        if method == "none":
+            adjusted[i] = p_values[i]
+        elif method == "bonferroni":
+            adjusted[i] = min(1.0, m * p_values[i])
+        elif method == "holm":
+            adjusted[i] = max(
+                min(1.0, (m - j + 1) * p_values[order[j - 1]]) for j in range(1, rank + 1)
+            )
+        elif method == "bh":
+            adjusted[i] = min(
+                min(1.0, m * p_values[order[j - 1]] / j) for j in range(rank, m + 1)
+            )
+        else:
+            raise ValueError(method)
+    return adjusted

@@ -674,24 +674,38 @@ def test_categorical_layout_and_labels() -> None:
 
 
 def test_quantile_edges() -> None:
+    # The last edge is the next float above the maximum (it used to be the
+    # maximum itself, which put the reference's largest value in overflow).
+    above_100 = np.nextafter(100.0, math.inf)
     values = np.arange(101, dtype=np.float64)
-    np.testing.assert_array_equal(quantile_edges(values, 4), [0, 25, 50, 75, 100])
-    np.testing.assert_array_equal(quantile_edges(values, 1), [0, 100])
+    np.testing.assert_array_equal(quantile_edges(values, 4), [0, 25, 50, 75, above_100])
+    np.testing.assert_array_equal(quantile_edges(values, 1), [0, above_100])
     with_specials = np.concatenate([values, [math.nan, math.inf, -math.inf]])
-    np.testing.assert_array_equal(quantile_edges(with_specials, 4), [0, 25, 50, 75, 100])
-    np.testing.assert_array_equal(quantile_edges(np.arange(5), 2), [0, 2, 4])  # ints
-    sample = np.random.default_rng(RNG_SEED).normal(size=1001)
+    np.testing.assert_array_equal(quantile_edges(with_specials, 4), [0, 25, 50, 75, above_100])
     np.testing.assert_array_equal(
-        quantile_edges(sample, 10), np.quantile(sample, np.linspace(0, 1, 11))
-    )
+        quantile_edges(np.arange(5), 2), [0, 2, np.nextafter(4.0, 5.0)]
+    )  # ints
+    sample = np.random.default_rng(RNG_SEED).normal(size=1001)
+    np.testing.assert_array_equal(quantile_edges(sample, 10), naive.quantile_edges(sample, 10))
+    assert quantile_edges(sample, 10)[-1] == np.nextafter(sample.max(), math.inf)
+
+
+def test_quantile_edges_put_the_maximum_in_a_regular_bin() -> None:
+    """The worked case: the reference's maximum bins as a regular value, not overflow."""
+    values = np.random.default_rng(RNG_SEED).normal(size=10_000)
+    binner = NumericBinner.from_edges(quantile_edges(values, 2))
+    counts = np.zeros(binner.n_bins)
+    binner.add(values, counts)
+    assert counts.tolist() == [0, 5000, 5000, 0, 0, 0]  # underflow, 2 bins, overflow, ...
 
 
 def test_quantile_edges_removes_duplicates() -> None:
     values = np.array([0.0] * 90 + list(range(1, 11)), dtype=np.float64)
     edges = quantile_edges(values, 10)
     # nine of the eleven quantiles are 0; the 0.9 one falls between 0 and 1
-    assert edges.size == 3 and edges[0] == 0.0 and 0.0 < edges[1] < 1.0 and edges[2] == 10.0
-    np.testing.assert_array_equal(edges, np.unique(np.quantile(values, np.linspace(0, 1, 11))))
+    assert edges.size == 3 and edges[0] == 0.0 and 0.0 < edges[1] < 1.0
+    assert edges[2] == np.nextafter(10.0, math.inf)
+    np.testing.assert_array_equal(edges, naive.quantile_edges(values, 10))
     assert np.all(np.diff(edges) > 0)
     NumericBinner.from_edges(edges)  # always a valid layout
 
@@ -700,6 +714,7 @@ def test_quantile_edges_removes_duplicates() -> None:
     ("values", "count", "message"),
     [
         (np.full(10, 3.0), 4, "fewer than 2 distinct"),
+        (np.array([0.0, np.finfo(np.float64).max]), 1, "largest float64"),
         (np.array([-1.7e308, 1.7e308]), 4, "span more than float64"),
         (np.array([]), 4, "no finite"),
         (np.array([math.nan, math.inf]), 4, "no finite"),

@@ -444,12 +444,33 @@ def test_every_alert_rule_field_round_trips(tmp_path: Path) -> None:
         max_p_value=0.01,
         keep_firing_for_s=60.0,
         severity="page",
+        p_value_correction="bh",
     )
     alerts = {("r", "s1", "f1"): (rule, 1, 10.0, math.nan, math.nan)}
     write_checkpoint(tmp_path, EngineState(streams={}, alerts=alerts), saved_at=2.0)
     loaded = read_checkpoint(tmp_path)
     assert loaded is not None
     assert_same_alerts(loaded.state, EngineState(streams={}, alerts=alerts))
+
+
+def test_a_checkpoint_from_before_p_value_correction_loads_with_none(tmp_path: Path) -> None:
+    """Rules saved before the key existed keep their state: the key defaults to "none"."""
+    rule = AlertRule("r", "*", "*", "psi", 0.1, max_p_value=0.01)
+    alerts = {("r", "s1", "f1"): (rule, 2, 10.0, 20.0, math.nan)}
+    write_checkpoint(tmp_path, EngineState(streams={}, alerts=alerts), saved_at=2.0)
+    path = tmp_path / CHECKPOINT_NAME
+    meta, arrays = split(path.read_bytes())
+    stored_rule = meta["alerts"][0]["rule"]  # type: ignore[index]
+    assert stored_rule.pop("p_value_correction") == "none"
+    path.write_bytes(rebuild(meta, arrays))
+    loaded = read_checkpoint(tmp_path)
+    assert loaded is not None
+    assert_same_alerts(loaded.state, EngineState(streams={}, alerts=alerts))
+    # An unknown correction is still refused.
+    stored_rule["p_value_correction"] = "sidak"
+    path.write_bytes(rebuild(meta, arrays))
+    with pytest.raises(CheckpointError, match="p_value_correction"):
+        read_checkpoint(tmp_path)
 
 
 def test_a_value_that_is_not_decoded_json_is_refused_and_nothing_replaced(

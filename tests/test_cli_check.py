@@ -112,7 +112,7 @@ BROKEN_ERRORS = [
     "alerts[2].match: wasserstein is defined for numeric features only, and this match "
     "selects only categorical ones (churn/plan)",
     "alerts[3].labels: unknown key (expected one of: name, match, metric, threshold, for, "
-    "clear_below, min_samples, max_p_value, keep_firing_for, severity)",
+    "clear_below, min_samples, max_p_value, p_value_correction, keep_firing_for, severity)",
     "alerts[3].threshold: hellinger never exceeds 1, so a rule on hellinger > 1 can never fire",
     "alerts[3].min_samples: every window this rule selects holds at most 50 rows, so it "
     "could never reach 100",
@@ -136,7 +136,7 @@ def test_bundled_configs_include_the_example_and_the_demo() -> None:
 def test_check_prints_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
     path = REPO / "config" / "example.yaml"
     assert main(["check", "--config", str(path)]) == 0
-    assert capsys.readouterr().out == f"{path}: ok (2 streams, 6 monitors, 1 alert rule)\n"
+    assert capsys.readouterr().out == f"{path}: ok (2 streams, 6 monitors, 2 alert rules)\n"
 
 
 def test_check_lists_every_error_with_its_path(
@@ -190,7 +190,7 @@ def test_check_as_a_subprocess(tmp_path: Path) -> None:
     )
     assert (ok.returncode, ok.stdout, ok.stderr) == (
         0,
-        "config/example.yaml: ok (2 streams, 6 monitors, 1 alert rule)\n",
+        "config/example.yaml: ok (2 streams, 6 monitors, 2 alert rules)\n",
         "",
     )
     broken = tmp_path / "broken.yaml"

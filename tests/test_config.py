@@ -439,6 +439,7 @@ def test_alert_rule_fields(base_dir: Path) -> None:
         "clear_below": 0.15,
         "min_samples": 500,
         "max_p_value": 0.001,
+        "p_value_correction": "holm",
         "keep_firing_for": "10m",
         "severity": "critical",
     }
@@ -456,9 +457,14 @@ def test_alert_rule_fields(base_dir: Path) -> None:
             max_p_value=0.001,
             keep_firing_for_s=600.0,
             severity="critical",
+            p_value_correction="holm",
         ),
     )
     assert config.alerts[0].clear_threshold == 0.15
+    # Without the key a rule keeps the uncorrected p-values it always had.
+    del rule["p_value_correction"]
+    config = parse_config(changed("alerts", [rule]), base_dir=base_dir)
+    assert config.alerts[0].p_value_correction == "none"
 
 
 def test_match_monitors_and_describe(base_dir: Path) -> None:
@@ -853,6 +859,29 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
     ("alerts[0].max_p_value", 0, ["alerts[0].max_p_value: must be in (0, 1], got 0"]),
     ("alerts[0].max_p_value", 1.5, ["alerts[0].max_p_value: must be in (0, 1], got 1.5"]),
     (
+        "alerts[0].p_value_correction",
+        "holmes",
+        [
+            'alerts[0].p_value_correction: unknown p_value_correction "holmes" '
+            '(did you mean "holm"?)'
+        ],
+    ),
+    (
+        "alerts[0].p_value_correction",
+        True,
+        [
+            "alerts[0].p_value_correction: expected one of none, bonferroni, holm, bh, got true"
+        ],
+    ),
+    (
+        "alerts[0].p_value_correction",
+        "bh",
+        [
+            "alerts[0].p_value_correction: bh corrects the p-values that max_p_value judges, "
+            "and this rule has no max_p_value; add one (e.g. max_p_value: 0.01) or drop the key"
+        ],
+    ),
+    (
         "alerts[0].for",
         "5 minutes",
         ['alerts[0].for: expected a duration like "15s", got "5 minutes"'],
@@ -865,7 +894,8 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
         {"team": "x"},
         [
             "alerts[0].labels: unknown key (expected one of: name, match, metric, threshold, "
-            "for, clear_below, min_samples, max_p_value, keep_firing_for, severity)"
+            "for, clear_below, min_samples, max_p_value, p_value_correction, keep_firing_for, "
+            "severity)"
         ],
     ),
     (
@@ -1141,7 +1171,12 @@ def test_recursive_yaml_aliases_are_errors_not_hangs(tmp_path: Path) -> None:
 
 def test_example_config_is_design_section_12() -> None:
     config = load_config(CONFIG_DIR / "example.yaml")
-    assert describe(config) == "2 streams, 6 monitors, 1 alert rule"
+    # §12's js-high, plus the recommended p-value gated rule (Holm-corrected).
+    assert describe(config) == "2 streams, 6 monitors, 2 alert rules"
+    assert [(r.name, r.max_p_value, r.p_value_correction) for r in config.alerts] == [
+        ("js-high", None, "none"),
+        ("drift-significant", 0.01, "holm"),
+    ]
     credit = config.stream("credit")
     assert credit.reference.path == CONFIG_DIR / "data" / "credit_reference.csv"
     assert credit.window == SampleWindow(samples=50000)
@@ -1187,13 +1222,13 @@ _SCHEMA_WORDS = sorted(
         "snapshot", "format", "features", "type", "bins", "kind", "lo", "hi", "count", "edges",
         "categories", "top_k", "service", "namespace", "inputs", "outputs", "match", "stream",
         "feature", "metric", "threshold", "for", "clear_below", "min_samples", "max_p_value",
-        "keep_firing_for", "severity",
+        "keep_firing_for", "severity", "p_value_correction",
     }
 )  # fmt: skip
 _SCHEMA_VALUES = [
     "15s", "1h30m", "0s", "16MiB", "e", "2", "numeric", "categorical", "uniform", "edges",
     "quantile", "js", "wasserstein", "hellinger", "*", "127.0.0.1:0", "[::1]:1", "x.csv",
-    "ref.csv", "ref.snap", "csv", "credit",
+    "ref.csv", "ref.snap", "csv", "credit", "holm", "bh", "bonferroni", "none",
 ]  # fmt: skip
 
 scalars = (

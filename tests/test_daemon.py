@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import naive
 import numpy as np
 import pytest
 from harness import (
@@ -149,7 +150,8 @@ def naive_kinds(counts: np.ndarray, feature: Feature) -> dict[str, float]:
 def learned(feature: Feature, reference: Sequence[dict[str, object]]) -> Feature:
     """``feature`` with the layout a quantile or top-k feature learns from ``reference``.
 
-    Quantile edges: ``np.quantile`` (linear) of the finite numbers, repeats removed; top-k:
+    Quantile edges: ``np.quantile`` (linear) of the finite numbers, repeats removed, the
+    last just above the maximum (``naive.quantile_edges``); top-k:
     the k most frequent strings (the test data has no ties).
     """
     values = [row.get(feature.name, ABSENT) for row in reference]
@@ -161,8 +163,8 @@ def learned(feature: Feature, reference: Sequence[dict[str, object]]) -> Feature
                 if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
             ]
         )
-        edges = np.unique(np.quantile(numbers, np.linspace(0.0, 1.0, feature.quantiles + 1)))
-        return Feature(feature.name, "numeric", edges=tuple(edges.tolist()), quantiles=1)
+        edges = naive.quantile_edges(numbers.tolist(), feature.quantiles)
+        return Feature(feature.name, "numeric", edges=tuple(edges), quantiles=1)
     if feature.top_k is not None:
         texts = [v for v in values if isinstance(v, str)]
         ranked = sorted(set(texts), key=lambda t: -texts.count(t))

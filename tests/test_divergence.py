@@ -29,6 +29,14 @@ BASE_SCALED = ("kl", "kl_reverse", "js", "entropy_reference", "entropy_live", "c
 # --- random inputs -------------------------------------------------------------
 
 
+def random_counts_matrix(
+    rng: np.random.Generator, n_monitors: int, n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[M, K]`` reference and live counts, each row from :func:`random_counts`."""
+    rows = [random_counts(rng, n_bins) for _ in range(n_monitors)]
+    return np.array([r for r, _ in rows]), np.array([q for _, q in rows])
+
+
 def random_counts(rng: np.random.Generator, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
     """One monitor's (reference, live) counts with the shapes that matter.
 
@@ -465,6 +473,56 @@ def test_wasserstein_matches_naive() -> None:
         assert single.shape == () and (single == got[0] or np.isnan(got[0]))
 
 
+def test_wasserstein_takes_many_monitors_with_their_own_edges_in_one_call() -> None:
+    rng = np.random.default_rng(17)
+    all_edges = [random_edges(rng, int(rng.integers(2, 40))) for _ in range(20)]
+    pairs = [random_counts(rng, e.size + 1) for e in all_edges]
+    alone = np.array(
+        [float(wasserstein(r, q, e)) for (r, q), e in zip(pairs, all_edges, strict=True)]
+    )
+    for (r, q), e, got in zip(pairs, all_edges, alone, strict=True):
+        want = wasserstein_one(r, q, e)
+        assert (math.isnan(want) and math.isnan(got)) or math.isclose(got, want, rel_tol=1e-12)
+    packed_reference = np.concatenate([r for r, _ in pairs])
+    packed_live = np.concatenate([q for _, q in pairs])
+    packed = wasserstein(packed_reference, packed_live, all_edges)
+    listed = wasserstein([r for r, _ in pairs], [q.tolist() for _, q in pairs], all_edges)
+    np.testing.assert_array_equal(packed, alone)
+    np.testing.assert_array_equal(listed, alone)
+    # The same number of edges per monitor: 2-D edges and (M, K) counts.
+    rows = np.array([random_edges(rng, 9) for _ in range(6)])
+    grid = [random_counts(rng, 10) for _ in range(6)]
+    reference = np.array([r for r, _ in grid])
+    live = np.array([q for _, q in grid])
+    by_row = wasserstein(reference, live, rows)
+    assert by_row.shape == (6,)
+    for m in range(6):
+        np.testing.assert_array_equal(by_row[m], wasserstein(reference[m], live[m], rows[m]))
+    np.testing.assert_array_equal(wasserstein(reference.ravel(), live.ravel(), list(rows)), by_row)
+
+
+@pytest.mark.parametrize(
+    ("reference", "live", "edges", "match"),
+    [
+        ([1] * 7, [1] * 7, [[0.0, 1.0], [0.0, 2.0, 1.0]], r"edges\[1\]: .* strictly increasing"),
+        ([1] * 7, [1] * 7, [[0.0, 1.0], [0.0, math.nan, 1.0]], r"edges\[1\]: .* finite"),
+        ([1] * 7, [1] * 7, [[0.0, 1.0], [0.0]], r"edges\[1\]: need a 1-D array of at least 2"),
+        ([1] * 7, [1] * 7, [[0.0, 1.0], ["a", "b"]], r"edges\[1\]: need a 1-D array"),
+        ([1] * 6, [1] * 7, [[0.0, 1.0], [0.0, 1.0, 2.0]], r"reference: shape \(6,\) does not fit"),
+        ([1] * 7, [1] * 8, [[0.0, 1.0], [0.0, 1.0, 2.0]], r"live: shape \(8,\) does not fit"),
+        ([1, 1, -1, 1, 1, 1, 1], [1] * 7, [[0.0, 1.0], [0.0, 1.0, 2.0]],
+         r"reference: counts must be >= 0, got -1\.0 at index \(2,\)"),
+        (np.ones((2, 4)), np.ones((2, 4)), np.array([[0.0, 1.0], [1.0, 2.0]]),
+         r"reference: shape \(2, 4\) does not fit 2 edge arrays; .* or shape \(2, 3\)"),
+    ],
+)
+def test_bad_per_monitor_wasserstein_input_is_rejected(
+    no_jit: None, reference: object, live: object, edges: object, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        wasserstein(reference, live, edges)
+
+
 def test_wasserstein_by_hand_and_its_nan_cases() -> None:
     edges = [0.0, 1.0, 2.0]  # positions 0, 0.5, 1.5, 2
     # reference all at 0.5 and 1.5 equally: mean 1, std 0.5; live all at 1.5:
@@ -523,6 +581,8 @@ def no_jit(monkeypatch: pytest.MonkeyPatch) -> None:
         "divergence_pass_parallel",
         "prepare_wasserstein_reference",
         "wasserstein_pass",
+        "one_shot_pass",
+        "one_shot_pass_parallel",
     ):
         monkeypatch.setattr(divergence._kernels, name, forbidden)
 
@@ -530,11 +590,8 @@ def no_jit(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("reference", "live", "match"),
     [
-        ([1, -1, 2], [1, 1, 1], r"reference: counts must be >= 0, got -1\.0 at index \(1,\)"),
-        ([1, 1, 2], [[1, 1, 1], [0, -2, 0]], r"live: counts must be >= 0, got -2\.0 at index"),
-        ([1, math.nan, 2], [1, 1, 1], r"reference: counts must be finite, got nan"),
-        ([1, 1, 2], [1, math.inf, 1], r"live: counts must be finite, got inf"),
         ([1, 1, 2], [1, 1], r"live: shape \(2,\) does not match reference shape \(3,\)"),
+        ([1, 1, 2], [[1, 1, 1], [0, -2, 0]], r"live: shape \(2, 3\) does not match"),
         ([[1, 1, 2]], [1, 1, 2], r"live: shape \(3,\) does not match reference shape \(1, 3\)"),
         (5, 5, r"reference: must be 1-D or 2-D, got 0-D"),
         (np.ones((2, 2, 2)), np.ones((2, 2, 2)), r"reference: must be 1-D or 2-D, got 3-D"),
@@ -546,7 +603,6 @@ def no_jit(monkeypatch: pytest.MonkeyPatch) -> None:
         ([1 + 1j, 2], [1, 2], r"reference: counts must be real numbers .* complex128"),
         ([True, False], [1, 2], r"reference: counts must be real numbers .* dtype bool"),
         ([[1, 2], [3]], [[1, 2], [3, 4]], r"reference: cannot be read as an array of counts"),
-        ([1e308, 1e308], [1, 1], r"reference: counts \(plus smoothing\) too large"),
     ],
 )
 def test_bad_counts_are_rejected_naming_the_argument(
@@ -554,6 +610,68 @@ def test_bad_counts_are_rejected_naming_the_argument(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         divergences(reference, live)
+
+
+@pytest.mark.parametrize(
+    ("reference", "live", "message"),
+    [
+        ([1, -1, 2], [1, 1, 1], "reference: counts must be >= 0, got -1.0 at index (1,)"),
+        ([[1, 1, 1], [1, 1, 2]], [[1, 1, 1], [0, -2, 0]],
+         "live: counts must be >= 0, got -2.0 at index (1, 1)"),
+        ([1, math.nan, 2], [1, 1, 1], "reference: counts must be finite, got nan at index (1,)"),
+        ([1, 1, 2], [1, math.inf, 1], "live: counts must be finite, got inf at index (1,)"),
+        ([1, 1, -math.inf], [1, 1, 1],
+         "reference: counts must be finite, got -inf at index (2,)"),
+        # The first bad row wins; within a row the reference before the live counts.
+        ([[1, 1], [1, -3], [-4, 1]], [[1, 1], [-1, 1], [1, 1]],
+         "reference: counts must be >= 0, got -3.0 at index (1, 1)"),
+        ([[1, 1], [1, 1], [-4, 1]], [[1, 1], [-1, 1], [1, 1]],
+         "live: counts must be >= 0, got -1.0 at index (1, 0)"),
+        ([1e308, 1e308], [1, 1],
+         "reference: counts (plus smoothing) too large, their total overflows float64; "
+         "rescale them"),
+        ([[1, 1], [1, 1]], [[1, 1], [1e308, 1e308]],
+         "live: counts (plus smoothing) too large, their total overflows float64 in row 1; "
+         "rescale them"),
+        ([9e307, 0], [9e307, 0],
+         "live: counts (plus smoothing) too large, their total overflows float64; rescale them"),
+    ],
+)
+def test_bad_count_values_are_found_by_the_pass_naming_argument_and_index(
+    reference: object, live: object, message: str
+) -> None:
+    """The counts are checked in the kernel pass that reads them; nothing is returned."""
+    with pytest.raises(ValueError) as caught:
+        divergences(reference, live)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("side", ["reference", "live"])
+def test_the_threaded_pass_names_the_first_bad_count_too(side: str) -> None:
+    rng = np.random.default_rng(4)
+    reference, live = random_counts_matrix(rng, 3000, 16)
+    assert reference.size >= divergence.PARALLEL_MIN_BINS
+    bad = reference if side == "reference" else live
+    bad[2999, 3] = -1.0
+    bad[1234, 15] = math.nan  # the first bad row, in some chunk other than the last
+    with pytest.raises(ValueError) as caught:
+        divergences(reference, live)
+    assert str(caught.value) == f"{side}: counts must be finite, got nan at index (1234, 15)"
+
+
+def test_the_one_shot_pass_equals_the_engine_pass_bit_for_bit() -> None:
+    rng = np.random.default_rng(6)
+    for n_monitors, n_bins in ((1, 7), (50, 16), (3000, 16)):
+        reference, live = random_counts_matrix(rng, n_monitors, n_bins)
+        reference[::7, 2] = 0.0
+        live[::5, 1] = 0.0
+        for smoothing in (0.0, 0.5):
+            got = divergences(reference, live, smoothing=smoothing)
+            offsets = np.arange(n_monitors + 1, dtype=np.int64) * n_bins
+            engine = PackedDivergence(reference.ravel(), offsets, np.full(n_monitors, smoothing))
+            table = engine.evaluate(np.ascontiguousarray(live.ravel()))
+            for row, name in enumerate(divergence.METRICS):
+                np.testing.assert_array_equal(got[name], table[row], err_msg=name)
 
 
 @pytest.mark.parametrize(
@@ -565,12 +683,16 @@ def test_bad_counts_are_rejected_naming_the_argument(
         ("0.5", r"smoothing: .* got '0\.5' of type str"),
         (True, r"smoothing: .* of type bool"),
         (None, r"smoothing: .* of type NoneType"),
-        (1e308, r"reference: counts \(plus smoothing\) too large"),
     ],
 )
 def test_bad_smoothing_is_rejected(no_jit: None, smoothing: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         divergences([1, 2, 3], [3, 2, 1], smoothing=smoothing)  # type: ignore[arg-type]
+
+
+def test_a_smoothing_whose_total_overflows_is_rejected_by_the_pass() -> None:
+    with pytest.raises(ValueError, match=r"reference: counts \(plus smoothing\) too large"):
+        divergences([1, 2, 3], [3, 2, 1], smoothing=1e308)
 
 
 @pytest.mark.parametrize("base", ["10", "E", "bits", 2.0, 10, True, None, "", math.e])

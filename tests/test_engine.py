@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -93,13 +94,14 @@ Layout = tuple[Any, ...]  # ("uniform", lo, hi, count) | ("edges", edges) | ("ca
 
 
 def naive_quantile_edges(values: Sequence[object], count: int) -> list[float]:
-    """§2 quantile bins: the reference's quantiles 0, 1/count, ..., 1, duplicates removed."""
+    """§2 quantile bins: the reference's quantiles 0, 1/count, ..., 1, duplicates removed,
+    the last edge just above the maximum."""
     finite = [
         float(v)
         for v in values
         if type(v) in (int, float) and math.isfinite(float(v))  # type: ignore[arg-type]
     ]
-    return sorted(set(np.quantile(finite, np.linspace(0.0, 1.0, count + 1)).tolist()))
+    return naive.quantile_edges(finite, count)
 
 
 def category_text(value: object) -> str | None:

@@ -32,6 +32,9 @@ PUBLIC_FAMILIES = {
     "driftmon_window_samples": "gauge",
     "driftmon_reference_samples": "gauge",
     "driftmon_alert_firing": "gauge",
+    "driftmon_alert_p_value": "gauge",
+    "driftmon_stream_drift_p_value": "gauge",
+    "driftmon_stream_drifting_features": "gauge",
     "driftmon_ingest_rows": "counter",  # exposed as driftmon_ingest_rows_total
     "driftmon_ingest_values": "counter",
     "driftmon_ingest_requests": "counter",
@@ -78,6 +81,12 @@ alerts:
     metric: js
     threshold: 0.01
     severity: page
+  - name: drift-holm
+    match: {{stream: credit}}
+    metric: psi
+    threshold: 0
+    max_p_value: 0.01
+    p_value_correction: holm
 """
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from test_engine import (
     ALL_FEATURES,
     CATEGORIES,
@@ -52,6 +54,52 @@ from driftmon.reference import (
 )
 
 FIELDS = [f["name"] for f in ALL_FEATURES]
+
+
+# --- learned layouts hold their own reference --------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False, width=64),
+            st.integers(min_value=-(2**53), max_value=2**53),
+            st.floats(min_value=-1e3, max_value=1e3),
+            st.sampled_from([0.0, 1.0, -1.0, 5e-324, None, float("nan"), "x"]),
+        ),
+        min_size=1,
+        max_size=200,
+    ),
+    count=st.integers(min_value=1, max_value=64),
+)
+def test_a_learned_layout_puts_every_finite_reference_value_in_a_regular_bin(
+    values: list[Any], count: int
+) -> None:
+    """Every layout learned from data (quantile edges; top-k has no edges): after learning,
+    the reference's underflow and overflow counts are 0 and its regular bins hold every
+    finite number."""
+    feature = {"name": "q", "type": "numeric", "bins": {"kind": "quantile", "count": count}}
+    stream = make_config([stream_doc(features=[feature])]).stream("s")
+    try:
+        reference = build_reference(stream, len(values), {"q": values})
+    except ReferenceError as error:
+        # Constant data, a span float64 cannot interpolate over, or a maximum with no
+        # float above it: refused with a message, never mis-binned.
+        refusals = ("distinct quantiles", "interpolate", "largest float64", "no finite")
+        assume(not any(reason in str(error) for reason in refusals))
+        raise
+    binner = reference.binners[0]
+    assert isinstance(binner, NumericBinner)
+    counts = reference.counts[0]
+    n = binner.n_regular
+    finite = [
+        v for v in values if type(v) in (int, float) and np.isfinite(float(v))
+    ]
+    assert counts[0] == 0, "underflow"
+    assert counts[n + 1] == 0, "overflow"
+    assert counts[1 : n + 1].sum() == len(finite)
+    assert binner.edges[-1] == np.nextafter(max(float(v) for v in finite), np.inf)
 
 
 def write_rows(path: Path, rows: Sequence[Mapping[str, object]], fmt: str) -> Path:

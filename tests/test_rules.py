@@ -260,7 +260,11 @@ def test_rule_file_shape_for_the_demo_config() -> None:
     assert psi["labels"] == {"severity": "critical", "rule": "psi-significant"}
     assert 'driftmon_psi{stream="shop"} > 0.2' in psi["expr"]
     assert 'and on(stream, feature) (driftmon_window_samples{stream="shop"} >= 100)' in psi["expr"]
-    assert 'driftmon_drift_p_value{stream="shop"} < 0.001' in psi["expr"]
+    # The demo's rule is Holm-corrected: it gates on the daemon's corrected p-value.
+    assert (
+        'and on(stream, feature) (driftmon_alert_p_value{rule="psi-significant", stream="shop"}'
+        " < 0.001)" in psi["expr"]
+    )
     js = by_rule["js-high"]
     assert "keep_firing_for" not in js
     assert 'ALERTS{alertname="DriftmonJsHigh", alertstate="firing"}' in js["expr"]

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 
 from driftmon.config.errors import Errors, format_number, show
 from driftmon.config.model import (
+    P_VALUE_CORRECTIONS,
     AlertMetric,
     AlertRule,
     LogBase,
+    PValueCorrection,
     SampleWindow,
     globs_match,
 )
@@ -35,6 +37,7 @@ _ALERT_KEYS = (
     "clear_below",
     "min_samples",
     "max_p_value",
+    "p_value_correction",
     "keep_firing_for",
     "severity",
 )
@@ -79,6 +82,18 @@ def read_alert(
     clear_below = section.read("clear_below", float_reader(at_least=0.0))
     min_samples = section.read("min_samples", NON_NEGATIVE_INT)
     max_p_value = section.read("max_p_value", _read_p_value)
+    correction_name = section.read(
+        "p_value_correction", choice_reader("p_value_correction", P_VALUE_CORRECTIONS)
+    )
+    correction: PValueCorrection | None = next(
+        (c for c in P_VALUE_CORRECTIONS if c == correction_name), None
+    )
+    if correction not in (None, "none") and "max_p_value" not in section:
+        errs.add(
+            section.at("p_value_correction"),
+            f"{correction} corrects the p-values that max_p_value judges, and this rule "
+            "has no max_p_value; add one (e.g. max_p_value: 0.01) or drop the key",
+        )
     keep_firing_for_s = section.read("keep_firing_for", duration_reader(positive=False))
     severity = section.read("severity", read_str)
     if threshold is not None and clear_below is not None and clear_below > threshold:
@@ -146,6 +161,7 @@ def read_alert(
         max_p_value=max_p_value,
         keep_firing_for_s=keep_firing_for_s or 0.0,
         severity=severity or "warning",
+        p_value_correction=correction or "none",
     )
     return rule, name
 

@@ -13,8 +13,10 @@ LogBase = Literal["e", "2"]
 ReferenceKind = Literal["file", "warmup", "snapshot"]
 DataFormat = Literal["csv", "ndjson", "json"]
 AlertMetric = Literal["kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein"]
+PValueCorrection = Literal["none", "bonferroni", "holm", "bh"]
 
 ALERT_METRICS: tuple[str, ...] = ("kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein")
+P_VALUE_CORRECTIONS: tuple[PValueCorrection, ...] = ("none", "bonferroni", "holm", "bh")
 
 
 def globs_match(stream_pattern: str, feature_pattern: str, stream: str, feature: str) -> bool:
@@ -143,6 +145,9 @@ class AlertRule:
     max_p_value: float | None = None
     keep_firing_for_s: float = 0.0
     severity: str = "warning"
+    # How max_p_value judges the monitors this rule matches in one stream at
+    # one evaluation (driftmon.multiple_testing); "none" when the key is absent.
+    p_value_correction: PValueCorrection = "none"
 
     @property
     def clear_threshold(self) -> float:

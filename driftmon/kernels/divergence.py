@@ -183,27 +183,62 @@ def prepare_reference(
         lo = bin_offsets[m]
         hi = bin_offsets[m + 1]
         total = _total(reference_counts, lo, hi)
-        reference_monitors[MON_TOTAL, m] = total
         for i in range(lo, hi):
             reference_bins[REF_COUNT, i] = reference_counts[i]
-        if total == 0.0 or hi == lo:
-            reference_monitors[MON_ENTROPY, m] = math.nan
-            continue
-        a = smoothing[m]
-        denominator = total + (hi - lo) * a
-        log_denominator = log_branchless(denominator)
-        inverse = _safe_inverse(denominator)
-        reference_monitors[MON_INVERSE, m] = inverse
+        _prepare_monitor(reference_bins, lo, hi, total, smoothing[m], reference_monitors, m)
+    return reference_bins, reference_monitors
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _prepare_monitor(
+    reference_bins: np.ndarray,
+    lo: int,
+    hi: int,
+    total: float,
+    a: float,
+    reference_monitors: np.ndarray,
+    m: int,
+) -> None:
+    """One monitor's reference side: ``ln p`` of bins ``lo:hi`` from their raw counts
+    (``reference_bins[REF_COUNT]``) into ``reference_bins[REF_LOG_P]``, and column ``m``
+    of ``reference_monitors``. The only implementation, so that the engine's cached
+    reference and the one-shot pass agree bit for bit."""
+    reference_monitors[MON_TOTAL, m] = total
+    reference_monitors[MON_INVERSE, m] = 0.0
+    if total == 0.0 or hi == lo:
+        reference_monitors[MON_ENTROPY, m] = math.nan
+        for i in range(lo, hi):
+            reference_bins[REF_LOG_P, i] = 0.0
+        return
+    denominator = total + (hi - lo) * a
+    inverse = _safe_inverse(denominator)
+    reference_monitors[MON_INVERSE, m] = inverse
+    underflow = 0 if inverse > 0.0 else 1
+    if underflow == 0:
+        # Branch-free, so that it vectorises; the same arithmetic as the guarded
+        # loop below wherever no p with mass underflows to 0.
+        for i in range(lo, hi):
+            shifted = reference_bins[REF_COUNT, i] + a
+            p = shifted * inverse
+            reference_bins[REF_LOG_P, i] = log_branchless(p)
+            underflow += 1 if (shifted > 0.0) & (p == 0.0) else 0
+    if underflow == 0:
         entropy = 0.0
         for i in range(lo, hi):
-            shifted = reference_counts[i] + a
-            p = _normalise(shifted, denominator, inverse)
-            log_p = _log_share(p, shifted, log_denominator)
-            reference_bins[REF_LOG_P, i] = log_p
-            if shifted > 0.0:
-                entropy -= p * log_p
+            shifted = reference_bins[REF_COUNT, i] + a
+            entropy -= shifted * inverse * reference_bins[REF_LOG_P, i] if shifted > 0.0 else 0.0
         reference_monitors[MON_ENTROPY, m] = max(entropy, 0.0)
-    return reference_bins, reference_monitors
+        return
+    log_denominator = log_branchless(denominator)
+    entropy = 0.0
+    for i in range(lo, hi):
+        shifted = reference_bins[REF_COUNT, i] + a
+        p = _normalise(shifted, denominator, inverse)
+        log_p = _log_share(p, shifted, log_denominator)
+        reference_bins[REF_LOG_P, i] = log_p
+        if shifted > 0.0:
+            entropy -= p * log_p
+    reference_monitors[MON_ENTROPY, m] = max(entropy, 0.0)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -368,16 +403,38 @@ def _monitor_pass(
     """Fill column ``m`` of ``out[9, M]`` (see :func:`divergence_pass`); ``terms`` is scratch."""
     lo = bin_offsets[m]
     hi = bin_offsets[m + 1]
-    ref_total = reference_monitors[MON_TOTAL, m]
-    live_total = _total(live_counts, lo, hi)
+    _monitor_values(
+        lo, hi, live_counts, _total(live_counts, lo, hi), smoothing[m], reference_bins,
+        reference_monitors, m, log_scale, terms, out, m,
+    )
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _monitor_values(
+    lo: int,
+    hi: int,
+    live_counts: np.ndarray,
+    live_total: float,
+    a: float,
+    reference_bins: np.ndarray,
+    reference_monitors: np.ndarray,
+    ref_column: int,
+    log_scale: float,
+    terms: np.ndarray,
+    out: np.ndarray,
+    m: int,
+) -> None:
+    """Column ``m`` of ``out`` for the monitor whose bins are ``lo:hi`` of ``live_counts``
+    and ``reference_bins``, with its reference side in column ``ref_column`` of
+    ``reference_monitors``."""
+    ref_total = reference_monitors[MON_TOTAL, ref_column]
     if ref_total == 0.0 or live_total == 0.0 or hi == lo:
         for row in range(N_ROWS):
             out[row, m] = math.nan
         return
-    a = smoothing[m]
     denominator = live_total + (hi - lo) * a
     inverse = _safe_inverse(denominator)
-    ref_inverse = reference_monitors[MON_INVERSE, m]
+    ref_inverse = reference_monitors[MON_INVERSE, ref_column]
     # The G-test's shares of the raw totals, computed as the per-bin shares
     # are, so that a bin in proportion contributes exactly 0.
     grand_total = ref_total + live_total
@@ -409,7 +466,7 @@ def _monitor_pass(
     kl = max(kl, 0.0)
     kl_reverse = max(kl_reverse, 0.0)
     js = min(max(0.5 * js, 0.0), _LN2)
-    entropy_reference = reference_monitors[MON_ENTROPY, m]
+    entropy_reference = reference_monitors[MON_ENTROPY, ref_column]
     out[0, m] = kl * log_scale
     out[1, m] = kl_reverse * log_scale
     out[2, m] = js * log_scale
@@ -486,6 +543,145 @@ def divergence_pass_parallel(
                 m, live_counts, bin_offsets, smoothing, reference_bins, reference_monitors,
                 log_scale, terms, out,
             )
+
+
+# One-shot errors: ``error[ERR_KIND, ERR_SIDE, ERR_ROW, ERR_COLUMN]``.
+ERR_KIND, ERR_SIDE, ERR_ROW, ERR_COLUMN = 0, 1, 2, 3
+NO_ERROR, NOT_FINITE, NEGATIVE, TOTAL_OVERFLOW = 0, 1, 2, 3
+"""Kinds of :func:`one_shot_pass` errors; side 0 is the reference, 1 the live counts."""
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _first_bad(counts: np.ndarray) -> int:
+    """Index of the first count of ``counts`` that is NaN, infinite or negative, or -1."""
+    for k in range(counts.shape[0]):
+        value = counts[k]
+        if not (value >= 0.0 and value <= _LARGEST):
+            return k
+    return -1
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _one_shot_rows(
+    reference: np.ndarray,
+    live: np.ndarray,
+    a: float,
+    log_scale: float,
+    first_row: int,
+    last_row: int,
+    out: np.ndarray,
+    errors: np.ndarray,
+    chunk: int,
+) -> None:
+    """Rows ``first_row:last_row`` of :func:`one_shot_pass`; stops at the first bad row,
+    recording it in ``errors[chunk]``.
+
+    Each row is copied into small scratch arrays as it is checked, so that
+    everything after the check reads L1 and no array view is made per row (a
+    view's reference count is an atomic that threads would fight over).
+    """
+    n_bins = reference.shape[1]
+    reference_bins = np.empty((2, n_bins))
+    live_row = np.empty(n_bins)
+    reference_monitors = np.empty((3, 1))
+    terms = np.empty((_N_TERMS, n_bins))
+    for m in range(first_row, last_row):
+        bad = 0
+        for k in range(n_bins):
+            r = reference[m, k]
+            q = live[m, k]
+            reference_bins[REF_COUNT, k] = r
+            live_row[k] = q
+            r_ok = (r >= 0.0) & (r <= _LARGEST)
+            q_ok = (q >= 0.0) & (q <= _LARGEST)
+            bad += 0 if (r_ok & q_ok) else 1
+        if bad:
+            column = _first_bad(reference_bins[REF_COUNT])
+            side = 0
+            if column < 0:
+                column = _first_bad(live_row)
+                side = 1
+            value = reference_bins[REF_COUNT, column] if side == 0 else live_row[column]
+            errors[chunk, ERR_KIND] = NEGATIVE if value < 0.0 else NOT_FINITE
+            errors[chunk, ERR_SIDE] = side
+            errors[chunk, ERR_ROW] = m
+            errors[chunk, ERR_COLUMN] = column
+            return
+        ref_total = _total(reference_bins[REF_COUNT], 0, n_bins)
+        live_total = _total(live_row, 0, n_bins)
+        overflow_side = -1
+        if not ref_total + n_bins * a <= _LARGEST:
+            overflow_side = 0
+        elif not (live_total + n_bins * a <= _LARGEST and ref_total + live_total <= _LARGEST):
+            overflow_side = 1
+        if overflow_side >= 0:
+            errors[chunk, ERR_KIND] = TOTAL_OVERFLOW
+            errors[chunk, ERR_SIDE] = overflow_side
+            errors[chunk, ERR_ROW] = m
+            errors[chunk, ERR_COLUMN] = 0
+            return
+        _prepare_monitor(reference_bins, 0, n_bins, ref_total, a, reference_monitors, 0)
+        _monitor_values(
+            0, n_bins, live_row, live_total, a, reference_bins, reference_monitors, 0,
+            log_scale, terms, out, m,
+        )
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def one_shot_pass(
+    reference: np.ndarray,
+    live: np.ndarray,
+    a: float,
+    log_scale: float,
+    out: np.ndarray,
+    error: np.ndarray,
+) -> None:
+    """Validate and evaluate ``M`` monitors of ``K`` bins in one read of each array.
+
+    ``reference``, ``live``: float64 C-contiguous ``[M, K]`` raw counts, not
+    yet checked; ``a``: the smoothing; ``log_scale`` as in
+    :func:`divergence_pass`; ``out``: float64 ``[9, M]``; ``error``: int64[4]
+    set to zeros by the caller. Row by row, the two rows are checked (finite,
+    ``>= 0``, totals with smoothing finite) while they are read, then the
+    reference side (:func:`_prepare_monitor`) and every value
+    (:func:`_monitor_values`) are computed from L1. At the first bad row
+    ``error`` gets (kind, side, row, column) and the pass stops; ``out`` is
+    then partly written and must not be used. Results equal
+    :func:`prepare_reference` + :func:`divergence_pass` bit for bit.
+    """
+    errors = np.zeros((1, 4), dtype=np.int64)
+    _one_shot_rows(reference, live, a, log_scale, 0, reference.shape[0], out, errors, 0)
+    for j in range(4):
+        error[j] = errors[0, j]
+
+
+@njit(nogil=True, cache=True, error_model="numpy", parallel=True)
+def one_shot_pass_parallel(
+    reference: np.ndarray,
+    live: np.ndarray,
+    a: float,
+    log_scale: float,
+    out: np.ndarray,
+    error: np.ndarray,
+) -> None:
+    """:func:`one_shot_pass` with chunks of rows spread over numba's threads.
+
+    Same results bit for bit; when several rows are bad, ``error`` names the
+    first of them, as the serial pass does.
+    """
+    n_monitors = reference.shape[0]
+    n_chunks = min(n_monitors, _PARALLEL_CHUNKS)
+    errors = np.zeros((n_chunks, 4), dtype=np.int64)
+    for chunk in prange(n_chunks):
+        _one_shot_rows(
+            reference, live, a, log_scale, chunk * n_monitors // n_chunks,
+            (chunk + 1) * n_monitors // n_chunks, out, errors, chunk,
+        )
+    for chunk in range(n_chunks):
+        if errors[chunk, ERR_KIND] != NO_ERROR:
+            for j in range(4):
+                error[j] = errors[chunk, j]
+            return
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -601,6 +797,10 @@ def warm_up() -> None:
     divergence_pass_parallel(
         live, bin_offsets, smoothing, reference_bins, reference_monitors, 1.0, out
     )
+    error = np.zeros(4, dtype=np.int64)
+    rows = np.array([[3.0, 1.0, 0.0], [2.0, 2.0, 1.0]])
+    one_shot_pass(rows, rows[::-1].copy(), 0.5, 1.0, out[:, :2].copy(), error)
+    one_shot_pass_parallel(rows, rows[::-1].copy(), 0.5, 1.0, np.empty((N_ROWS, 2)), error)
     starts = np.array([0, 1], dtype=np.int64)
     edge_offsets = np.array([0, 2, 5], dtype=np.int64)
     edges = np.array([0.0, 1.0, -1.0, 0.0, 2.0])

@@ -565,7 +565,8 @@ def _rules_markdown(config: Config) -> str:
     for rule in config.alerts:
         condition = f"{rule.metric} > {_number(rule.threshold)}"
         if rule.max_p_value is not None:
-            condition += f" and p_value < {_number(rule.max_p_value)}"
+            corrected = "" if rule.p_value_correction == "none" else f" ({rule.p_value_correction})"
+            condition += f" and p_value{corrected} < {_number(rule.max_p_value)}"
         rows.append(
             "| "
             + " | ".join(

@@ -50,6 +50,9 @@ etc., selected by the rule's globs as regex label matchers), threshold ``T``,
   ``min_samples`` rows (the daemon gives such a monitor no verdict and keeps
   its state); both it and the samples gate are left out when
   ``min_samples`` is 0, and the p-value gate when there is no ``max_p_value``;
+- a rule with ``p_value_correction`` gates on ``driftmon_alert_p_value{rule="R"}``
+  instead of ``driftmon_drift_p_value``: the daemon's corrected p-value of the
+  monitor, since the correction spans all the monitors the rule matches in a stream;
 - ``for`` and ``keep_firing_for`` are Prometheus's own (``keep_firing_for``
   needs Prometheus 2.42 or later, and is written only when it is set).
 
@@ -84,7 +87,12 @@ import yaml
 
 from driftmon import __version__
 from driftmon.config import AlertRule, Config
-from driftmon.names import ALERT_SERIES, DIVERGENCE_SERIES, WINDOW_SAMPLES_SERIES
+from driftmon.names import (
+    ALERT_P_VALUE_SERIES,
+    ALERT_SERIES,
+    DIVERGENCE_SERIES,
+    WINDOW_SAMPLES_SERIES,
+)
 
 GROUP_NAME = "driftmon"
 """The name of the one rule group ``driftmon rules`` writes."""
@@ -100,6 +108,10 @@ SAMPLES_SERIES = WINDOW_SAMPLES_SERIES
 
 P_VALUE_SERIES = DIVERGENCE_SERIES["p_value"]
 """The series ``max_p_value`` is checked against (the G-test p-value, DESIGN.md §3)."""
+
+CORRECTED_P_VALUE_SERIES = ALERT_P_VALUE_SERIES
+"""What ``max_p_value`` is checked against for a rule with ``p_value_correction``: the
+daemon's corrected p-value of each of the rule's monitors (label ``rule``)."""
 
 _METRIC_TITLES: Mapping[str, str] = {
     "kl": "KL divergence",
@@ -299,8 +311,7 @@ def rule_expression(rule: AlertRule, alert: str) -> str:
     if rule.min_samples > 0:
         lines.append(f"{on} ({samples} >= {rule.min_samples})")
     if rule.max_p_value is not None:
-        p_value = _selector(P_VALUE_SERIES, matchers)
-        lines.append(f"{on} ({p_value} < {_number(rule.max_p_value)})")
+        lines.append(f"{on} ({_p_value_selector(rule, matchers)} < {_number(rule.max_p_value)})")
     if rule.min_samples > 0:
         lines += [
             "or",
@@ -311,6 +322,17 @@ def rule_expression(rule: AlertRule, alert: str) -> str:
             ")",
         ]
     return "\n".join(lines)
+
+
+def _p_value_selector(rule: AlertRule, matchers: Sequence[str]) -> str:
+    """The p-value series ``rule``'s ``max_p_value`` judges: raw, or the daemon's corrected one.
+
+    A correction spans every monitor the rule matches in a stream, which the
+    daemon computes at each evaluation and exports per (stream, feature, rule).
+    """
+    if rule.p_value_correction == "none":
+        return _selector(P_VALUE_SERIES, matchers)
+    return _selector(CORRECTED_P_VALUE_SERIES, [f"rule={promql_string(rule.name)}", *matchers])
 
 
 def _template_text(text: str) -> str:
@@ -325,8 +347,13 @@ def _template_text(text: str) -> str:
 def _description(rule: AlertRule) -> str:
     series = METRIC_SERIES[rule.metric]
     text = f'driftmon alert rule "{rule.name}": fires when {series} > {_number(rule.threshold)}'
-    if rule.max_p_value is not None:
+    if rule.max_p_value is not None and rule.p_value_correction == "none":
         text += f" and {P_VALUE_SERIES} < {_number(rule.max_p_value)}"
+    elif rule.max_p_value is not None:
+        text += (
+            f" and {CORRECTED_P_VALUE_SERIES} ({rule.p_value_correction}-corrected over the "
+            f"features it checks in the stream) < {_number(rule.max_p_value)}"
+        )
     if rule.for_s > 0:
         text += f" for {prometheus_duration(rule.for_s)}"
     if rule.min_samples > 0:
