@@ -31,23 +31,13 @@ from driftmon import __version__
 from driftmon.engine import Evaluation
 from driftmon.names import (
     ALERT_P_VALUE_SERIES,
-    DIVERGENCE_SERIES,
+    MONITOR_METRICS,
     STREAM_DRIFTING_SERIES,
     STREAM_P_VALUE_SERIES,
 )
 
-_DIVERGENCE_HELP: tuple[tuple[str, str], ...] = (
-    ("kl", "KL divergence KL(reference || live)."),
-    ("kl_reverse", "KL divergence KL(live || reference)."),
-    ("js", "Jensen-Shannon divergence (not its square root)."),
-    ("psi", "Population stability index, natural log."),
-    ("hellinger", "Hellinger distance, in [0, 1]."),
-    ("wasserstein", "W1 between binned numeric distributions, in reference standard deviations."),
-    ("p_value", "G-test p-value of reference and live counts coming from one distribution."),
-)
-
 DIVERGENCE_FAMILIES: tuple[tuple[str, str, str], ...] = tuple(
-    (value, DIVERGENCE_SERIES[value], text) for value, text in _DIVERGENCE_HELP
+    (metric.name, metric.series, metric.help) for metric in MONITOR_METRICS
 )
 """(value name, metric name, help) of every per-monitor divergence family."""
 
