@@ -5,8 +5,8 @@ on a config written to a temporary directory: one stream of ``--features``
 numeric features (uniform bins), a CSV reference file, a time window,
 ``ingest.workers: --workers`` and checkpoints in the temporary directory. An
 aiohttp load generator in this process then posts bodies of ``--rows`` rows
-(DESIGN.md §6) for each body format, JSON rows, ``{"columns": ...}`` and
-NDJSON, in two phases of ``--duration`` seconds each:
+(DESIGN.md §6) for each body format, JSON rows, ``{"columns": ...}``,
+NDJSON and an Arrow IPC stream, in two phases of ``--duration`` seconds each:
 
 1. **peak**: ``--connections`` closed-loop senders, each posting its next body
    as soon as the previous one is answered;
@@ -35,7 +35,9 @@ daemon's own work without HTTP: ``driftmon.parse.parse_body`` alone, and
 same config.
 
 Targets (marked PASS/MISS): the daemon's peak ingest within 2x of the ceiling
-per body format; p99 <= 50 ms at half the peak rate; RSS growth <= 10 %
+per body format; Arrow bodies at least 10x the rows/s of ``{"columns": ...}``
+bodies (use ``--rows 10000``: at 1000 rows per body HTTP dominates an Arrow
+request); p99 <= 50 ms at half the peak rate; RSS growth <= 10 %
 between the start of the first measured phase (after a short warm-up load)
 and the end of the run. The machine may be shared and the load generator
 shares its cores with the daemon: compare ratios within one run.
@@ -110,8 +112,10 @@ TARGET_RSS_GROWTH = 0.10
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
-FORMATS = ("json rows", "json columns", "ndjson")
-CONTENT_TYPES = {"json rows": JSON, "json columns": JSON, "ndjson": NDJSON}
+ARROW = "application/vnd.apache.arrow.stream"
+FORMATS = ("json rows", "json columns", "ndjson", "arrow")
+CONTENT_TYPES = {"json rows": JSON, "json columns": JSON, "ndjson": NDJSON, "arrow": ARROW}
+TARGET_ARROW_OVER_COLUMNS = 10.0
 
 # Runs the driftmon command line like `python -m driftmon`, recording every garbage
 # collection, and writes them to a JSON file at exit (argv: LOG, then the command line's
@@ -253,7 +257,19 @@ def make_bodies(n_rows: int, n_features: int, variants: int, seed: int) -> dict[
             orjson.dumps({"columns": {name: values[:, i].tolist() for i, name in enumerate(names)}})
         )
         bodies["ndjson"].append(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+        bodies["arrow"].append(_arrow_body(names, values))
     return bodies
+
+
+def _arrow_body(names: Sequence[str], values: np.ndarray) -> bytes:
+    """An Arrow IPC stream of one record batch, one float64 column per feature."""
+    import pyarrow as pa
+
+    batch = pa.record_batch([pa.array(values[:, i]) for i in range(len(names))], names=names)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
 
 
 # --- the ceiling and the in-process breakdown -------------------------------------
@@ -267,6 +283,11 @@ def bare_ceiling(fmt: str, body: bytes, names: Sequence[str]) -> list[np.ndarray
     """orjson-decode ``body`` and turn it into one float64 array per feature (the ceiling)."""
     if fmt == "ndjson":
         return _columns_from_rows(list(map(orjson.loads, io.BytesIO(body))), names)
+    if fmt == "arrow":
+        import pyarrow as pa
+
+        table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+        return [table.column(name).to_numpy() for name in names]
     doc = orjson.loads(body)
     if fmt == "json columns":
         columns = doc["columns"]
@@ -698,6 +719,8 @@ def judge(phases: Sequence[Phase], in_process: InProcess, rss_idle_bytes: int) -
     ok = True
     print("\ntargets")
     for fmt in in_process.bodies:
+        if fmt == "arrow":
+            continue  # its "ceiling" is a zero-copy read: HTTP is the whole cost, no parse target
         peak = _peak(phases, fmt)
         ceiling = in_process.rows_per_s(fmt)["ceiling"]
         ratio = ceiling / peak.rows_per_s if peak.rows_per_s else float("inf")
@@ -706,6 +729,15 @@ def judge(phases: Sequence[Phase], in_process: InProcess, rss_idle_bytes: int) -
         print(
             f"  {_mark(passed)} {fmt:<13} ceiling / daemon peak rows/s = {ratio:5.2f}x "
             f"(<= {TARGET_CEILING_RATIO:g}x)"
+        )
+    if "arrow" in in_process.bodies and "json columns" in in_process.bodies:
+        arrow, columns = _peak(phases, "arrow"), _peak(phases, "json columns")
+        ratio = arrow.rows_per_s / max(columns.rows_per_s, 1e-9)
+        passed = ratio >= TARGET_ARROW_OVER_COLUMNS
+        ok &= passed
+        print(
+            f"  {_mark(passed)} arrow / json columns daemon peak rows/s = {ratio:5.1f}x "
+            f"(>= {TARGET_ARROW_OVER_COLUMNS:g}x)"
         )
     for p in phases:
         if p.name != "half":

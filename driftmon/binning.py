@@ -33,6 +33,7 @@ from typing import Final
 
 import numpy as np
 
+from driftmon.coded import CodedColumn, FloatChunks
 from driftmon.kernels import binning as kernels
 
 __all__ = [
@@ -258,6 +259,10 @@ def _numeric_column(values: Sequence[object] | np.ndarray) -> tuple[np.ndarray, 
     """(numbers, invalid) of a column: float64 numbers with NaN for missing values,
     and a boolean mask of the invalid positions (None when there are none; their
     numbers are NaN placeholders)."""
+    if isinstance(values, FloatChunks):
+        return values.array(), None
+    if isinstance(values, CodedColumn):
+        values = values.tolist()  # numbers do not come coded; any other value is invalid
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
             raise ValueError(f"values must be one column (1-D), got shape {values.shape}")
@@ -642,8 +647,13 @@ class CategoricalBinner:
         (``3`` matches ``"3"``); bool as ``"true"``/``"false"``; a valid value
         outside the categories is ``other``; None and float NaN are missing; any
         other float, list, dict or other type is invalid. Columns of only str and
-        int take a fast path.
+        int take a fast path. A :class:`~driftmon.coded.CodedColumn` is matched
+        one distinct value at a time.
         """
+        if isinstance(values, CodedColumn):
+            return values.layout_codes(
+                self.codes(list(values.values)), self.invalid, self.missing
+            )
         if isinstance(values, np.ndarray):
             if values.ndim != 1:
                 raise ValueError(f"values must be one column (1-D), got shape {values.shape}")
@@ -729,13 +739,29 @@ def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
     if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "iuf":
         raise ValueError(f"values must be a 1-D numeric numpy array, got {_describe(values)}")
-    numbers = values.astype(np.float64, copy=False)
-    finite = numbers[np.isfinite(numbers)]
-    if finite.size == 0:
-        raise ValueError("values has no finite number to take quantiles of")
+    from driftmon.quantiles import finite_quantiles  # it bins with NumericBinner
+
+    numbers = np.ascontiguousarray(values, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         # interpolating between values near ±1.8e308 can overflow: reported below
-        quantiles = np.quantile(finite, np.linspace(0.0, 1.0, int(count) + 1))
+        try:
+            quantiles = finite_quantiles(numbers, quantile_levels(int(count)))
+        except ValueError:
+            raise ValueError("values has no finite number to take quantiles of") from None
+    return edges_from_quantiles(quantiles)
+
+
+def quantile_levels(count: int) -> np.ndarray:
+    """The levels ``0, 1/count, ..., 1`` of ``count`` quantile bins."""
+    return np.linspace(0.0, 1.0, count + 1)
+
+
+def edges_from_quantiles(quantiles: np.ndarray) -> np.ndarray:
+    """Quantile bin edges from the quantiles at :func:`quantile_levels`: repeats removed.
+
+    Raises ValueError when a quantile is not finite (interpolation overflowed)
+    or fewer than 2 distinct ones remain.
+    """
     if not np.all(np.isfinite(quantiles)):
         raise ValueError("the finite values span more than float64 can interpolate between")
     edges = np.unique(quantiles)
@@ -743,7 +769,7 @@ def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
         raise ValueError(
             f"the finite values have fewer than 2 distinct quantiles (all equal to {edges[0]!r})"
         )
-    return cover_maximum(edges, float(finite.max()))
+    return cover_maximum(edges, float(edges[-1]))
 
 
 def cover_maximum(edges: np.ndarray, largest: float) -> np.ndarray:
@@ -781,9 +807,14 @@ def top_k_categories(values: Sequence[object] | np.ndarray, k: int) -> tuple[str
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    frequency: Counter[str | None]
+    if isinstance(values, CodedColumn):
+        frequency = Counter()
+        for value, rows in values.value_counts():
+            frequency[_category_text(value)] += rows
+        return _ranked(frequency, int(k))
     if isinstance(values, np.ndarray):
         values = values.tolist()
-    frequency: Counter[str | None]
     try:
         if not set(map(type, values)) <= {str, int}:
             raise ValueError("mixed types: take the per-value path")
@@ -791,8 +822,12 @@ def top_k_categories(values: Sequence[object] | np.ndarray, k: int) -> tuple[str
     except ValueError:
         # Mixed types, or an int past the int-to-text digit limit.
         frequency = Counter(map(_category_text, values))
+    return _ranked(frequency, int(k))
+
+
+def _ranked(frequency: Counter[str | None], k: int) -> tuple[str, ...]:
     ranked = sorted(
         ((text, n) for text, n in frequency.items() if text),
         key=lambda item: (-item[1], item[0]),
     )
-    return tuple(text for text, _ in ranked[: int(k)])
+    return tuple(text for text, _ in ranked[:k])

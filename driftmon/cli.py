@@ -23,6 +23,9 @@ from driftmon.config import (
     parse_listen,
 )
 from driftmon.lifecycle import StopRequested
+from driftmon.tools.init import add_init_command
+
+DATA_FORMATS = ("parquet", "arrow", "csv", "ndjson", "json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,14 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="run the engine over a file of rows",
-        description="Run the engine over a file (CSV, NDJSON, JSON array); print one JSON line "
-        "per evaluation and monitor. On event time when the stream has time_field; otherwise "
-        "one evaluation at the end.",
+        description="Run the engine over a file (Parquet, Arrow, CSV, NDJSON, JSON); print one "
+        "JSON line per evaluation and monitor. On event time when the stream has time_field; "
+        "otherwise one evaluation at the end.",
     )
     replay.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
     replay.add_argument("--stream", required=True, help="the stream the rows belong to")
     replay.add_argument("--input", required=True, metavar="DATA", help="the rows to replay")
-    replay.add_argument("--format", choices=["csv", "ndjson", "json"], help="default: by suffix")
+    replay.add_argument("--format", choices=DATA_FORMATS, help="default: by suffix")
     replay.set_defaults(handler=_replay)
 
     reference = commands.add_parser("reference", help="reference snapshots")
@@ -91,11 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("-c", "--config", required=True, metavar="FILE", help="the YAML config")
     build.add_argument("--stream", required=True, help="the stream whose features to use")
-    build.add_argument("--input", required=True, metavar="DATA", help="CSV, NDJSON or JSON rows")
-    build.add_argument("--format", choices=["csv", "ndjson", "json"], help="default: by suffix")
+    build.add_argument(
+        "--input", required=True, metavar="DATA", help="Parquet, Arrow, CSV, NDJSON or JSON"
+    )
+    build.add_argument("--format", choices=DATA_FORMATS, help="default: by suffix")
     build.add_argument("-o", "--output", required=True, metavar="OUT", help="the snapshot to write")
     build.set_defaults(handler=_reference_build)
     reference.set_defaults(handler=lambda _args: _usage(reference))
+
+    add_init_command(commands)
 
     rules = commands.add_parser(
         "rules",
@@ -277,7 +284,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _reference_build(args: argparse.Namespace) -> int:
     """``driftmon reference build``: write a snapshot, print a one-line summary."""
-    from driftmon.parse import read_table
+    from driftmon.columnar import read_batch
     from driftmon.reference import (
         ReferenceError,
         build_reference,
@@ -292,11 +299,12 @@ def _reference_build(args: argparse.Namespace) -> int:
     if stream is None:
         return 1
     try:
-        batch = read_table(
+        batch = read_batch(
             Path(args.input),
             [f.name for f in stream.features],
             format=args.format,
             numeric_fields=numeric_fields(stream),
+            chunked=True,
         )
         if batch.n_rows == 0:
             raise ReferenceError(f"{args.input}: no rows")

@@ -7,7 +7,10 @@ thread batches the buffered rows and posts them to
 ``POST {url}/v1/streams/{stream}/rows`` as columnar JSON,
 ``{"columns": {"age": [...], "region": [...]}}``, over one kept-alive HTTP
 connection (the standard library's :mod:`http.client`; the only dependency
-is :mod:`orjson`).
+is :mod:`orjson`). :meth:`Client.log_frame` takes a whole pandas DataFrame
+or Arrow table; a batch made only of its rows goes as an Arrow IPC stream
+(``application/vnd.apache.arrow.stream``) when pyarrow is installed
+(:mod:`driftmon.frames`).
 
 Delivery rules:
 
@@ -62,6 +65,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
+
+from driftmon.frames import FrameRow, arrow_body_or_none, as_dicts, frame_rows
 
 log = logging.getLogger("driftmon.client")
 
@@ -368,7 +373,7 @@ class Client:
         # Every unsettled row, oldest first, the batch on the wire included: rows are
         # numbered in log order and the buffer always holds rows [_head_seq, _end_seq).
         # Rows logged after close() are counted but never numbered.
-        self._buffer: deque[dict[Any, Any]] = deque()
+        self._buffer: deque[dict[Any, Any] | FrameRow] = deque()
         self._head_seq = 0
         self._end_seq = 0
         self._logged = 0
@@ -440,6 +445,31 @@ class Client:
                     f"rows[{index}]: expected a mapping of feature name to value, got {row!r:.80}"
                 )
             records.append(dict(row))
+        if not records:
+            return
+        with self._lock:
+            self._logged += len(records)
+            if self._closed:
+                self._dropped += len(records)
+                return
+            self._end_seq += len(records)
+            self._buffer.extend(records)
+            held = len(self._buffer)
+            if held > self.max_buffer_rows:
+                self._evict(held - self.max_buffer_rows)
+            self._wake_sender()
+
+    def log_frame(self, frame: object) -> None:
+        """Buffer every row of a pandas ``DataFrame`` or a pyarrow ``Table``/``RecordBatch``.
+
+        The rows are buffered, evicted, retried and counted one by one as
+        :meth:`log`'s; a batch of frame rows of one schema is sent as an Arrow
+        IPC stream (no per-value encoding), any other batch as columnar JSON.
+        Without pyarrow a pandas frame is logged as row dictionaries. The
+        table is kept by reference: do not change it in place afterwards.
+        Raises ``TypeError`` for any other object.
+        """
+        records = frame_rows(frame)
         if not records:
             return
         with self._lock:
@@ -589,7 +619,7 @@ class Client:
         pending_since: float | None = None
         while True:
             with self._lock:
-                batch: list[dict[Any, Any]] | None = None
+                batch: list[dict[Any, Any] | FrameRow] | None = None
                 while batch is None:
                     if self._stopping:
                         self._drop_leftovers()
@@ -693,10 +723,15 @@ class Client:
             self._connection.close()
             self._connection = None
 
-    def _attempt(self, target: _Target, batch: list[dict[Any, Any]]) -> _Outcome:
+    def _attempt(self, target: _Target, batch: list[dict[Any, Any] | FrameRow]) -> _Outcome:
         """Encode and post one batch; what its answer means for the rows."""
+        content_type = "application/json"
         try:
-            body = encode_rows(batch)
+            body = arrow_body_or_none(batch)
+            if body is None:
+                body = encode_rows(as_dicts(batch))
+            else:
+                content_type = "application/vnd.apache.arrow.stream"
         except ValueError as exc:
             return _Outcome(_Verdict.REJECTED, error=str(exc))
         if self._connection is not None and self._connection_target is not target:
@@ -704,14 +739,14 @@ class Client:
             self._connection = None
         reused = self._connection is not None
         try:
-            status, reason, retry_after, payload = self._post(target, body)
+            status, reason, retry_after, payload = self._post(target, body, content_type)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
             if not reused:
                 return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
             # Most likely the daemon closed an idle kept-alive connection before reading
             # the request: try once more at once on a fresh connection.
             try:
-                status, reason, retry_after, payload = self._post(target, body)
+                status, reason, retry_after, payload = self._post(target, body, content_type)
             except (OSError, http.client.HTTPException) as again:
                 return _Outcome(_Verdict.RETRY, error=f"{type(again).__name__}: {again}")
         except (OSError, http.client.HTTPException) as exc:
@@ -723,7 +758,9 @@ class Client:
             return _Outcome(_Verdict.RETRY, error=error, retry_after_s=retry_after_s(retry_after))
         return _Outcome(_Verdict.REJECTED, error=error)
 
-    def _post(self, target: _Target, body: bytes) -> tuple[int, str, str | None, bytes]:
+    def _post(
+        self, target: _Target, body: bytes, content_type: str = "application/json"
+    ) -> tuple[int, str, str | None, bytes]:
         """One POST on the kept-alive connection (opened if needed); closes it on failure.
 
         Returns the status, reason, ``Retry-After`` header and body of the answer.
@@ -737,7 +774,10 @@ class Client:
             self._connection = connection
             self._connection_target = target
         try:
-            connection.request("POST", target.path, body=body, headers=self._headers)
+            headers = self._headers
+            if content_type != headers["Content-Type"]:
+                headers = {**headers, "Content-Type": content_type}
+            connection.request("POST", target.path, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
         except BaseException:

@@ -21,6 +21,8 @@ Ingest bodies (:func:`parse_body`), by media type:
   ``application/x-jsonl``, ``application/jsonlines``,
   ``application/x-jsonlines``): one row object per line; blank lines are
   skipped, a trailing newline and CRLF line ends are fine.
+- ``application/vnd.apache.arrow.stream``: an Arrow IPC stream of record
+  batches, one column per field, decoded by :mod:`driftmon.columnar`.
 
 Media types are case-insensitive; a ``charset`` parameter, when present, must
 name UTF-8 (or its subset US-ASCII), the only encoding JSON allows (RFC 8259).
@@ -107,6 +109,9 @@ NDJSON_MEDIA_TYPES: Final = frozenset(
     }
 )
 """Media types of a newline-delimited JSON body: one row object per line."""
+
+ARROW_STREAM_MEDIA_TYPE: Final = "application/vnd.apache.arrow.stream"
+"""Media type of an Arrow IPC stream body (decoded by :mod:`driftmon.columnar`)."""
 
 TABLE_FORMATS: Final = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json"}
 """File suffix (lower-cased) to the data format :func:`read_table` reads it as."""
@@ -578,12 +583,16 @@ def _decode_ndjson(src: _Source, max_depth: int) -> list[dict[str, object]]:
 
 
 def _media_kind(content_type: str | None) -> str:
-    """``"json"`` or ``"ndjson"`` for a ``Content-Type`` header value, else raise."""
-    accepted = "send application/json or application/x-ndjson"
+    """``"json"``, ``"ndjson"`` or ``"arrow"`` for a ``Content-Type`` header value, else raise."""
+    accepted = (
+        "send application/json, application/x-ndjson or application/vnd.apache.arrow.stream"
+    )
     if content_type is None:
         raise UnsupportedMediaType(f"missing Content-Type: {accepted}")
     media_type, _, parameters = content_type.partition(";")
     media_type = media_type.strip().lower()
+    if media_type == ARROW_STREAM_MEDIA_TYPE:
+        return "arrow"
     if media_type in JSON_MEDIA_TYPES:
         kind = "json"
     elif media_type in NDJSON_MEDIA_TYPES:
@@ -657,6 +666,10 @@ def parse_body(
         body = bytes(body)
     elif not isinstance(body, bytes):
         raise ValueError(f"body: expected bytes, got {type(body).__name__}")
+    if kind == "arrow":
+        from driftmon.columnar import parse_arrow_body  # pyarrow loads with the first Arrow body
+
+        return parse_arrow_body(body, names, numeric_fields)
     src = _Source(body)
     numeric = [name for name in names if name in numeric_fields]
     if kind == "ndjson":

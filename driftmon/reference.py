@@ -1,9 +1,10 @@
 """References: bin layouts and reference counts of a stream (DESIGN.md §2, §4).
 
-A stream's reference comes from a data file (CSV, NDJSON, JSON array), from
-its first N rows (``warmup``), or from a snapshot written by ``driftmon
-reference build``. Layouts that are learned from data (quantile edges, top-k
-categories) are fixed here, once, from the reference's rows.
+A stream's reference comes from a data file (Parquet, Arrow IPC, CSV, NDJSON,
+JSON; read by :mod:`driftmon.columnar`), from its first N rows (``warmup``),
+or from a snapshot written by ``driftmon reference build``. Layouts that are
+learned from data (quantile edges, top-k categories) are fixed here, once,
+from the reference's rows.
 
 Snapshot format: one ``.npz`` file (loaded with ``allow_pickle=False``, so
 loading never executes anything) holding ``counts/<i>`` (float64 counts of
@@ -19,14 +20,24 @@ import hashlib
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from driftmon.binning import CategoricalBinner, NumericBinner, quantile_edges, top_k_categories
+from driftmon.binning import (
+    CategoricalBinner,
+    NumericBinner,
+    edges_from_quantiles,
+    quantile_edges,
+    quantile_levels,
+    top_k_categories,
+)
+from driftmon.coded import FloatChunks
 from driftmon.config import (
     EdgesBins,
     FeatureConfig,
@@ -35,10 +46,12 @@ from driftmon.config import (
     UniformBins,
 )
 from driftmon.files import open_regular
-from driftmon.parse import read_table
 from driftmon.storage import write_atomically
 
 Binner = NumericBinner | CategoricalBinner
+
+_THREADED_ROWS = 1 << 16  # smaller references are built on the calling thread
+_MAX_THREADS = 8
 
 SNAPSHOT_FORMAT = "driftmon-reference"
 SNAPSHOT_VERSION = 1
@@ -77,9 +90,11 @@ def configured_binner(feature: FeatureConfig) -> Binner | None:
 
 
 def _finite_numbers(values: Sequence[object] | np.ndarray) -> np.ndarray:
-    """The finite real numbers of a column (ints and floats, not bools)."""
+    """The real numbers of a column (ints and floats, not bools; a float64 array as is)."""
+    if isinstance(values, FloatChunks):
+        return values.array()
     if isinstance(values, np.ndarray) and values.dtype == np.float64:
-        return values[np.isfinite(values)]
+        return values  # quantile_edges leaves NaN and ±inf out itself
     numbers: list[float] = []
     for value in values:
         if type(value) is float or type(value) is int:
@@ -115,6 +130,41 @@ def learn_binner(feature: FeatureConfig, values: Sequence[object] | np.ndarray) 
     return NumericBinner.from_edges(edges)
 
 
+def _float_chunks(values: Sequence[object] | np.ndarray) -> list[np.ndarray] | None:
+    if isinstance(values, FloatChunks):
+        return list(values.chunks)
+    if isinstance(values, np.ndarray) and values.dtype == np.float64 and values.ndim == 1:
+        return [values]
+    return None
+
+
+def _learn_and_count_quantiles(
+    feature: FeatureConfig, count: int, chunks: list[np.ndarray]
+) -> tuple[Binner, np.ndarray]:
+    """Quantile edges and the counts under them from one bucket pass (driftmon.quantiles);
+    a column it cannot count is binned again."""
+    from driftmon.quantiles import QuantileSearch  # it bins with NumericBinner
+
+    search = QuantileSearch(chunks)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                quantiles = search.quantiles(quantile_levels(count))
+            except ValueError:
+                raise ValueError("values has no finite number to take quantiles of") from None
+        binner = NumericBinner.from_edges(edges_from_quantiles(quantiles))
+    except ValueError as exc:
+        raise ReferenceError(
+            f"feature {feature.name!r}: cannot learn quantile bins: {exc}"
+        ) from exc
+    counts = search.counts(binner)
+    if counts is None:
+        counts = np.zeros(binner.n_bins, dtype=np.float64)
+        for chunk in chunks:
+            binner.add(chunk, counts)
+    return binner, counts
+
+
 @dataclass(frozen=True)
 class Reference:
     """A stream's reference: one binner and one count array per feature, in config order."""
@@ -134,19 +184,38 @@ class Reference:
 def build_reference(
     stream: StreamConfig, n_rows: int, columns: Mapping[str, Sequence[object] | np.ndarray]
 ) -> Reference:
-    """Learn the layouts and bin ``columns`` (one list per feature) into a reference."""
-    binners: list[Binner] = []
-    counts: list[np.ndarray] = []
-    for feature in stream.features:
+    """Learn the layouts and bin ``columns`` (one list per feature) into a reference.
+
+    Large references are learned and binned on a few threads, a feature each
+    (the quantile search and the binning kernels release the GIL).
+    """
+
+    def one(feature: FeatureConfig) -> tuple[Binner, np.ndarray]:
         values = columns.get(feature.name)
         if values is None:
             values = [None] * n_rows
+        if isinstance(feature.bins, QuantileBins):
+            chunks = _float_chunks(values)
+            if chunks is not None:
+                return _learn_and_count_quantiles(feature, feature.bins.count, chunks)
         binner = learn_binner(feature, values)
         feature_counts = np.zeros(binner.n_bins, dtype=np.float64)
-        binner.add_values(values, feature_counts)
-        binners.append(binner)
-        counts.append(feature_counts)
-    return Reference(tuple(binners), tuple(counts), n_rows)
+        if isinstance(values, FloatChunks) and isinstance(binner, NumericBinner):
+            for chunk in values.chunks:
+                binner.add(chunk, feature_counts)
+        else:
+            binner.add_values(values, feature_counts)
+        return binner, feature_counts
+
+    threads = min(os.cpu_count() or 1, len(stream.features), _MAX_THREADS)
+    if n_rows < _THREADED_ROWS or threads < 2:
+        learned = list(map(one, stream.features))
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="driftmon-reference") as pool:
+            learned = list(pool.map(one, stream.features))
+    binners = tuple(binner for binner, _ in learned)
+    counts = tuple(feature_counts for _, feature_counts in learned)
+    return Reference(binners, counts, n_rows)
 
 
 def numeric_fields(stream: StreamConfig) -> list[str]:
@@ -157,10 +226,14 @@ def numeric_fields(stream: StreamConfig) -> list[str]:
 def load_reference_file(
     stream: StreamConfig, path: Path, data_format: str | None = None
 ) -> Reference:
-    """Read a CSV / NDJSON / JSON-array file of rows and build the stream's reference."""
+    """Read a data file (Parquet, Arrow IPC, CSV, NDJSON, JSON) and build the stream's reference."""
+    from driftmon.columnar import read_batch  # pyarrow loads only for a file reference
+
     fields = [f.name for f in stream.features]
     try:
-        batch = read_table(path, fields, format=data_format, numeric_fields=numeric_fields(stream))
+        batch = read_batch(
+            path, fields, format=data_format, numeric_fields=numeric_fields(stream), chunked=True
+        )
     except OSError as exc:
         raise ReferenceError(f"cannot read reference file {path}: {exc.strerror or exc}") from exc
     except ValueError as exc:
@@ -232,8 +305,8 @@ def load_snapshot(path: Path, stream: StreamConfig) -> Reference:
                 # Not a zip archive: np.load would guess a format, and its error for a
                 # foreign file suggests loading it with pickles allowed.
                 raise ReferenceError(
-                    f"{path} is not a driftmon reference snapshot (not an .npz archive); "
-                    "rows in CSV, NDJSON or JSON are a `file:` reference"
+                    f"cannot read reference snapshot {path}: not a driftmon reference snapshot "
+                    "(not an .npz archive); rows in CSV, NDJSON or JSON are a `file:` reference"
                 )
             handle.seek(0)
             with np.load(handle, allow_pickle=False) as archive:

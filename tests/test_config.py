@@ -630,13 +630,16 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
         {"file": "ref.txt"},
         [
             'streams[0].reference.file: cannot tell the format from the suffix ".txt": add '
-            "format: csv, ndjson or json"
+            "format: parquet, arrow, csv, ndjson or json"
         ],
     ),
     (
         "streams[0].reference",
         {"file": "ref.csv", "format": "xml"},
-        ['streams[0].reference.format: unknown format "xml" (expected one of: csv, ndjson, json)'],
+        [
+            'streams[0].reference.format: unknown format "xml" '
+            "(expected one of: parquet, arrow, csv, ndjson, json)"
+        ],
     ),
     (
         "streams[0].reference",

@@ -142,7 +142,10 @@ def test_other_media_types_are_unsupported(content_type: str | None) -> None:
     with pytest.raises(UnsupportedMediaType) as caught:
         parse_body(b"[]", content_type, FIELDS)
     assert isinstance(caught.value, BodyError)
-    assert "application/json or application/x-ndjson" in str(caught.value)
+    assert (
+        "application/json, application/x-ndjson or application/vnd.apache.arrow.stream"
+        in str(caught.value)
+    )
 
 
 @pytest.mark.parametrize("charset", ["utf-16", "latin-1", '"iso-8859-1"'])

@@ -11,7 +11,7 @@ from typing import Literal
 FeatureType = Literal["numeric", "categorical"]
 LogBase = Literal["e", "2"]
 ReferenceKind = Literal["file", "warmup", "snapshot"]
-DataFormat = Literal["csv", "ndjson", "json"]
+DataFormat = Literal["parquet", "arrow", "csv", "ndjson", "json"]
 AlertMetric = Literal["kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein"]
 PValueCorrection = Literal["none", "bonferroni", "holm", "bh"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -38,14 +39,22 @@ from driftmon.config.readers import (
 )
 from driftmon.config.sections import Defaults, read_window
 
+_log = logging.getLogger("driftmon.config")
+
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _FORMAT_BY_SUFFIX: dict[str, DataFormat] = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
+    ".ipc": "arrow",
+    ".arrows": "arrow",
     ".csv": "csv",
     ".ndjson": "ndjson",
     ".jsonl": "ndjson",
     ".json": "json",
 }
-_FORMATS: tuple[DataFormat, ...] = ("csv", "ndjson", "json")
+_FORMATS: tuple[DataFormat, ...] = ("parquet", "arrow", "csv", "ndjson", "json")
 
 
 def _read_stream_name(value: object, path: str, errs: Errors) -> str | None:
@@ -105,7 +114,7 @@ def _read_reference(
             errs.add(
                 section.at("file"),
                 f"cannot tell the format from the suffix {show(reference_path.suffix)}: "
-                "add format: csv, ndjson or json",
+                "add format: parquet, arrow, csv, ndjson or json",
             )
     if reference_path is None or data_format is None:
         return None
@@ -389,13 +398,17 @@ def read_stream(
         smoothing = defaults.smoothing
     features: list[FeatureConfig] = []
     names_complete = True
-    feature_items = section.require("features", read_list)
+    infer, feature_items = _infer_marker(section.raw("features"))
+    if not infer:
+        feature_items = section.require("features", read_list)
     if feature_items is None:
         names_complete = False
-    elif not feature_items:
+    elif not feature_items and not infer:
         errs.add(section.at("features"), "must list at least one feature")
     first_at: dict[str, int] = {}
     for index, item in enumerate(feature_items or ()):
+        if infer and item == "infer":
+            continue
         feature_path = f"{section.at('features')}[{index}]"
         feature, feature_name, feature_type = _read_feature(item, feature_path, errs, smoothing)
         if feature_name is None:
@@ -413,6 +426,10 @@ def read_stream(
             monitors.append(Monitor(name, feature_name, feature_type, window))
         if feature is not None:
             features.append(feature)
+    if infer:
+        features = _inferred_features(
+            section.at("features"), errs, reference, smoothing, features, name, window, monitors
+        )
     cloudevents: CloudEventsMapping | None = None
     if "cloudevents" in section:
         known = list(first_at) if names_complete else None
@@ -431,3 +448,52 @@ def read_stream(
         cloudevents=cloudevents,
     )
     return stream, name, names_complete
+
+
+def _infer_marker(value: object) -> tuple[bool, list[object] | None]:
+    """Whether ``features`` asks for inference (``infer``, or a list holding ``infer``),
+    and the explicit entries beside it."""
+    if value == "infer":
+        return True, []
+    if isinstance(value, list) and "infer" in value:
+        return True, value
+    return False, None
+
+
+def _inferred_features(
+    path: str,
+    errs: Errors,
+    reference: ReferenceConfig | None,
+    smoothing: float,
+    explicit: list[FeatureConfig],
+    stream: str | None,
+    window: Window | None,
+    monitors: list[Monitor],
+) -> list[FeatureConfig]:
+    """``features: infer``: the reference file's columns (driftmon.infer), explicit entries
+    replacing inferred ones of their name."""
+    if reference is None:
+        return explicit
+    if reference.kind != "file" or reference.path is None:
+        errs.add(path, f"infer needs a file reference, not {reference.kind}")
+        return explicit
+    from driftmon.infer import infer_file, merge_features
+
+    try:
+        inference = infer_file(reference.path, reference.format)
+    except (ValueError, OSError) as exc:
+        errs.add(path, f"cannot infer features from {reference.path}: {exc}")
+        return explicit
+    _log.info("stream %s: features inferred: %s", stream, inference.summary())
+    inferred = [feature.config(smoothing) for feature in inference.features]
+    merged = merge_features(inferred, explicit)
+    if not merged:
+        errs.add(path, f"infer found no column to monitor in {reference.path}")
+    known = {feature.name for feature in explicit}
+    if stream is not None:
+        monitors.extend(
+            Monitor(stream, feature.name, feature.type, window)
+            for feature in merged
+            if feature.name not in known
+        )
+    return merged

@@ -1,2 +1,2 @@
-"""Commands around the daemon: ``replay`` a file offline, write Prometheus ``rules``
-and a Grafana ``dashboard`` from a config, and the ``demo`` producer."""
+"""Command-line tools around the daemon: ``init`` (config generation), ``replay``,
+``rules`` and ``dashboard`` export, and the ``demo`` producer."""

@@ -22,10 +22,10 @@ from typing import TextIO
 
 import numpy as np
 
+from driftmon.columnar import iter_batches
 from driftmon.config import Config, TimeWindow
 from driftmon.engine import Engine, Evaluation
 from driftmon.names import MONITOR_METRICS
-from driftmon.parse import iter_table_chunks
 from driftmon.reference import numeric_fields
 
 _VALUE_KEYS = tuple(metric.name for metric in MONITOR_METRICS)
@@ -133,11 +133,12 @@ def replay(
             out.write(json.dumps(record) + "\n")
         evaluations += 1
 
-    for batch in iter_table_chunks(
+    for batch in iter_batches(
         path,
         fields,
         format=data_format,
         numeric_fields=numeric_fields(stream),
+        other_fields=() if time_field is None else (time_field,),
         chunk_rows=chunk_rows,
     ):
         columns = {f.name: batch.columns[f.name] for f in stream.features}
