@@ -27,6 +27,13 @@ archive holds:
   has the ``rule`` (every :class:`~driftmon.config.AlertRule` field by name),
   ``stream``, ``feature``, ``state`` (0 inactive, 1 pending, 2 firing) and
   ``active_at``, ``fired_at``, ``cleared_at`` (seconds, ``NaN`` when unset).
+  An optional ``history`` entry ``{"monitors": [[stream, feature, layout
+  key], ...]}`` describes the arrays ``history/times`` (float64 ``[n]``,
+  oldest first), ``history/values`` (float32 ``[n, monitors, 7]``, the
+  metrics of :data:`driftmon.history.HISTORY_METRICS`), ``history/samples``
+  (float64 ``[n, monitors]``) and ``history/firing`` (uint8 ``[n,
+  monitors]``). Files written before it existed have no ``history`` entry and
+  load with an empty history.
 - ``streams/<i>/reference/<j>``: float64 reference counts of feature ``j``
   of stream ``i`` (the index in ``meta.streams``).
 - ``streams/<i>/window/pane_counts`` (float64 ``[panes, bins]``) and
@@ -92,6 +99,7 @@ from driftmon.config import (
 )
 from driftmon.engine import EngineState, StreamState, WindowState
 from driftmon.files import NotARegularFile, read_regular
+from driftmon.history import HISTORY_METRICS, HistoryState
 from driftmon.reference import Binner, Reference, layout_key
 from driftmon.storage import remove_temporaries, write_atomically
 
@@ -263,12 +271,14 @@ def _encode_payload(state: EngineState, saved_at: float) -> bytes:
                 "cleared_at": float(cleared_at),
             }
         )
-    meta = {
+    meta: dict[str, object] = {
         "saved_at": saved_at,
         "writer": f"driftmon {__version__}",
         "streams": streams_meta,
         "alerts": alerts_meta,
     }
+    if state.history is not None:
+        meta["history"] = _encode_history(state.history, arrays)
     arrays["meta"] = _json_bytes(meta)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
@@ -291,16 +301,20 @@ def _describe_binner(binner: Binner) -> dict[str, object]:
     return {"type": "categorical", "categories": list(binner.categories)}
 
 
+def _describe_layout_key(stream: str, key: tuple[object, ...]) -> list[object]:
+    kind, values = key
+    if kind == "numeric" and isinstance(values, tuple):
+        return ["numeric", [float(v) for v in values]]
+    if kind == "categorical" and isinstance(values, tuple):
+        return ["categorical", [str(v) for v in values]]
+    raise ValueError(f"stream {stream!r}: unknown layout key {key!r}")
+
+
 def _describe_window(stream: str, window: WindowState) -> dict[str, object]:
-    layouts = []
-    for feature, key, offset in window.layouts:
-        kind, values = key
-        if kind == "numeric" and isinstance(values, tuple):
-            layouts.append([feature, ["numeric", [float(v) for v in values]], int(offset)])
-        elif kind == "categorical" and isinstance(values, tuple):
-            layouts.append([feature, ["categorical", [str(v) for v in values]], int(offset)])
-        else:
-            raise ValueError(f"stream {stream!r}: unknown layout key {key!r}")
+    layouts = [
+        [feature, _describe_layout_key(stream, key), int(offset)]
+        for feature, key, offset in window.layouts
+    ]
     if isinstance(window.window, TimeWindow):
         return {
             "kind": "time",
@@ -596,11 +610,11 @@ def _number(value: object, where: str, *, finite: bool = True) -> int | float:
 
 def _decode_payload(payload: bytes) -> tuple[EngineState, float]:
     members = _read_members(payload)
-    meta = _object(
-        _json_member(members, "meta", _unique_object),
-        "meta",
-        ("saved_at", "writer", "streams", "alerts"),
-    )
+    raw_meta = _json_member(members, "meta", _unique_object)
+    keys: tuple[str, ...] = ("saved_at", "writer", "streams", "alerts")
+    if isinstance(raw_meta, dict) and "history" in raw_meta:
+        keys += ("history",)
+    meta = _object(raw_meta, "meta", keys)
     saved_at = float(_number(meta["saved_at"], "meta.saved_at"))
     _str(meta["writer"], "meta.writer")
     expected_members = {"meta"}
@@ -612,11 +626,60 @@ def _decode_payload(payload: bytes) -> tuple[EngineState, float]:
             _fail(f"{where}.name", f"stream {name!r} appears twice")
         streams[name] = stream
         expected_members |= used
+    history = None
+    if "history" in meta:
+        history = _decode_history(members, meta["history"])
+        expected_members |= {f"history/{name}" for name in _HISTORY_ARRAYS}
     unexpected = sorted(set(members) - expected_members)
     if unexpected:
         raise CheckpointError(f"unexpected arrays {unexpected}")
     alerts = _decode_alerts(meta["alerts"])
-    return EngineState(streams=streams, alerts=alerts), saved_at
+    return EngineState(streams=streams, alerts=alerts, history=history), saved_at
+
+
+# name -> (dtype, ndim) of the history arrays
+_HISTORY_ARRAYS: Final[Mapping[str, tuple[np.dtype, int]]] = {
+    "times": (np.dtype(np.float64), 1),
+    "values": (np.dtype(np.float32), 3),
+    "samples": (np.dtype(np.float64), 2),
+    "firing": (np.dtype(np.uint8), 2),
+}
+
+
+def _encode_history(history: HistoryState, arrays: dict[str, np.ndarray]) -> dict[str, object]:
+    monitors = [
+        [stream, feature, _describe_layout_key(stream, key)]
+        for stream, feature, key in history.monitors
+    ]
+    for name, (dtype, _) in _HISTORY_ARRAYS.items():
+        arrays[f"history/{name}"] = np.ascontiguousarray(getattr(history, name), dtype=dtype)
+    return {"monitors": monitors}
+
+
+def _decode_history(members: Mapping[str, bytes], value: object) -> HistoryState:
+    fields = _object(value, "meta.history", ("monitors",))
+    monitors = []
+    for j, item in enumerate(_list(fields["monitors"], "meta.history.monitors")):
+        at = f"meta.history.monitors[{j}]"
+        if not (isinstance(item, list) and len(item) == 3):
+            _fail(at, "expected [stream, feature, layout key]")
+        key, _ = _decode_layout_key(item[2], f"{at}[2]")
+        monitors.append((_str(item[0], f"{at}[0]"), _str(item[1], f"{at}[1]"), key))
+    if len(set(monitors)) != len(monitors):
+        _fail("meta.history.monitors", "a monitor appears twice")
+    found = {
+        name: _read_array(members, f"history/{name}", dtype, ndim)
+        for name, (dtype, ndim) in _HISTORY_ARRAYS.items()
+    }
+    n, m = len(found["times"]), len(monitors)
+    shapes = {"values": (n, m, len(HISTORY_METRICS)), "samples": (n, m), "firing": (n, m)}
+    for name, shape in shapes.items():
+        if found[name].shape != shape:
+            _fail(f"history/{name}", f"has shape {found[name].shape}, expected {shape}")
+    if not np.all(np.isfinite(found["times"])):
+        _fail("history/times", "times must be finite")
+    _check_counts(found["samples"], "history/samples")
+    return HistoryState(tuple(monitors), **found)
 
 
 def _decode_stream(

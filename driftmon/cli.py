@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--stream", required=True, help="the stream the rows belong to")
     replay.add_argument("--input", required=True, metavar="DATA", help="the rows to replay")
     replay.add_argument("--format", choices=DATA_FORMATS, help="default: by suffix")
+    replay.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the stream's monitor pages for the run (final distributions, history "
+        "over event time) into one self-contained HTML file",
+    )
     replay.set_defaults(handler=_replay)
 
     reference = commands.add_parser("reference", help="reference snapshots")
@@ -205,6 +211,9 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
     from driftmon.tools.demo import DemoTimings, produce
 
     daemon = Daemon(path, config, state_dir=state_dir)
+    daemon.on_firing = lambda rule, stream, feature, url: print(
+        f"driftmon demo: alert {rule} firing for {stream}/{feature}: {url}", flush=True
+    )
     stop = asyncio.Event()
     producers: list[asyncio.Task[object]] = []
 
@@ -218,6 +227,7 @@ async def _demo_main(path: Path, config: Config, state_dir: Path, drift_after_s:
     def on_listening(url: str) -> None:
         print(
             f"driftmon demo: serving on {url}\n"
+            f"  pages:     {url}/   (every monitor, firing first; click one for its histograms)\n"
             f"  metrics:   {url}/metrics   (driftmon_js_divergence, driftmon_alert_firing, ...)\n"
             f"  monitors:  {url}/api/v1/monitors\n"
             f"  state in:  {state_dir}\n"
@@ -275,7 +285,14 @@ def _replay(args: argparse.Namespace) -> int:
     if config is None or _stream(config, args.stream, args.config) is None:
         return 1
     try:
-        replay(config, args.stream, Path(args.input), sys.stdout, data_format=args.format)
+        replay(
+            config,
+            args.stream,
+            Path(args.input),
+            sys.stdout,
+            data_format=args.format,
+            html=None if args.html is None else Path(args.html),
+        )
     except (ReferenceError, ValueError, OSError) as exc:
         print(f"driftmon replay: {exc}", file=sys.stderr)
         return 1

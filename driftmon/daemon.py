@@ -53,6 +53,7 @@ from driftmon.config import Config, ConfigError, load_config
 from driftmon.engine import BinnedBatch, Engine, Evaluation, UnknownStreamError
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.files import StateDirLock, read_regular
+from driftmon.history import MonitorHistory
 from driftmon.kernels import warm_up_all
 from driftmon.lifecycle import take_pending
 from driftmon.parse import Batch, parse_body
@@ -186,6 +187,10 @@ class Daemon:
         self._parsers: ParseProcesses | None = None
         self._engine_serial = 0  # counts the engines installed: part of the layout version
         self._layout: Layout | None = None
+        # Where users open the monitor pages: server.external_url, else the bound address.
+        self.base_url = config.server.base_url()
+        # Called with (rule, stream, feature, page URL) for each alert that starts firing.
+        self.on_firing: Callable[[str, str, str, str], None] | None = None
         self.registry = new_registry(self.status)
         self._state_lock: StateDirLock | None = None
         # Reloads: one at a time, concurrent callers sharing the next one (reload_coalesced).
@@ -485,7 +490,10 @@ class Daemon:
             evaluation = self.engine.evaluate(self.clock())
             self.latest = evaluation
             self._durations.observe(evaluation.duration_s)
-        _log_transitions(previous, evaluation)
+        fired = _log_transitions(previous, evaluation, self.base_url)
+        if self.on_firing is not None:
+            for rule, stream, feature, url in fired:
+                self.on_firing(rule, stream, feature, url)
         return evaluation
 
     def status(self) -> Status:
@@ -544,6 +552,35 @@ class Daemon:
                 "reference_counts": self.engine.reference[monitor.bins].tolist(),
                 "live_counts": self.engine.live[monitor.bins].tolist(),
             }
+
+    def monitor_history(self, stream: str, feature: str) -> MonitorHistory | None:
+        """The recent evaluations of one monitor (a copy), or ``None`` when it has none."""
+        with self._lock:
+            if self.engine is None:
+                return None
+            try:
+                monitor = self.engine.monitor(stream, feature)
+            except KeyError:
+                return None
+            return self.engine.history.monitor(monitor.index)
+
+    def history_series(
+        self, wanted: dict[tuple[str, str], str]
+    ) -> dict[tuple[str, str], MonitorHistory]:
+        """For each (stream, feature) of ``wanted``, its history of the metric named there."""
+        with self._lock:
+            if self.engine is None:
+                return {}
+            index = {(m.stream, m.feature): m.index for m in self.engine.monitors}
+            by_metric: dict[str, list[tuple[str, str]]] = {}
+            for key, metric in wanted.items():
+                if key in index:
+                    by_metric.setdefault(metric, []).append(key)
+            result: dict[tuple[str, str], MonitorHistory] = {}
+            for metric, keys in by_metric.items():
+                found = self.engine.history.monitors([index[k] for k in keys], metric)
+                result.update(zip(keys, found, strict=True))
+            return result
 
     # --- checkpoints ----------------------------------------------------------
 
@@ -689,6 +726,8 @@ class Daemon:
                 self._state_lock.release()
             return 1
         url = _bound_url(site, server.host)
+        if server.external_url is None:
+            self.base_url = url
         log.info("listening on %s", url)
         if on_listening is not None:
             on_listening(url)
@@ -907,8 +946,19 @@ def value_kinds(engine: Engine) -> list[tuple[str, str, dict[str, float]]]:
     return result
 
 
-def _log_transitions(previous: Evaluation | None, current: Evaluation) -> None:
-    """Log alerts that started or stopped firing."""
+def monitor_url(base_url: str, stream: str, feature: str) -> str:
+    """The address of a monitor's page under ``base_url``."""
+    from driftmon.pages.render import monitor_path
+
+    return base_url + monitor_path(stream, feature)
+
+
+def _log_transitions(
+    previous: Evaluation | None, current: Evaluation, base_url: str
+) -> list[tuple[str, str, str, str]]:
+    """Log alerts that started or stopped firing, with the monitor's page; returns the
+    (rule, stream, feature, page URL) of those that started."""
+    fired = []
     before: dict[tuple[str, str, str], int] = {}
     if previous is not None:
         for pair, state in zip(previous.alert_pairs, previous.alerts.state, strict=True):
@@ -920,9 +970,18 @@ def _log_transitions(previous: Evaluation | None, current: Evaluation) -> None:
         was = before.get(key, 0)
         if state == 2 and was != 2:
             value = float(current.values[pair.rule.metric][pair.monitor])
-            log.warning("alert %s firing for %s/%s: %s = %.6g", *key, pair.rule.metric, value)
+            url = monitor_url(base_url, m.stream, m.feature)
+            log.warning(
+                "alert %s firing for %s/%s: %s = %.6g; see %s",
+                *key, pair.rule.metric, value, url,
+            )
+            fired.append((*key, url))
         elif was == 2 and state != 2:
-            log.info("alert %s resolved for %s/%s", *key)
+            log.info(
+                "alert %s resolved for %s/%s; see %s",
+                *key, monitor_url(base_url, m.stream, m.feature),
+            )
+    return fired
 
 
 def configure_logging(log_format: str, level: str = "INFO") -> None:

@@ -33,6 +33,7 @@ from driftmon.alerting import AlertTable, RuleParams, advance
 from driftmon.binning import NumericBinner
 from driftmon.config import AlertRule, Config, SampleWindow, StreamConfig, TimeWindow
 from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
+from driftmon.history import HistoryRing, HistoryState, MonitorKey
 from driftmon.multiple_testing import PValueFamilies, combined_p_values
 from driftmon.reference import (
     Binner,
@@ -114,6 +115,10 @@ class Evaluation:
     duration_s: float
     alert_p_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     stream_p_values: Mapping[str, float] = field(default_factory=dict)
+    # The counts this evaluation saw (float64[B], read-only), so that pages show the
+    # same histograms as the divergences they print; empty for an evaluation made by hand.
+    live_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    reference_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def firing_rules(self, monitor: int) -> list[str]:
         """Names of the rules firing for monitor number ``monitor``."""
@@ -286,7 +291,18 @@ class Engine:
             [np.asarray(m.binner.edges, dtype=np.float64) for m in numeric],  # type: ignore[union-attr]
         )
         self._build_alert_pairs(previous=None)
+        engine_config = self.config.engine
+        self.history = HistoryRing(
+            engine_config.history_capacity,
+            len(monitors),
+            max(engine_config.history_every_s, engine_config.evaluate_every_s),
+            tolerance_s=engine_config.evaluate_every_s / 2,
+        )
         self.generation = next(_GENERATIONS)
+
+    def history_keys(self) -> list[MonitorKey]:
+        """(stream, feature, layout key) of every monitor, in monitor order."""
+        return [(m.stream, m.feature, layout_key(m.binner)) for m in self.monitors]
 
     def _new_window(self, stream: _Stream) -> PaneWindow | SampleRing | None:
         if not stream.monitors:
@@ -508,7 +524,9 @@ class Engine:
             for m in self.monitors
         }
         kept_alerts = self.alert_states()
+        kept_history = self.history.export(self.history_keys())
         self._pack()
+        self.history.restore(kept_history, self.history_keys())
         for name, exported in kept_windows.items():
             if exported is not None:
                 self.restore_window(name, exported, self.now)
@@ -635,7 +653,11 @@ class Engine:
                 warmup_rows=stream.warmup_rows,
                 warmup_columns={k: list(v) for k, v in stream.warmup_columns.items()},
             )
-        return EngineState(streams=streams, alerts=self.alert_states())
+        return EngineState(
+            streams=streams,
+            alerts=self.alert_states(),
+            history=self.history.export(self.history_keys()),
+        )
 
     def adopt(self, state: EngineState, now: float) -> None:
         """Take over exported state for the streams, monitors and rules it still fits.
@@ -668,6 +690,9 @@ class Engine:
                 self.restore_window(name, kept.window, now)
         self.advance_windows(now)
         self._build_alert_pairs(previous=self._alerts_of_unchanged_monitors(state))
+        if state.history is not None:
+            # Keyed by layout too: a monitor whose layout changed starts a fresh history.
+            self.history.restore(state.history, self.history_keys())
 
     def _alerts_of_unchanged_monitors(
         self, state: EngineState
@@ -731,7 +756,17 @@ class Engine:
                 now=now,
             )
         stream_p_values = self._stream_p_values(values["p_value"])
-        for array in (*values.values(), window_samples, alert_p_values):
+        firing = np.zeros(m, dtype=np.int64)
+        if self.alert_pairs:
+            firing = np.bincount(
+                self._alert_monitors[self.alerts.state == 2], minlength=m
+            ).astype(np.int64)
+        self.history.record(now, values, window_samples, firing)
+        live_counts = self.live.copy()
+        reference_counts = self.reference.view()
+        for array in (
+            *values.values(), window_samples, alert_p_values, live_counts, reference_counts
+        ):
             array.flags.writeable = False
         return Evaluation(
             time=now,
@@ -744,6 +779,8 @@ class Engine:
             duration_s=time.perf_counter() - started,
             alert_p_values=alert_p_values,
             stream_p_values=stream_p_values,
+            live_counts=live_counts,
+            reference_counts=reference_counts,
         )
 
     def _stream_p_values(self, p_values: np.ndarray) -> dict[str, float]:
@@ -836,6 +873,7 @@ class EngineState:
 
     streams: Mapping[str, StreamState]
     alerts: Mapping[tuple[str, str, str], tuple]
+    history: HistoryState | None = None  # None: none kept (an older checkpoint)
 
 
 def _families(pairs: Sequence[AlertPair], monitors: Sequence[Monitor]) -> PValueFamilies:

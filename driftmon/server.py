@@ -7,6 +7,7 @@ field), auth, and the ingest request counter.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 
@@ -283,6 +284,121 @@ async def monitor(request: web.Request) -> web.StreamResponse:
     return _json({**found[0], **detail})
 
 
+# --- HTML pages (driftmon.pages renders; these only fetch the snapshot) -----------------
+
+# Pages run no script and load nothing from anywhere: a browser enforces it too.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=text, status=status, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS
+    )
+
+
+async def overview(request: web.Request) -> web.StreamResponse:
+    """``GET /``: the monitors, firing first; ``?stream=``, ``?state=`` filter, ``?limit=``
+    bounds the rows."""
+    from driftmon.pages import overview_page
+    from driftmon.pages.render import DEFAULT_LIMIT, FILTER_STATES, select_monitors
+
+    daemon = request.app[DAEMON_KEY]
+    stream = request.query.get("stream") or None
+    state = request.query.get("state") or None
+    if state is not None and state not in FILTER_STATES:
+        return _error(400, f"state: expected one of {', '.join(FILTER_STATES)}, got {state!r}")
+    limit_text = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not limit_text.isdigit() or int(limit_text) < 1:
+        return _error(400, f"limit: expected a whole number >= 1, got {limit_text!r}")
+    evaluation = daemon.latest
+
+    def render() -> str:
+        selection = None
+        histories = {}
+        if evaluation is not None:
+            selection = select_monitors(
+                evaluation, stream=stream, state=state, limit=int(limit_text)
+            )
+            histories = daemon.history_series(
+                {(v.stream, v.feature): v.rule_metric for v in selection.views}
+            )
+        return overview_page(
+            evaluation,
+            selection,
+            histories,
+            streams=[s.name for s in daemon.config.streams],
+            stream=stream,
+            state=state,
+            refresh_s=daemon.config.engine.evaluate_every_s,
+        )
+
+    return _html(await asyncio.to_thread(render))
+
+
+async def monitor_html(request: web.Request) -> web.StreamResponse:
+    """``GET /monitors/{stream}/{feature}``: one monitor's histograms, rules and history."""
+    from driftmon.pages import monitor_page
+
+    daemon = request.app[DAEMON_KEY]
+    stream, feature = request.match_info["stream"], request.match_info["feature"]
+    evaluation = daemon.latest
+
+    def render() -> str | None:
+        return monitor_page(
+            evaluation,
+            stream,
+            feature,
+            daemon.monitor_history(stream, feature),
+            log_base=daemon.config.engine.log_base,
+            refresh_s=daemon.config.engine.evaluate_every_s,
+        )
+
+    text = await asyncio.to_thread(render)
+    if text is None:
+        return _error(404, f"no monitor {stream}/{feature}")
+    return _html(text)
+
+
+async def monitor_by_query(request: web.Request) -> web.StreamResponse:
+    """``GET /monitors?stream=S&feature=F``: a redirect to the monitor's page.
+
+    For links made by templates that can only escape query strings (Prometheus
+    ``urlquery``, Grafana data links): ``+`` there means a space.
+    """
+    from driftmon.pages.render import monitor_path
+
+    stream, feature = request.query.get("stream"), request.query.get("feature")
+    if not stream or not feature:
+        return _error(400, "stream and feature: both query parameters are required")
+    # Relative ("monitors/S/F" from "/monitors"), so that it also works under a path prefix.
+    raise web.HTTPFound(monitor_path(stream, feature)[1:])
+
+
+async def monitor_history(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v1/monitors/{stream}/{feature}/history``: the monitor's recent evaluations."""
+    daemon = request.app[DAEMON_KEY]
+    stream, feature = request.match_info["stream"], request.match_info["feature"]
+    history = daemon.monitor_history(stream, feature)
+    if history is None:
+        return _error(404, f"no monitor {stream}/{feature}")
+    engine = daemon.config.engine
+    return _json(
+        {
+            "stream": stream,
+            "feature": feature,
+            "log_base": engine.log_base,
+            "history_length_s": engine.history_length_s,
+            "history_every_s": max(engine.history_every_s, engine.evaluate_every_s),
+            **history.to_json(),
+        }
+    )
+
+
 def make_app(daemon: Daemon) -> web.Application:
     """The aiohttp application of one daemon."""
     # The body limit is enforced by read_body (413 with a message); aiohttp's own
@@ -297,6 +413,10 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/-/reload", reload)
     app.router.add_get("/api/v1/monitors", monitors)
     app.router.add_get("/api/v1/monitors/{stream}/{feature}", monitor)
+    app.router.add_get("/api/v1/monitors/{stream}/{feature}/history", monitor_history)
+    app.router.add_get("/", overview)
+    app.router.add_get("/monitors/{stream}/{feature}", monitor_html)
+    app.router.add_get("/monitors", monitor_by_query)
     from driftmon.cloudevents import ingest_cloudevents, ingest_cloudevents_root  # (circular)
 
     app.router.add_post("/v1/cloudevents", ingest_cloudevents)

@@ -529,7 +529,10 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
     (
         "server.zzz",
         "1",
-        ["server.zzz: unknown key (expected one of: listen, max_body_bytes, auth_token_file)"],
+        [
+            "server.zzz: unknown key (expected one of: listen, max_body_bytes, "
+            "auth_token_file, external_url)"
+        ],
     ),
     ("server.max_body_bytes", 0, ["server.max_body_bytes: must be > 0, got 0"]),
     (
@@ -1047,8 +1050,9 @@ def test_awkward_keys_keep_paths_on_one_line(base_dir: Path) -> None:
     document["server"][None] = 1
     assert errors_of(document, base_dir) == [
         'server."two\\nlines": unknown key (expected one of: listen, max_body_bytes, '
-        "auth_token_file)",
-        "server.null: unknown key (expected one of: listen, max_body_bytes, auth_token_file)",
+        "auth_token_file, external_url)",
+        "server.null: unknown key (expected one of: listen, max_body_bytes, auth_token_file, "
+        "external_url)",
     ]
 
 

@@ -745,3 +745,27 @@ def test_every_query_returns_series_from_a_real_prometheus(
         wait_for(all_have_series, 60, "every dashboard query to return series")
     except AssertionError:
         raise AssertionError("queries without series:\n" + "\n".join(last[-1])) from None
+
+
+def test_panels_link_to_the_daemons_pages(tmp_path: Path) -> None:
+    """Every panel links to the overview; every per-monitor series to its monitor's page."""
+    document = yaml.safe_load(PACKAGED_DEMO_CONFIG.read_text())
+    document["server"]["external_url"] = "https://drift.example/"
+    reference = PACKAGED_DEMO_CONFIG.parent / "shop_reference.ndjson"
+    (tmp_path / reference.name).write_text(reference.read_text())
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(document))
+    dashboard = load(load_config(tmp_path / "demo.yaml"))
+    per_monitor = 0
+    for panel in leaf_panels(dashboard):
+        assert [link["url"] for link in panel["links"]] == ["https://drift.example/"]
+        exprs = " ".join(target.get("expr", "") for target in panel.get("targets", []))
+        data_links = panel.get("fieldConfig", {}).get("defaults", {}).get("links", [])
+        if "$feature" in exprs and panel["type"] != "text":
+            per_monitor += 1
+            assert [link["url"] for link in data_links] == [
+                "https://drift.example/monitors?stream=${__field.labels.stream:percentencode}"
+                "&feature=${__field.labels.feature:percentencode}"
+            ], panel["title"]
+        else:
+            assert data_links == [], panel["title"]
+    assert per_monitor >= 8

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,10 @@ def test_rule_file_shape_for_the_demo_config() -> None:
     assert 'ALERTS{alertname="DriftmonJsHigh", alertstate="firing"}' in js["expr"]
     assert "driftmon_js_divergence > 0.08" in js["expr"]
     assert "{{ $value }}" in js["annotations"]["summary"]
+    assert js["annotations"]["driftmon_url"] == (
+        "http://127.0.0.1:9108/monitors?stream={{ $labels.stream | urlquery }}"
+        "&feature={{ $labels.feature | urlquery }}"
+    )
     assert "driftmon_js_divergence" in js["annotations"]["summary"]
     basket = by_rule["basket-shift"]
     # No clear_below: no hysteresis term.
@@ -469,6 +474,9 @@ def expand(template: str, labels: dict[str, str], value: float) -> str:
     known = {
         " $labels.stream ": labels["stream"],
         " $labels.feature ": labels["feature"],
+        # Go's url.QueryEscape, as Prometheus's urlquery applies it.
+        " $labels.stream | urlquery ": urllib.parse.quote_plus(labels["stream"], safe=""),
+        " $labels.feature | urlquery ": urllib.parse.quote_plus(labels["feature"], safe=""),
         " $value ": go_float(value),
         '"{"': "{",
     }

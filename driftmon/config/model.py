@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,15 @@ class ServerConfig:
     port: int = 9108
     max_body_bytes: int = 16 * 1024 * 1024
     auth_token_file: Path | None = None
+    external_url: str | None = None  # None: http://<listen address>
+
+    def base_url(self) -> str:
+        """Where users reach the daemon: ``external_url`` (no trailing slash), else the
+        listen address."""
+        if self.external_url is not None:
+            return self.external_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,14 @@ class EngineConfig:
 
     evaluate_every_s: float = 15.0
     log_base: LogBase = "e"
+    history_length_s: float = 3600.0  # engine.history.length; 0 keeps no history
+    history_every_s: float = 60.0  # engine.history.every: at most one entry per this long
+
+    @property
+    def history_capacity(self) -> int:
+        """Entries of each monitor's history ring (see :mod:`driftmon.history`)."""
+        step_s = max(self.history_every_s, self.evaluate_every_s)
+        return math.ceil(self.history_length_s / step_s - 1e-9)
 
 
 @dataclass(frozen=True)

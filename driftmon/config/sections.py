@@ -33,7 +33,9 @@ from driftmon.config.readers import (
 
 
 def parse_server(value: object, errs: Errors, base_dir: Path) -> ServerConfig:
-    section = open_section(value, "server", errs, ("listen", "max_body_bytes", "auth_token_file"))
+    section = open_section(
+        value, "server", errs, ("listen", "max_body_bytes", "auth_token_file", "external_url")
+    )
     defaults = ServerConfig()
     if section is None:
         return defaults
@@ -44,7 +46,24 @@ def parse_server(value: object, errs: Errors, base_dir: Path) -> ServerConfig:
         port=listen[1],
         max_body_bytes=max_body_bytes or defaults.max_body_bytes,
         auth_token_file=section.read("auth_token_file", path_reader(base_dir, must_exist=True)),
+        external_url=section.read("external_url", _read_external_url),
     )
+
+
+def _read_external_url(value: object, path: str, errs: Errors) -> str | None:
+    if (
+        not isinstance(value, str)
+        or not value.startswith(("http://", "https://"))
+        or len(value) <= len("https://")
+        or any(c.isspace() or c in "\"'<>" for c in value)
+    ):
+        errs.add(
+            path,
+            f'expected an http:// or https:// URL like "https://driftmon.example", '
+            f"got {show(value)}",
+        )
+        return None
+    return value
 
 
 def parse_ingest(value: object, errs: Errors) -> IngestConfig:
@@ -83,16 +102,32 @@ def _read_log_base(value: object, path: str, errs: Errors) -> LogBase | None:
 
 
 def parse_engine(value: object, errs: Errors) -> EngineConfig:
-    section = open_section(value, "engine", errs, ("evaluate_every", "log_base"))
+    section = open_section(value, "engine", errs, ("evaluate_every", "log_base", "history"))
     defaults = EngineConfig()
     if section is None:
         return defaults
     evaluate_every_s = section.read("evaluate_every", duration_reader(positive=True))
     log_base = section.read("log_base", _read_log_base)
+    history_length_s, history_every_s = defaults.history_length_s, defaults.history_every_s
+    history = open_section(section.raw("history"), section.at("history"), errs, ("length", "every"))
+    if history is not None:
+        length_s = history.read("length", duration_reader(positive=False))
+        every_s = history.read("every", duration_reader(positive=True))
+        history_length_s = history_length_s if length_s is None else length_s
+        history_every_s = history_every_s if every_s is None else every_s
+        if length_s is not None and length_s > MAX_HISTORY_S:
+            shown = show(history.raw("length"))
+            errs.add(history.at("length"), f"must be at most 30d, got {shown}")
     return EngineConfig(
         evaluate_every_s=evaluate_every_s or defaults.evaluate_every_s,
         log_base=log_base or defaults.log_base,
+        history_length_s=history_length_s,
+        history_every_s=history_every_s,
     )
+
+
+MAX_HISTORY_S = 30 * 86400.0
+"""The longest ``engine.history.length``."""
 
 
 def parse_state(value: object, errs: Errors, base_dir: Path) -> StateConfig:

@@ -23,7 +23,10 @@ What the dashboard holds:
   each line comes from. Lines at the same value merge, coloured by the most
   severe of their rules (``critical`` red, ``warning`` orange, other
   severities yellow);
-- an annotation that marks when ``driftmon_alert_firing`` is 1.
+- an annotation that marks when ``driftmon_alert_firing`` is 1;
+- on every panel a link to the daemon's pages (``server.external_url``, else
+  the listen address), and on every panel of per-monitor series a data link
+  from each series to that monitor's page.
 
 The output is deterministic (sorted keys, no timestamps, no paths), so a
 dashboard generated into a repository can be checked to be up to date. The
@@ -178,7 +181,8 @@ def build_dashboard(
         .editable()
         .tooltip(dashboard_models.DashboardCursorSync.CROSSHAIR)
         .time("now-1h", "now")
-        .refresh(_refresh(config.engine.evaluate_every_s))
+        .refresh(_refresh(config.engine.evaluate_every_s)),
+        config.server.base_url(),
     )
     _variables(board.builder)
     _annotations(board.builder)
@@ -247,15 +251,24 @@ _PanelBuilder = (
 class _Board:
     """The dashboard builder plus the next free panel id (Grafana wants them unique)."""
 
-    def __init__(self, builder: dashboard_builders.Dashboard) -> None:
+    def __init__(self, builder: dashboard_builders.Dashboard, base_url: str) -> None:
         self.builder = builder
         self._next_id = 1
+        self.base_url = base_url
 
     def row(self, title: str) -> None:
         self.builder.with_row(dashboard_builders.Row(title).id(self._take_id()))
 
     def panel(self, panel: _PanelBuilder, width: int, height: int) -> None:
-        """Add ``panel``, ``width`` of the grid's 24 columns wide and ``height`` rows high."""
+        """Add ``panel``, ``width`` of the grid's 24 columns wide and ``height`` rows high,
+        linked to the daemon's pages (and each per-monitor series to its monitor's page)."""
+        panel.links([_link("driftmon: all monitors", f"{self.base_url}/")])
+        targets = getattr(getattr(panel, "_internal", None), "targets", None) or ()
+        if hasattr(panel, "data_links") and any(
+            "$feature" in str(getattr(target, "expr", "")) for target in targets
+        ):
+            panel.data_links([_link("driftmon: ${__field.labels.stream}/${__field.labels.feature}",
+                                    monitor_link(self.base_url))])
         self.builder.with_panel(
             panel.id(self._take_id()).datasource(DATASOURCE).span(width).height(height)
         )
@@ -264,6 +277,23 @@ class _Board:
         taken = self._next_id
         self._next_id += 1
         return taken
+
+
+def monitor_link(base_url: str) -> str:
+    """The data link from a series with ``stream`` and ``feature`` labels to its monitor's page."""
+    return (
+        f"{base_url}/monitors?stream=${{__field.labels.stream:percentencode}}"
+        "&feature=${__field.labels.feature:percentencode}"
+    )
+
+
+def _link(title: str, url: str) -> dashboard_builders.DashboardLink:
+    return (
+        dashboard_builders.DashboardLink(title)
+        .type(dashboard_models.DashboardLinkType.LINK)
+        .url(url)
+        .target_blank(True)
+    )
 
 
 def _refresh(evaluate_every_s: float) -> str:

@@ -9,6 +9,11 @@ every row arrives at once and there is one evaluation, at the end.
 Each evaluation prints one JSON object per monitor of the stream, with the
 keys of :data:`RECORD_KEYS`. Absent divergences are ``null``; an infinite
 KL is the literal ``Infinity`` (as Python's ``json`` writes it).
+
+``html`` also writes the stream's monitor pages for the run into one
+self-contained file (:func:`driftmon.pages.report_page`): the final
+distributions and the history of every divergence over event time (the last
+``engine.history.length`` of it, one entry per ``engine.history.every``).
 """
 
 from __future__ import annotations
@@ -109,8 +114,10 @@ def replay(
     *,
     data_format: str | None = None,
     chunk_rows: int = 10_000,
+    html: Path | None = None,
 ) -> int:
-    """Replay ``path`` through ``stream_name``'s monitors, writing JSON lines to ``out``.
+    """Replay ``path`` through ``stream_name``'s monitors, writing JSON lines to ``out``
+    (and the HTML report to ``html`` when given).
 
     Returns the number of evaluations printed.
     """
@@ -124,11 +131,12 @@ def replay(
     evaluations = 0
     next_evaluation: float | None = None
     last_time: float | None = None
+    last: Evaluation | None = None
 
     def emit(now: float, event_time: float | None) -> None:
-        nonlocal evaluations
+        nonlocal evaluations, last
         assert engine is not None
-        evaluation = engine.evaluate(now)
+        evaluation = last = engine.evaluate(now)
         for record in records(evaluation, stream_name, event_time):
             out.write(json.dumps(record) + "\n")
         evaluations += 1
@@ -176,7 +184,32 @@ def replay(
         emit(engine.now, None)
     else:
         emit(next_evaluation, next_evaluation)
+    if html is not None and last is not None:
+        write_report(html, engine, last, stream_name, path)
     return evaluations
+
+
+def write_report(
+    html: Path, engine: Engine, evaluation: Evaluation, stream_name: str, source: Path
+) -> None:
+    """The stream's pages for the replayed run, as one HTML file (written whole, then renamed)."""
+    from driftmon.pages import report_page
+
+    histories = {
+        (m.stream, m.feature): engine.history.monitor(m.index)
+        for m in evaluation.monitors
+        if m.stream == stream_name
+    }
+    text = report_page(
+        evaluation,
+        histories,
+        log_base=engine.log_base,
+        title=f"stream {stream_name}, {source.name}",
+        stream=stream_name,
+    )
+    partial = html.with_name(html.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(html)
 
 
 def _runs(times: np.ndarray, every_s: float, window: object) -> Iterator[tuple[int, int]]:

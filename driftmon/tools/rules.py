@@ -370,7 +370,7 @@ def summary_template(rule: AlertRule) -> str:
     )
 
 
-def alerting_rule(rule: AlertRule, alert: str) -> dict[str, Any]:
+def alerting_rule(rule: AlertRule, alert: str, base_url: str | None = None) -> dict[str, Any]:
     """One entry of a rule group's ``rules:`` for ``rule``, alerting as ``alert``."""
     entry: dict[str, Any] = {
         "alert": alert,
@@ -387,7 +387,21 @@ def alerting_rule(rule: AlertRule, alert: str) -> dict[str, Any]:
         "summary": summary_template(rule),
         "description": _description(rule),
     }
+    if base_url is not None:
+        entry["annotations"]["driftmon_url"] = driftmon_url_template(base_url)
     return entry
+
+
+def driftmon_url_template(base_url: str) -> str:
+    """The ``driftmon_url`` annotation: the page of the alert's monitor on the daemon.
+
+    Prometheus templates escape only query strings (``urlquery``), so the link
+    is the daemon's ``/monitors?stream=…&feature=…``, which redirects to the page.
+    """
+    return (
+        f"{_template_text(base_url)}/monitors?stream={{{{ $labels.stream | urlquery }}}}"
+        "&feature={{ $labels.feature | urlquery }}"
+    )
 
 
 def rules_document(config: Config, group: str = GROUP_NAME) -> dict[str, Any]:
@@ -402,7 +416,7 @@ def rules_document(config: Config, group: str = GROUP_NAME) -> dict[str, Any]:
     rules = []
     for rule in config.alerts:
         try:
-            rules.append(alerting_rule(rule, names[rule.name]))
+            rules.append(alerting_rule(rule, names[rule.name], config.server.base_url()))
         except ValueError as exc:
             raise ValueError(f"alert rule {rule.name!r}: {exc}") from exc
     return {"groups": [{"name": group, "rules": rules}]}
