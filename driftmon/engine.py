@@ -34,6 +34,7 @@ from driftmon.binning import NumericBinner
 from driftmon.config import AlertRule, Config, SampleWindow, StreamConfig, TimeWindow
 from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
 from driftmon.history import HistoryRing, HistoryState, MonitorKey
+from driftmon.kinds import KindLayout, ValueKindTotals
 from driftmon.multiple_testing import PValueFamilies, combined_p_values
 from driftmon.reference import (
     Binner,
@@ -284,6 +285,11 @@ class Engine:
             self.reference, self.bin_offsets, smoothing, base=self.log_base
         )
         numeric = [m for m in monitors if isinstance(m.binner, NumericBinner)]
+        self._kind_layout = KindLayout.build(
+            [(m.stream, m.feature) for m in monitors],
+            [m.n_bins for m in monitors],
+            [isinstance(m.binner, NumericBinner) for m in monitors],
+        )
         self._numeric_index = np.array([m.index for m in numeric], dtype=np.int64)
         self._wasserstein = PackedWasserstein(
             self.reference,
@@ -818,6 +824,14 @@ class Engine:
         if s.reference is not None or s.config.reference.warmup_rows is None:
             return None
         return s.warmup_rows, s.config.reference.warmup_rows
+
+    def value_kinds(self) -> ValueKindTotals:
+        """Values binned since start per monitor and kind, as of now.
+
+        Copies the ingested counts (call it under the ingest lock; O(bins),
+        no per-monitor Python); the totals are summed from the copy.
+        """
+        return self._kind_layout.totals(self.ingested.copy())
 
     def stream_names(self) -> list[str]:
         """Every stream of the config, in config order."""

@@ -14,7 +14,7 @@ The registry is a parameter: the daemon passes its own
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from driftmon import __version__
 from driftmon.engine import Evaluation
+from driftmon.kinds import VALUE_KINDS as VALUE_KINDS
 from driftmon.names import (
     ALERT_P_VALUE_SERIES,
     MONITOR_METRICS,
@@ -41,7 +42,6 @@ DIVERGENCE_FAMILIES: tuple[tuple[str, str, str], ...] = tuple(
 )
 """(value name, metric name, help) of every per-monitor divergence family."""
 
-VALUE_KINDS: tuple[str, ...] = ("ok", "missing", "invalid", "other", "underflow", "overflow")
 
 EVALUATION_BUCKETS_S: tuple[float, ...] = (
     0.0005,
@@ -99,7 +99,7 @@ class Status:
 
     evaluation: Evaluation | None
     stream_rows: Mapping[str, int]
-    value_kinds: Sequence[tuple[str, str, Mapping[str, float]]]
+    value_kinds: Iterable[tuple[str, str, Mapping[str, float]]]
     unknown_fields: Mapping[str, int]
     requests_by_code: Mapping[int, int]
     evaluation_durations: DurationHistogram
