@@ -13,7 +13,7 @@ form:
 - windows of 100, 1 000 and 10 000 rows; a window's counts are a
   multinomial draw over the reference's bins with the true bin
   probabilities (exactly what binning that many i.i.d. rows gives);
-- p-values and PSI from ``driftmon.divergences`` (the §3 G-test), the
+- p-values and PSI from ``driftmon.divergences`` (the G-test of docs/divergences.md), the
   correction from ``driftmon.multiple_testing.adjust_p_values`` over the 20
   features of each window (the family a rule with ``match: {feature: "*"}``
   corrects over at one evaluation);

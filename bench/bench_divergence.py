@@ -1,10 +1,10 @@
-"""Speed of the divergence pass against the obvious alternatives (DESIGN.md §3, §11).
+"""Speed of the divergence pass against the obvious alternatives (docs/divergences.md).
 
 Run ``python bench/bench_divergence.py`` (``--help`` for options). For M
 monitors of K bins (M in {1, 100, 10 000}, K in {16, 64, 256}; smoothing 0.5,
 natural log) it prints the median time of:
 
-- ``evaluate``: ``PackedDivergence.evaluate``, i.e. all nine §3 metrics
+- ``evaluate``: ``PackedDivergence.evaluate``, i.e. all nine docs/divergences.md metrics
   (kl, kl_reverse, js, psi, hellinger, both entropies, cross-entropy and the
   G-test p-value), serial below ``PARALLEL_MIN_BINS`` bins, threaded above;
 - ``serial``: the same kernel forced serial (``divergence_pass``);
@@ -31,7 +31,7 @@ K = 64: at least 300x the scipy loop, aim 500x); and ``driftmon.wasserstein``
 for a 20-feature check with different edges per feature (10 to 40 bins): one
 packed call against 20 calls with one edge array each and against the scipy
 loop (``scipy.stats.wasserstein_distance`` on the bin positions weighted by the
-counts, divided by the reference's standard deviation, as §3 defines it).
+counts, divided by the reference's standard deviation, as docs/divergences.md defines it).
 
 The machine is shared: figures are medians, ratios come from one run.
 """
@@ -229,7 +229,7 @@ def one_shot_section(repeats: int, rng: np.random.Generator) -> list[str]:
 
 def scipy_wasserstein(reference: list[np.ndarray], live: list[np.ndarray],
                       edges: list[np.ndarray]) -> list[float]:
-    """§3 normalised W1 per feature the way a scipy user would write it."""
+    """Normalised W1 (docs/divergences.md) per feature the way a scipy user would write it."""
     results = []
     for r, q, e in zip(reference, live, edges, strict=True):
         positions = np.concatenate([[e[0]], (e[:-1] + e[1:]) / 2.0, [e[-1]]])

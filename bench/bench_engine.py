@@ -4,7 +4,7 @@ Three measurements, each a median over interleaved rounds:
 
 1. **Evaluation pass** over M = 1 000 / 10 000 / 100 000 numeric monitors of
    K = 32 bins (uniform, 28 regular bins), windows holding rows, one alert rule
-   over every monitor: ``Engine.evaluate`` (window rotation, every §3
+   over every monitor: ``Engine.evaluate`` (window rotation, every docs/divergences.md
    divergence, Wasserstein, sample counts, the alert state machine) per pass
    and per monitor, next to the bare packed kernels (``PackedDivergence`` +
    ``PackedWasserstein`` on the same arrays) so the engine's share shows.

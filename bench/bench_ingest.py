@@ -5,7 +5,7 @@ on a config written to a temporary directory: one stream of ``--features``
 numeric features (uniform bins), a CSV reference file, a time window,
 ``ingest.workers: --workers`` and checkpoints in the temporary directory. An
 aiohttp load generator in this process then posts bodies of ``--rows`` rows
-(DESIGN.md §6) for each body format, JSON rows, ``{"columns": ...}``,
+(docs/http-api.md) for each body format, JSON rows, ``{"columns": ...}``,
 NDJSON and an Arrow IPC stream, in two phases of ``--duration`` seconds each:
 
 1. **peak**: ``--connections`` closed-loop senders, each posting its next body

@@ -1,6 +1,6 @@
 """Crash campaign: SIGKILL the daemon at random moments of steady ingest and checkpointing.
 
-The promise (issue 7, DESIGN.md §6, §10): a daemon killed with ``kill -9`` at
+The promise (issue 7, docs/http-api.md, docs/durability.md): a daemon killed with ``kill -9`` at
 any moment comes back up on the same state folder with exactly the rows it
 had acknowledged (HTTP 200) up to its last completed checkpoint: never more
 (no half batch, no batch that was never acknowledged), never less than that
@@ -90,7 +90,7 @@ from driftmon.files import LOCK_NAME  # noqa: E402
 STREAMS = ("panes", "ring")
 FEATURE = "x"
 # The value bins of a uniform layout are underflow, the regular bins, overflow; then
-# missing and invalid (DESIGN.md §2). Batch k lands in regular bin k: index k + 1.
+# missing and invalid (docs/configuration.md#bins). Batch k lands in regular bin k: index k + 1.
 SPECIAL_BINS = 4
 TEMPORARY_PREFIX = f".{CHECKPOINT_NAME}.tmp-"
 CORRUPT_INFIX = ".corrupt-"

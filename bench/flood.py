@@ -1,4 +1,4 @@
-"""Flood the running daemon with more rows than it can take (issue 7, promise 4; DESIGN.md §6).
+"""Flood the running daemon with more rows than it can take (issue 7, promise 4; docs/http-api.md).
 
 A real daemon (``python -m driftmon run``, port 0) with a small ingest queue
 (``ingest.queue_rows``) is posted to by ``--senders`` closed-loop senders on

@@ -1,4 +1,4 @@
-"""Fuzz the running daemon's ingest endpoints (issue 7, promise 3: bad input; DESIGN.md §6).
+"""Fuzz the running daemon's ingest endpoints (issue 7, promise 3: bad input; docs/http-api.md).
 
 A real daemon (``python -m driftmon run``, port 0) is fed request bodies that
 hypothesis draws: random bytes, truncated JSON, deep nesting, huge numbers,
@@ -750,7 +750,7 @@ class Counts:
 
 
 def _kind_of(label: str) -> str:
-    """``driftmon_ingest_values_total``'s ``kind`` of a bin label (DESIGN.md §2, §7)."""
+    """``driftmon_ingest_values_total``'s ``kind`` of a bin label (docs/configuration.md)."""
     return label if label in ("underflow", "overflow", "missing", "invalid", "other") else "ok"
 
 

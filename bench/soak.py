@@ -90,7 +90,7 @@ WAIT_S = 60.0
 """Longest real time to wait for the daemon to finish one thing (a stalled loop fails)."""
 
 ABSENT = object()
-"""A field left out of a row (missing, DESIGN.md §2)."""
+"""A field left out of a row (missing, docs/configuration.md#bins)."""
 
 CREDIT = "credit"  # reference file, time window
 CHURN = "churn"  # warmup reference, sample window
@@ -105,7 +105,7 @@ EXECUTOR_THREAD_PREFIX = "asyncio_"  # the event loop's default executor (asynci
 class Feature:
     """One monitored feature: its config entry and, per bin, values that land there.
 
-    ``tokens[i]`` are JSON values (or :data:`ABSENT`) that DESIGN.md §2 puts
+    ``tokens[i]`` are JSON values (or :data:`ABSENT`) that docs/configuration.md#bins puts
     in bin ``i``; ``csv[i]`` a CSV cell that does (``None``: none can).
     ``base`` and ``drifted`` are probabilities over the bins.
     """

@@ -1,9 +1,9 @@
 """driftmon: a streaming data-drift monitor that speaks Prometheus.
 
-The public Python API is small (DESIGN.md §9):
+The public Python API is small (docs/divergences.md):
 
-- :func:`driftmon.divergences` — every §3 divergence for count arrays;
-- :func:`driftmon.wasserstein` — §3's normalised W1 for binned numeric data.
+- :func:`driftmon.divergences` — every docs/divergences.md divergence for count arrays;
+- :func:`driftmon.wasserstein` — the normalised W1 of docs/divergences.md for binned numeric data.
 
 Both are imported on first use, so ``import driftmon.client`` in a model
 service loads neither numpy's kernels nor numba.

@@ -1,4 +1,4 @@
-"""Alert state machine (DESIGN.md §5), vectorised over (rule, monitor) pairs.
+"""Alert state machine (docs/divergences.md#alert-states), vectorised over (rule, monitor) pairs.
 
 Alerting is pure: :func:`advance` takes the current states of ``N`` pairs
 (an :class:`AlertTable`), their rules' parameters (a :class:`RuleParams`),
@@ -44,7 +44,7 @@ Consequences worth spelling out:
 
 **Held pairs.** A pair whose window has fewer than ``min_samples`` rows, whose
 metric is NaN (the monitor has no divergence: no reference or an empty window,
-DESIGN.md §3), or whose rule has ``max_p_value`` while its p-value is NaN,
+docs/divergences.md), or whose rule has ``max_p_value`` while its p-value is NaN,
 gets no verdict: its state and all of its times are left exactly as they
 were. So nothing new starts, a pending alert is not dropped, and a firing
 alert keeps firing and does not clear (its ``keep_firing_for`` countdown, if
@@ -358,7 +358,7 @@ def advance(
     """The states of every pair after one evaluation at time ``now``.
 
     ``value[i]`` is pair ``i``'s rule metric (NaN: the monitor has no
-    divergence), ``p_value[i]`` its monitor's §3 p-value in ``[0, 1]`` (NaN
+    divergence), ``p_value[i]`` its monitor's docs/divergences.md p-value in ``[0, 1]`` (NaN
     allowed; only read for rules with ``max_p_value``), ``samples[i]`` the
     rows in its live window (``>= 0``), ``now`` the evaluation time in
     seconds. The transitions and the treatment of held pairs (below

@@ -1,4 +1,4 @@
-"""Bin layouts and the checked binning API (DESIGN.md §2).
+"""Bin layouts and the checked binning API (docs/configuration.md#bins).
 
 A :class:`NumericBinner` or :class:`CategoricalBinner` is one monitor's bin layout:
 immutable, cheap to share between ingest threads, and the only way the rest of
@@ -6,7 +6,7 @@ driftmon reaches the numba kernels of :mod:`driftmon.kernels.binning`. Every
 method that enters JIT code first checks dtype, shape and writeability and raises
 ``ValueError`` naming the argument.
 
-Layouts, fixed by DESIGN.md §2:
+Layouts, fixed by docs/configuration.md#bins:
 
 - numeric, ``n`` regular bins, ``K = n + 4``: ``0`` underflow, ``1 .. n`` regular,
   ``n + 1`` overflow, ``n + 2`` missing, ``n + 3`` invalid;
@@ -18,7 +18,7 @@ float64 buffer, so per-worker buffers merge with ``+=``; indexing methods return
 one int32 layout index per value.
 
 The ``*_values`` methods take one column of decoded JSON or CSV (Python objects)
-and apply §2's type rules: see :meth:`NumericBinner.add_values` and
+and apply the type rules of docs/configuration.md#bins: see :meth:`NumericBinner.add_values` and
 :meth:`CategoricalBinner.codes`.
 """
 
@@ -233,7 +233,7 @@ def _format_edge(edge: float) -> str:
 
 
 def _as_number(value: object) -> float | None:
-    """The float of one JSON/CSV value under §2's numeric rules; None if invalid.
+    """The float of one JSON/CSV value under the numeric rules (docs/configuration.md), or None.
 
     int and float (and numpy's integer and floating scalars) are numbers; an int
     too large for a float64 becomes ±inf (overflow/underflow); None is missing
@@ -508,7 +508,7 @@ class NumericBinner:
         return out
 
     def add_values(self, values: Sequence[object] | np.ndarray, counts: np.ndarray) -> None:
-        """Add one column of decoded JSON/CSV values into ``counts`` (DESIGN.md §2).
+        """Add one column of decoded JSON/CSV values into ``counts`` (docs/configuration.md#bins).
 
         int and float are numbers (an int beyond float64 range is ±inf, so
         overflow/underflow); None and NaN are missing; bool, str (even ``"1.5"``),
@@ -553,7 +553,7 @@ def _check_bound(name: str, value: object) -> float:
 
 
 def _category_text(value: object) -> str | None:
-    """Canonical text of a valid categorical value (§2), or None if it is not one.
+    """Canonical text of a valid categorical value, or None if it is not one.
 
     str as is; bool ``"true"``/``"false"``; int its decimal text. None, floats,
     lists, dicts and anything else have no text (missing or invalid).
@@ -641,7 +641,7 @@ class CategoricalBinner:
         return len(self.categories) + 2
 
     def codes(self, values: Sequence[object] | np.ndarray) -> np.ndarray:
-        """The int32 layout index of every value of a column (DESIGN.md §2).
+        """The int32 layout index of every value of a column (docs/configuration.md#bins).
 
         str matches as is (case-sensitive, no trimming); int by its decimal text
         (``3`` matches ``"3"``); bool as ``"true"``/``"false"``; a valid value

@@ -1,4 +1,4 @@
-"""Checkpoints: the engine's state on disk, written atomically, verified on load (DESIGN.md §10).
+"""Checkpoints: the engine's state on disk, written atomically, verified on load.
 
 A checkpoint holds everything :meth:`driftmon.engine.Engine.export_state`
 returns: every stream's reference (frozen bin layouts and counts), window

@@ -1,4 +1,4 @@
-"""The ``driftmon`` command line (DESIGN.md §8).
+"""The ``driftmon`` command line (docs/cli.md).
 
 Each subcommand is a small function that parses nothing itself: argparse does
 the parsing, the function calls into the module that owns the work and turns

@@ -1,4 +1,4 @@
-"""A non-blocking Python client for driftmon's ingest API (DESIGN.md §6).
+"""A non-blocking Python client for driftmon's ingest API (docs/http-api.md).
 
 A model service calls :meth:`Client.log` once per prediction; the call
 copies the row into an in-memory buffer and returns (well under a
@@ -19,7 +19,7 @@ Delivery rules:
   :meth:`Client.close`.
 - Columns are the union of the batch's keys; a row without a key sends
   ``null`` there, which the daemon counts as ``missing`` exactly as an
-  absent field (DESIGN.md §2). NaN and ±Infinity are sent as the
+  absent field. NaN and ±Infinity are sent as the
   ``NaN``/``Infinity`` literals the daemon accepts (orjson would silently
   write ``null``, turning an overflow into a missing value).
 - 503 (queue full, not ready), 408, 429, 500, 502, 504 and connection
@@ -28,15 +28,22 @@ Delivery rules:
   413, ...) is final: the batch's rows are counted in
   ``rows_rejected`` and never retried.
 - The buffer holds at most ``max_buffer_rows`` rows, the batch on the wire
-  included; past that the OLDEST rows are dropped and counted in
-  ``rows_dropped``, so an outage costs memory up to a bound and the daemon
-  gets the freshest data when it returns.
-- Delivery is at least once: a row is counted in ``rows_sent`` only once
-  the daemon answered 200. If a connection breaks after the daemon applied
+  included. While the daemon is unreachable, past that bound the OLDEST rows
+  are dropped and counted in ``rows_dropped``, so an outage costs memory up
+  to a bound and the daemon gets the freshest data when it returns.
+  :meth:`Client.log_many` given more rows than there is room for waits for
+  the sender to make room instead (up to its ``timeout``) while the daemon
+  is answering, so a healthy daemon never loses rows to a large call.
+- Nothing is lost silently: dropped and refused rows are counted in
+  ``stats``, logged as a warning (at most one every
+  :data:`LOSS_WARNING_INTERVAL_S` seconds, summing what was lost since the
+  previous one), and make :meth:`Client.flush` return ``False``.
+- Delivery is at least once: a row is counted in ``rows_accepted`` only once
+  the daemon answered 2xx. If a connection breaks after the daemon applied
   a batch but before its answer arrived, the batch is sent again.
 
 ``client.stats`` is a consistent :class:`ClientStats` snapshot; at any time
-``rows_logged == rows_sent + rows_dropped + rows_rejected + rows_pending``.
+``rows_logged == rows_accepted + rows_dropped + rows_rejected + rows_pending``.
 
 The client is thread-safe and fork-aware: after ``os.fork()`` the child gets
 an empty buffer, zeroed stats and, once it logs, its own sender thread (the
@@ -82,6 +89,12 @@ MAX_RETRY_AFTER_S = 300.0
 ATEXIT_CLOSE_TIMEOUT_S = 5.0
 """How long the interpreter's exit waits for a client's buffered rows to be acknowledged."""
 
+LOSS_WARNING_INTERVAL_S = 10.0
+"""The least time between two warnings about dropped or refused rows (per client)."""
+
+LOG_MANY_TIMEOUT_S = 10.0
+"""How long :meth:`Client.log_many` waits for room in the buffer by default."""
+
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -90,14 +103,16 @@ class ClientStats:
     """A consistent snapshot of a :class:`Client`'s counters (all counts are rows or requests).
 
     ``rows_logged``: rows given to ``log``/``log_many`` (after ``close`` too).
-    ``rows_sent``: rows in requests the daemon answered with a 2xx.
+    ``rows_sent``: rows posted at least once (each row counted once, however
+    often it was retried).
+    ``rows_accepted``: rows in requests the daemon answered with a 2xx.
     ``rows_dropped``: rows discarded by the client: the oldest rows past
     ``max_buffer_rows``, rows still buffered when ``close`` gave up, rows
     logged after ``close``.
     ``rows_rejected``: rows in requests the daemon refused for good (400,
     401, 404, 413, ...), or that could not be encoded as JSON at all.
     ``requests``: HTTP requests attempted, failed connections included.
-    ``retries``: attempts that repeated a failed one.
+    ``retries``: attempts that repeated a failed one (``retried``).
     ``last_error``: the latest failure, e.g. ``"HTTP 404: unknown stream 'x'"``
     or ``"ConnectionRefusedError: [Errno 111] Connection refused"``;
     ``None`` until something fails (it is not cleared by a later success).
@@ -105,6 +120,7 @@ class ClientStats:
 
     rows_logged: int
     rows_sent: int
+    rows_accepted: int
     rows_dropped: int
     rows_rejected: int
     requests: int
@@ -113,8 +129,13 @@ class ClientStats:
 
     @property
     def rows_pending(self) -> int:
-        """Rows logged but not yet sent, dropped or rejected (buffered or on the wire)."""
-        return self.rows_logged - self.rows_sent - self.rows_dropped - self.rows_rejected
+        """Rows logged but not yet accepted, dropped or rejected (buffered or on the wire)."""
+        return self.rows_logged - self.rows_accepted - self.rows_dropped - self.rows_rejected
+
+    @property
+    def rows_lost(self) -> int:
+        """Rows that will never reach the daemon: dropped plus rejected."""
+        return self.rows_dropped + self.rows_rejected
 
 
 @dataclass(frozen=True)
@@ -139,6 +160,12 @@ class _Outcome:
     verdict: _Verdict
     error: str | None = None
     retry_after_s: float | None = None
+    unreachable: bool = False  # no HTTP answer at all (as opposed to a 503 or 429)
+
+
+def _unreachable(exc: BaseException) -> _Outcome:
+    """A retry after a failure that got no HTTP answer at all."""
+    return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}", unreachable=True)
 
 
 def _target(url: object, stream: object) -> _Target:
@@ -184,7 +211,7 @@ def _plain(value: Any) -> Any:
     numpy scalars and arrays become Python numbers and lists, enums their
     value, dates ISO 8601 text, other numbers (``Decimal``, ``Fraction``)
     floats; anything else its ``str()``, which the daemon counts as
-    ``invalid`` in a numeric feature (DESIGN.md §2) rather than losing the row.
+    ``invalid`` in a numeric feature rather than losing the row.
     """
     if isinstance(value, enum.Enum):
         return value.value
@@ -313,8 +340,8 @@ class Client:
     ``stream`` a stream of its config; ``token`` the bearer token when the
     daemon sets ``server.auth_token_file``. ``batch_rows`` is the most rows
     per request, ``flush_every`` (seconds) the longest a row waits for a
-    batch to fill, ``max_buffer_rows`` the most rows held (older ones are
-    dropped first). ``request_timeout`` (seconds) bounds one HTTP request;
+    batch to fill, ``max_buffer_rows`` the most rows held (while the daemon
+    is away, older ones are dropped first). ``request_timeout`` (seconds) bounds one HTTP request;
     ``max_backoff`` (seconds) caps the wait between retries (a
     ``Retry-After`` may ask for longer).
 
@@ -370,6 +397,7 @@ class Client:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the sender waits here
         self._settled = threading.Condition(self._lock)  # flush() waits here
+        self._room = threading.Condition(self._lock)  # log_many() waits here for buffer room
         # Every unsettled row, oldest first, the batch on the wire included: rows are
         # numbered in log order and the buffer always holds rows [_head_seq, _end_seq).
         # Rows logged after close() are counted but never numbered.
@@ -378,11 +406,18 @@ class Client:
         self._end_seq = 0
         self._logged = 0
         self._sent = 0
+        self._accepted = 0
         self._dropped = 0
         self._rejected = 0
         self._requests = 0
         self._retries = 0
         self._last_error: str | None = None
+        self._failing = False  # the latest attempt failed and will be retried
+        # Losses not yet in a warning, and when the next warning may be logged.
+        self._unwarned_dropped = 0
+        self._unwarned_rejected = 0
+        self._next_loss_warning = 0.0
+        self._next_seq_to_send = 0  # rows below this number were posted at least once
         # The batch on the wire: its first row's number, how many of its rows are still
         # at the buffer's front, and how many of them overflow pushed out meanwhile
         # (settled once the answer tells whether they were sent or must be dropped).
@@ -422,21 +457,31 @@ class Client:
         with self._lock:
             self._logged += 1
             if self._closed:
-                self._dropped += 1
-                return
-            self._end_seq += 1
-            buffer = self._buffer
-            buffer.append(record)
-            held = len(buffer)
-            if held > self.max_buffer_rows:
-                self._evict(held - self.max_buffer_rows)
-            elif held == 1 or held == self.batch_rows:
-                self._wake_sender()
+                self._count_dropped(1)
+            else:
+                self._end_seq += 1
+                buffer = self._buffer
+                buffer.append(record)
+                held = len(buffer)
+                if held > self.max_buffer_rows:
+                    self._evict(held - self.max_buffer_rows)
+                elif held == 1 or held == self.batch_rows:
+                    self._wake_sender()
+        if self._unwarned_dropped:
+            self._warn_losses()
 
-    def log_many(self, rows: Iterable[Mapping[Any, Any]]) -> None:
-        """Buffer several rows at once (one lock acquisition); see :meth:`log`.
+    def log_many(
+        self, rows: Iterable[Mapping[Any, Any]], *, timeout: float | None = LOG_MANY_TIMEOUT_S
+    ) -> None:
+        """Buffer several rows at once; see :meth:`log`.
 
-        Raises ``TypeError`` (and buffers none of them) when one is not a mapping.
+        When they do not all fit in the buffer (``max_buffer_rows``), the
+        call feeds them in as the sender makes room, waiting up to
+        ``timeout`` seconds (``None``: no limit) while the daemon answers.
+        Rows are only dropped (oldest first, counted and warned about, as in
+        :meth:`log`) when the daemon is unreachable or the timeout passed,
+        so a large call to a healthy daemon loses nothing. Raises
+        ``TypeError`` (and buffers none of them) when one is not a mapping.
         """
         records = []
         for index, row in enumerate(rows):
@@ -445,19 +490,45 @@ class Client:
                     f"rows[{index}]: expected a mapping of feature name to value, got {row!r:.80}"
                 )
             records.append(dict(row))
+        self._enqueue(records, timeout)
+
+    def _enqueue(self, records: list[dict[Any, Any]], timeout: float | None) -> None:
+        """Buffer ``records`` (already copied) in order, waiting for room as :meth:`log_many` says.
+
+        The one way rows of a multi-row call enter the buffer.
+        """
         if not records:
             return
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        start = 0
         with self._lock:
             self._logged += len(records)
-            if self._closed:
-                self._dropped += len(records)
-                return
-            self._end_seq += len(records)
-            self._buffer.extend(records)
-            held = len(self._buffer)
-            if held > self.max_buffer_rows:
-                self._evict(held - self.max_buffer_rows)
-            self._wake_sender()
+            while start < len(records):
+                if self._closed:
+                    self._count_dropped(len(records) - start)
+                    break
+                room = self.max_buffer_rows - len(self._buffer)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                give_up = self._failing or (remaining is not None and remaining <= 0)
+                if room >= len(records) - start or give_up:
+                    chunk = records[start:]
+                elif room > 0:
+                    chunk = records[start : start + room]
+                else:
+                    chunk = []
+                if chunk:
+                    start += len(chunk)
+                    self._end_seq += len(chunk)
+                    self._buffer.extend(chunk)
+                    held = len(self._buffer)
+                    if held > self.max_buffer_rows:
+                        self._evict(held - self.max_buffer_rows)
+                    self._wake_sender()
+                if start < len(records):
+                    # Full: wait for the sender to settle a batch (or to start failing).
+                    self._room.wait(1.0 if remaining is None else min(remaining, 1.0))
+        if self._unwarned_dropped:
+            self._warn_losses()
 
     def log_frame(self, frame: object) -> None:
         """Buffer every row of a pandas ``DataFrame`` or a pyarrow ``Table``/``RecordBatch``.
@@ -502,10 +573,52 @@ class Client:
                 self._wire_rows -= 1
                 self._wire_evicted += 1
             else:
-                self._dropped += 1
+                self._count_dropped(1)
         self._head_seq += count
         if self._flush_waiters:
             self._settled.notify_all()
+
+    def _count_dropped(self, count: int) -> None:
+        """Count ``count`` rows as dropped, to be warned about (lock held)."""
+        self._dropped += count
+        self._unwarned_dropped += count
+
+    def _count_rejected(self, count: int) -> None:
+        """Count ``count`` rows as refused by the daemon, to be warned about (lock held)."""
+        self._rejected += count
+        self._unwarned_rejected += count
+
+    def _warn_losses(self, *, force: bool = False) -> None:
+        """Log one warning for the rows lost since the previous one (lock NOT held).
+
+        At most one every :data:`LOSS_WARNING_INTERVAL_S` seconds unless
+        ``force`` (at close, so no loss goes unreported).
+        """
+        with self._lock:
+            dropped, rejected = self._unwarned_dropped, self._unwarned_rejected
+            now = time.monotonic()
+            if not (dropped or rejected) or (not force and now < self._next_loss_warning):
+                return
+            self._next_loss_warning = now + LOSS_WARNING_INTERVAL_S
+            self._unwarned_dropped = self._unwarned_rejected = 0
+            total_dropped, total_rejected = self._dropped, self._rejected
+            last_error = self._last_error
+        lost = []
+        if dropped:
+            lost.append(
+                f"dropped {dropped} rows (buffer full at max_buffer_rows={self.max_buffer_rows}"
+                " while the daemon was unreachable, or logged after close)"
+            )
+        if rejected:
+            lost.append(f"the daemon refused {rejected} rows for good (last: {last_error})")
+        log.warning(
+            "driftmon client for stream %r %s; %d dropped and %d refused since it started "
+            "(see client.stats)",
+            self.stream,
+            "; ".join(lost),
+            total_dropped,
+            total_rejected,
+        )
 
     @property
     def stats(self) -> ClientStats:
@@ -514,6 +627,7 @@ class Client:
             return ClientStats(
                 rows_logged=self._logged,
                 rows_sent=self._sent,
+                rows_accepted=self._accepted,
                 rows_dropped=self._dropped,
                 rows_rejected=self._rejected,
                 requests=self._requests,
@@ -548,17 +662,19 @@ class Client:
     def flush(self, timeout: float | None = None) -> bool:
         """Send what is buffered now and wait until every row logged before the call is settled.
 
-        Settled means acknowledged by the daemon (``rows_sent``), or given up
-        on: rejected by it or dropped by the buffer bound (see ``stats``).
-        Returns ``True`` once they all are, ``False`` when ``timeout``
-        seconds pass first (``None``: no limit). Rows logged during the
-        call are not waited for.
+        Settled means accepted by the daemon (``rows_accepted``), or given
+        up on: rejected by it or dropped (see ``stats``). Returns ``True``
+        when every row logged so far was accepted; ``False`` when
+        ``timeout`` seconds (``None``: no limit) pass first, or when any row
+        logged so far was dropped or rejected (``stats`` says how many; once
+        a row is lost, every later flush returns ``False``). Rows logged
+        during the call are not waited for.
         """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._lock:
             target = self._end_seq
             if self._settled_below(target):
-                return True
+                return self._dropped == 0 and self._rejected == 0
             self._flush_to = max(self._flush_to, target)
             self._wake.notify()
             self._flush_waiters += 1
@@ -574,30 +690,49 @@ class Client:
                     if remaining <= 0:
                         return False
                     self._settled.wait(remaining)
-                return True
+                return self._dropped == 0 and self._rejected == 0
             finally:
                 self._flush_waiters -= 1
 
     def close(self, timeout: float | None = 10.0) -> bool:
-        """Flush (waiting up to ``timeout`` seconds), then stop the sender thread.
+        """Flush, then stop the sender thread; return within ``timeout`` seconds.
 
-        Rows still unsent after the timeout are counted as dropped; rows
-        logged after ``close`` are dropped too. Returns what :meth:`flush`
-        returned (``True``: everything logged was settled). Idempotent.
+        ``timeout`` bounds the whole call (``None``: no limit), whatever the
+        daemon does. Rows still unsent then are counted as dropped (a batch
+        still on the wire is settled by its answer, or dropped when the
+        sender thread ends); rows logged after ``close`` are dropped too.
+        Returns what :meth:`flush` returns: ``True`` when every row logged
+        was accepted. Idempotent.
         """
         atexit.unregister(self._close_at_exit)
         with self._lock:
-            if self._closed:
-                return self._logged == self._sent + self._dropped + self._rejected
+            closed = self._closed
+        if closed:
+            return self._all_accepted()
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         flushed = self.flush(timeout)
         with self._lock:
             self._closed = True
             self._stopping = True
+            if self._wire_seq is None:
+                # Nothing on the wire (e.g. waiting out a backoff): settle the rest now
+                # rather than when the thread gets to it, which may be after we return.
+                self._drop_leftovers()
             self._wake.notify()
+            self._room.notify_all()
         if self._thread_started and self._thread is not threading.current_thread():
-            # A request on the wire finishes (or times out) before the thread ends.
-            self._thread.join(self.request_timeout + 1.0)
-        return flushed
+            # A request on the wire finishes (or times out) before the thread ends; the
+            # caller's timeout wins over the request's.
+            if deadline is None:
+                self._thread.join(self.request_timeout + 1.0)
+            else:
+                self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._warn_losses(force=True)
+        return flushed and self._all_accepted()
+
+    def _all_accepted(self) -> bool:
+        with self._lock:
+            return self._logged == self._accepted
 
     def _close_at_exit(self) -> None:
         self.close(ATEXIT_CLOSE_TIMEOUT_S)
@@ -614,7 +749,12 @@ class Client:
     # --- the sender thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        """The sender thread: wait for a batch, post it, settle its rows; until close."""
+        """The sender thread: send until close, then report what it had to drop."""
+        self._send_until_stopped()
+        self._warn_losses(force=True)
+
+    def _send_until_stopped(self) -> None:
+        """Wait for a batch, post it, settle its rows; until close."""
         failures = 0
         pending_since: float | None = None
         while True:
@@ -638,6 +778,9 @@ class Client:
                         batch = list(itertools.islice(self._buffer, count))
                         self._wire_seq = self._head_seq
                         self._wire_rows = count
+                        fresh = self._head_seq + count - max(self._next_seq_to_send, self._head_seq)
+                        self._sent += max(0, fresh)
+                        self._next_seq_to_send = max(self._next_seq_to_send, self._head_seq + count)
                         self._wire_evicted = 0
                         target = self._target
                         self._target_changed = False
@@ -655,26 +798,36 @@ class Client:
                 if outcome.verdict is _Verdict.RETRY:
                     # The batch stays at the buffer's front for the next attempt, less
                     # the rows overflow pushed out while it was on the wire.
-                    self._dropped += self._wire_evicted
+                    self._count_dropped(self._wire_evicted)
+                    self._failing = outcome.unreachable
                 else:
                     settled = self._wire_rows + self._wire_evicted
                     if outcome.verdict is _Verdict.SENT:
-                        self._sent += settled
+                        self._accepted += settled
                     else:
-                        self._rejected += settled
+                        self._count_rejected(settled)
                     for _ in range(self._wire_rows):
                         self._buffer.popleft()
                     self._head_seq += self._wire_rows
+                    self._failing = False
+                self._room.notify_all()
                 self._wire_seq = None
                 self._wire_rows = self._wire_evicted = 0
                 if outcome.error is not None:
                     self._last_error = outcome.error
-                if self._flush_waiters:
+                # A flush that sees these rows lost returns after their warning is out.
+                lost = bool(self._unwarned_dropped or self._unwarned_rejected)
+                if self._flush_waiters and not lost:
                     self._settled.notify_all()
                 if outcome.verdict is _Verdict.RETRY:
                     pending_since = -math.inf  # due as soon as the backoff ends
                 else:
                     pending_since = time.monotonic() if self._buffer else None
+            if lost:
+                self._warn_losses()
+                with self._lock:
+                    if self._flush_waiters:
+                        self._settled.notify_all()
             if outcome.verdict is _Verdict.RETRY:
                 failures += 1
                 if failures == 1:
@@ -684,13 +837,6 @@ class Client:
                 if failures:
                     log.info("driftmon reachable again after %d failed attempts", failures)
                 failures = 0
-                if outcome.verdict is _Verdict.REJECTED:
-                    log.warning(
-                        "driftmon refused %d rows of stream %r (not retried): %s",
-                        len(batch),
-                        self.stream,
-                        outcome.error,
-                    )
 
     def _back_off(self, failures: int, retry_after: float | None) -> None:
         """Wait before the next attempt: capped exponential backoff with jitter.
@@ -712,13 +858,14 @@ class Client:
                 self._wake.wait(remaining)
 
     def _drop_leftovers(self) -> None:
-        """At the end of the thread: count what is still buffered as dropped (lock held)."""
+        """At close: count what is still buffered as dropped (lock held, nothing on the wire)."""
         left = len(self._buffer)
         self._buffer.clear()
         self._head_seq += left
-        self._dropped += left
+        self._count_dropped(left)
         if self._flush_waiters:
             self._settled.notify_all()
+        self._room.notify_all()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -742,15 +889,15 @@ class Client:
             status, reason, retry_after, payload = self._post(target, body, content_type)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
             if not reused:
-                return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
+                return _unreachable(exc)
             # Most likely the daemon closed an idle kept-alive connection before reading
             # the request: try once more at once on a fresh connection.
             try:
                 status, reason, retry_after, payload = self._post(target, body, content_type)
             except (OSError, http.client.HTTPException) as again:
-                return _Outcome(_Verdict.RETRY, error=f"{type(again).__name__}: {again}")
+                return _unreachable(again)
         except (OSError, http.client.HTTPException) as exc:
-            return _Outcome(_Verdict.RETRY, error=f"{type(exc).__name__}: {exc}")
+            return _unreachable(exc)
         if 200 <= status < 300:
             return _Outcome(_Verdict.SENT)
         error = _error_text(status, reason, payload)

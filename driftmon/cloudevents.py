@@ -1,4 +1,4 @@
-"""CloudEvents ingest (DESIGN.md §6): model-server payload logs from KServe's or Seldon's logger.
+"""CloudEvents ingest: model-server payload logs from KServe's or Seldon's logger.
 
 ``POST /v1/cloudevents`` (and ``POST /`` with ``ingest.cloudevents.root: true``,
 so that a KServe ``logger.url`` can name the daemon's base URL) takes events
@@ -59,7 +59,7 @@ Payloads
   the side's features, row values map by name; otherwise by position, as V1
   rows do.
 
-Values are passed on as decoded; DESIGN.md §2 classifies them when binned.
+Values are passed on as decoded; docs/configuration.md#bins classifies them when binned.
 
 Answers and drops
 -----------------

@@ -3,8 +3,9 @@
 Columnar sources (Arrow bodies, Parquet and CSV references) hand categorical
 features over in this form, so that a million rows of a few distinct strings
 are binned by one lookup per *distinct* value and one array gather, never by
-building a Python string per row. The binner applies DESIGN.md §2 to the
-distinct values only (:meth:`driftmon.binning.CategoricalBinner.codes`).
+building a Python string per row. The binner applies the type rules
+(docs/configuration.md) to the distinct values only
+(:meth:`driftmon.binning.CategoricalBinner.codes`).
 """
 
 from __future__ import annotations

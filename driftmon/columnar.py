@@ -2,7 +2,7 @@
 
 Reference files, ``driftmon reference build``, ``driftmon replay`` and
 ``application/vnd.apache.arrow.stream`` ingest bodies come through here. Each
-Arrow column is turned into what the binners take, under DESIGN.md §2's type
+Arrow column is turned into what the binners take, under the type
 rules mapped from Arrow types:
 
 - numeric feature: integer, floating and decimal columns are numbers (a

@@ -1,7 +1,7 @@
 """The long-running service: ingest workers, evaluation and checkpoint loops, reloads.
 
 :class:`Daemon` owns one :class:`~driftmon.engine.Engine` behind a lock and
-everything around it (DESIGN.md §6, §10, §11):
+everything around it (docs/http-api.md, docs/durability.md):
 
 - **Ingest.** A request's body is parsed and binned in a pool of
   ``ingest.workers`` threads: parsing holds the GIL, binning runs ``nogil``
@@ -164,7 +164,7 @@ class Daemon:
         # Parsing holds the GIL throughout, so two workers parsing at once only take turns,
         # paying for every forced switch: bench/bench_ingest.py measured 1.84 ms of daemon CPU
         # per columnar body with two workers parsing side by side, 1.61 ms one at a time.
-        # One parses while another bins (the row queue of DESIGN.md §6 is what waits there).
+        # One parses while another bins (the row queue of docs/http-api.md is what waits there).
         self._parse_lock = threading.Lock()
         self._queue_rows = 0
         self._pending_bytes = 0

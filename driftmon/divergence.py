@@ -1,7 +1,7 @@
 """The divergence stage: checked wrappers around :mod:`driftmon.kernels.divergence`.
 
 - :func:`divergences` and :func:`wasserstein` are the public Python API of
-  DESIGN.md §9: any array-like counts, shape ``(K,)`` or ``(M, K)``.
+  docs/divergences.md: any array-like counts, shape ``(K,)`` or ``(M, K)``.
 - :class:`PackedDivergence` and :class:`PackedWasserstein` are what the engine
   uses: every monitor at once over its packed bin arrays, the reference side
   computed once and cached.
@@ -9,7 +9,7 @@
 Everything is validated here, before any JIT code runs; bad input raises
 ``ValueError`` naming the argument and saying what to change. The numerics
 (smoothing, zero terms, +Inf, NaN for empty sides, the G-test) are documented
-in DESIGN.md §3 and in the kernel module's docstring.
+in docs/divergences.md and in the kernel module's docstring.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def _packed_offsets(n_monitors: int, n_bins: int) -> np.ndarray:
 def divergences(
     reference: object, live: object, *, smoothing: float = 0.5, base: str | int = "e"
 ) -> dict[str, np.ndarray]:
-    """Every DESIGN.md §3 divergence of live counts against reference counts.
+    """Every docs/divergences.md divergence of live counts against reference counts.
 
     ``reference`` and ``live``: counts (any array-like of non-negative finite
     real numbers) of shape ``(K,)`` for one monitor or ``(M, K)`` for M
@@ -386,7 +386,7 @@ def _check_edges(edges: object, name: str) -> np.ndarray:
 
 
 def wasserstein(reference: object, live: object, edges: object) -> np.ndarray:
-    """DESIGN.md §3 ``wasserstein``: W1 of binned numeric data over the reference's std.
+    """docs/divergences.md ``wasserstein``: W1 of binned numeric data over the reference's std.
 
     ``reference``, ``live``: counts over the value bins ``[underflow, regular
     bins..., overflow]`` (``len(edges) + 1`` of them; leave ``missing`` and
@@ -580,7 +580,7 @@ class PackedWasserstein:
         )
 
     def evaluate(self, live_counts: np.ndarray) -> np.ndarray:
-        """float64[len(starts)]: §3 normalised W1 per numeric monitor (NaN: see `wasserstein`).
+        """float64[len(starts)]: the normalised W1 per numeric monitor (NaN: see `wasserstein`).
 
         ``live_counts``: float64 C-contiguous array of length ``B``, trusted to
         hold finite non-negative counts (only type, dtype and length checked).

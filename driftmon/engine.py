@@ -1,4 +1,4 @@
-"""The engine: every monitor's counts in a few packed arrays (DESIGN.md §1–§5, §11).
+"""The engine: every monitor's counts in a few packed arrays (docs/, docs/durability.md).
 
 Monitors are views (an offset and a length) into three float64 arrays of
 ``B`` bins for all monitors together: ``reference``, ``live`` (the sum of
@@ -650,9 +650,9 @@ class Engine:
         """Take over exported state for the streams, monitors and rules it still fits.
 
         Window contents and alert states go to monitors whose layout is
-        unchanged (a monitor whose layout changed starts fresh, DESIGN.md §10).
+        unchanged (a monitor whose layout changed starts fresh, docs/durability.md).
         A ``warmup`` stream with unchanged features and reference spec takes
-        over the reference frozen before (kept across restarts, §4), or resumes
+        over the reference frozen before (kept across restarts, docs/configuration.md), or resumes
         its warmup. Panes that expired by ``now`` are dropped.
         """
         adopted_reference = False

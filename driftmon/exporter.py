@@ -1,4 +1,4 @@
-"""Prometheus exposition: the only module that imports ``prometheus_client`` (DESIGN.md §7).
+"""Prometheus exposition: the only module that imports ``prometheus_client`` (docs/metrics.md).
 
 :class:`DriftCollector` builds fresh metric families on every scrape from a
 :class:`Status`, an immutable picture of the daemon that its ``status``

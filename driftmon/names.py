@@ -1,4 +1,4 @@
-"""Public names of driftmon's metric series, in one place.
+"""Public names of driftmon's metric series (docs/metrics.md), in one place.
 
 :data:`MONITOR_METRICS` is the one table of per-monitor values: the config
 checks alert rules against it, the exporter publishes it, ``driftmon rules``
@@ -112,7 +112,7 @@ DIVERGENCE_SERIES: Mapping[str, str] = {metric.name: metric.series for metric in
 """Per-monitor value (``Evaluation.values`` key, alert ``metric``) → its gauge."""
 
 ALERT_SERIES: Mapping[str, str] = {name: DIVERGENCE_SERIES[name] for name in ALERT_METRICS}
-"""Alert rule ``metric`` → the gauge it compares with its threshold."""
+"""Alert rule ``metric`` (docs/divergences.md) → the gauge it compares with its threshold."""
 
 WINDOW_SAMPLES_SERIES = "driftmon_window_samples"
 """Rows in the live window per monitor: what ``min_samples`` compares with."""

@@ -1,9 +1,9 @@
 """Parse stage: ingest bodies and data files into columns of decoded values.
 
-This module turns bytes into one Python list per requested field (DESIGN.md
-§4, §6). It does not bin or classify: a value is passed on exactly as it was
+This module turns bytes into one Python list per requested field (docs/
+docs/configuration.md). It does not bin or classify: a value is passed on exactly as it was
 decoded (``None`` for an absent field or a JSON ``null``), and the binner
-applies §2's type rules to it later. One shortcut: :func:`parse_body` may
+applies the type rules of docs/configuration.md to it later. One shortcut: :func:`parse_body` may
 hand a field named in ``numeric_fields`` over as a float64 array instead,
 when the body's raw bytes prove that every value in it is a JSON number
 (:func:`_numbers_only`), which is what the binner would have made of it.

@@ -1,4 +1,4 @@
-"""References: bin layouts and reference counts of a stream (DESIGN.md §2, §4).
+"""References: bin layouts and reference counts of a stream (docs/configuration.md).
 
 A stream's reference comes from a data file (Parquet, Arrow IPC, CSV, NDJSON,
 JSON; read by :mod:`driftmon.columnar`), from its first N rows (``warmup``),

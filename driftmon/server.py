@@ -1,4 +1,4 @@
-"""The HTTP API (DESIGN.md §6): one aiohttp application over a :class:`~driftmon.daemon.Daemon`.
+"""The HTTP API (docs/http-api.md): one aiohttp application over a :class:`~driftmon.daemon.Daemon`.
 
 Handlers translate between HTTP and the daemon and nothing else: status
 codes, error bodies (``{"error": "..."}`` naming the line, position or

@@ -1,4 +1,4 @@
-"""Live windows: the recent data of one stream, as counts over its bins (DESIGN.md §4).
+"""Live windows: the recent data of one stream, as counts over its bins (docs/configuration.md).
 
 A stream's monitors own a contiguous slice of the engine's packed bin arrays.
 A window keeps the live counts of that slice up to date incrementally, so an

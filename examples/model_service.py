@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print("flushing rows to driftmon...", flush=True)
     stats = monitor.stats
     print(
-        f"driftmon client: {stats.rows_logged} rows logged, {stats.rows_sent} sent, "
+        f"driftmon client: {stats.rows_logged} rows logged, {stats.rows_accepted} accepted, "
         f"{stats.rows_dropped} dropped, {stats.rows_rejected} rejected"
         + (f" (last error: {stats.last_error})" if stats.last_error else ""),
         flush=True,

@@ -24,6 +24,8 @@ from typing import IO, Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+import driftmon
+
 STARTUP_TIMEOUT_S = 120.0  # the first start of a fresh checkout compiles the kernels
 
 # The URL stops at whitespace or a quote, so it is found in text and JSON log lines alike.
@@ -102,6 +104,28 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = 
         time.sleep(0.05)
 
 
+# The folder holding the driftmon package this process imported (a checkout or site-packages).
+PACKAGE_PARENT = Path(driftmon.__file__).resolve().parent.parent
+
+
+def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``os.environ`` plus ``env``, with PYTHONPATH led by :data:`PACKAGE_PARENT`.
+
+    ``python -m driftmon`` puts its working directory first on ``sys.path``. When
+    that directory holds some other folder named ``driftmon`` (a clone's own
+    folder, seen from the folder above it) and driftmon is installed in editable
+    mode, that folder is imported as an empty namespace package and the command
+    fails. A regular package found anywhere on ``sys.path`` wins over a namespace
+    folder, so naming ours on PYTHONPATH makes every child run the same code as
+    the test, wherever it is started.
+    """
+    merged = {**os.environ, **(env or {})}
+    paths = [str(PACKAGE_PARENT)]
+    paths += [entry for entry in merged.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    merged["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return merged
+
+
 class DaemonProcess:
     """``driftmon run -c CONFIG --listen 127.0.0.1:0`` (or another command) as a subprocess.
 
@@ -119,7 +143,7 @@ class DaemonProcess:
     ) -> None:
         self.config_path = config_path
         self.args = list(args)
-        self.env = {**os.environ, **(env or {})}
+        self.env = child_environment(env)
         self.command = list(command)
         self.process: subprocess.Popen[str] | None = None
         self.url = ""

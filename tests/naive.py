@@ -1,4 +1,4 @@
-"""Slow, obvious reference implementations of DESIGN.md §2 and §3.
+"""Slow, obvious reference implementations of docs/configuration.md#bins and docs/divergences.md.
 
 Every kernel must agree with these. They use plain numpy and scipy, one
 monitor and one value at a time, and are written to be read, not to be fast.
@@ -33,7 +33,7 @@ def smoothed(counts: np.ndarray, smoothing: float) -> np.ndarray:
 
 
 def g_test_p_value(reference: np.ndarray, live: np.ndarray) -> float:
-    """§3 p_value: G-test of homogeneity on the raw 2xK table."""
+    """docs/divergences.md p_value: G-test of homogeneity on the raw 2xK table."""
     reference = np.asarray(reference, dtype=np.float64)
     live = np.asarray(live, dtype=np.float64)
     keep = (reference + live) > 0
@@ -58,7 +58,7 @@ def g_test_p_value(reference: np.ndarray, live: np.ndarray) -> float:
 def divergences_one(
     reference: Sequence[float], live: Sequence[float], smoothing: float = 0.5, base: str = "e"
 ) -> dict[str, float]:
-    """Every §3 divergence for one monitor, via scipy."""
+    """Every docs/divergences.md divergence for one monitor, via scipy."""
     reference = np.asarray(reference, dtype=np.float64)
     live = np.asarray(live, dtype=np.float64)
     if reference.sum() == 0 or live.sum() == 0:
@@ -87,7 +87,7 @@ def divergences_one(
 
 
 def value_bin_positions(edges: Sequence[float]) -> np.ndarray:
-    """Positions of the value bins [underflow, regular..., overflow] (§3)."""
+    """Positions of the value bins [underflow, regular..., overflow] (docs/divergences.md)."""
     edges = np.asarray(edges, dtype=np.float64)
     centres = (edges[:-1] + edges[1:]) / 2.0
     return np.concatenate([[edges[0]], centres, [edges[-1]]])
@@ -96,7 +96,7 @@ def value_bin_positions(edges: Sequence[float]) -> np.ndarray:
 def wasserstein_one(
     reference: Sequence[float], live: Sequence[float], edges: Sequence[float]
 ) -> float:
-    """§3 wasserstein over value-bin counts, normalised by the reference's std."""
+    """docs/divergences.md wasserstein over value-bin counts, normalised by the reference's std."""
     reference = np.asarray(reference, dtype=np.float64)
     live = np.asarray(live, dtype=np.float64)
     if reference.sum() == 0 or live.sum() == 0:
@@ -111,7 +111,7 @@ def wasserstein_one(
     return float(w1 / std)
 
 
-# --- binning (§2) -----------------------------------------------------------
+# --- binning (docs/configuration.md) -----------------------------------------------------------
 # Numeric layout: [underflow, regular 0..n-1, overflow, missing, invalid].
 # Categorical layout: [categories 0..c-1, other, missing, invalid].
 
@@ -162,7 +162,7 @@ def histogram_edges(values: Sequence[float], edges: Sequence[float]) -> np.ndarr
 
 
 def quantile_edges(finite: Sequence[float], count: int) -> list[float]:
-    """§2 quantile bins of finite numbers: quantiles 0, 1/count, ..., 1, repeats removed,
+    """Quantile bins of finite numbers: quantiles 0, 1/count, ..., 1, repeats removed,
     the last moved to the next float above the maximum (so the maximum is in a regular bin)."""
     edges = sorted(set(np.quantile(np.asarray(finite, dtype=float), np.linspace(0, 1, count + 1))))
     edges[-1] = float(np.nextafter(max(finite), math.inf))

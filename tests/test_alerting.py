@@ -1,9 +1,9 @@
-"""The alert state machine (DESIGN.md §5).
+"""The alert state machine (docs/divergences.md#alert-states).
 
 The cases read like ``promtool test rules`` files and Prometheus's
 ``rules/alerting_test.go`` ``TestKeepFiringFor``: one rule, a series of
 evaluations (time, metric value, optionally p-value and window samples) and
-the state expected after each. A scalar transcription of §5 serves as the
+the state expected after each. A scalar transcription of docs/divergences.md serves as the
 oracle for property tests over many pairs at once.
 """
 
@@ -329,7 +329,7 @@ class NaiveAlert:
 def naive_step(
     alert: NaiveAlert, rule: AlertRule, value: float, p_value: float, samples: int, now: float
 ) -> NaiveAlert:
-    """DESIGN.md §5 for one pair, one evaluation, written as prose."""
+    """docs/divergences.md#alert-states for one pair, one evaluation, written as prose."""
     if samples < rule.min_samples or math.isnan(value):
         return alert
     if rule.max_p_value is not None and math.isnan(p_value):
@@ -652,7 +652,7 @@ def test_advance_rejects_params_of_another_size() -> None:
         advance(AlertTable.empty(2), RuleParams.from_rules([rule()]), **_advance_args())
 
 
-# --- the false-alarm demonstration (DESIGN.md §3 p_value, §5 max_p_value) ----
+# --- the false-alarm demonstration (docs/divergences.md) ----
 
 
 def _no_drift_fire_fractions(window_rows: int, windows: int, seed: int) -> tuple[float, float]:
@@ -696,7 +696,7 @@ def _no_drift_fire_fractions(window_rows: int, windows: int, seed: int) -> tuple
     ("window_rows", "plain_at_least", "gated_at_most"),
     [
         # About a third of 100-row windows (0.31 over 200 000 windows in a
-        # separate run), not "most" as DESIGN.md §3 words it...
+        # separate run), not "most" as docs/divergences.md words it...
         (100, 0.2, 0.02),
         # ...that takes windows of about 50 rows (0.77). The G-test is a
         # little liberal for windows this small (1.5 % below p = 0.01).

@@ -1,4 +1,4 @@
-"""Arrow IPC ingest bodies and ``Client.log_frame`` against a real daemon (DESIGN.md §2, §6).
+"""Arrow IPC ingest bodies and ``Client.log_frame`` against a real daemon.
 
 Two streams with the same features: one is fed Arrow bodies, the other the
 same rows as JSON; their live histograms must be equal bin for bin, which

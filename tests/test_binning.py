@@ -1,4 +1,4 @@
-"""Binning (DESIGN.md §2): kernels against tests/naive.py, properties, type rules."""
+"""Binning (docs/configuration.md#bins): kernels against tests/naive.py, properties, type rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkpoints (DESIGN.md §10): exact round trips, atomic writes, corrupt files moved aside."""
+"""Checkpoints (docs/durability.md): exact round trips, atomic writes, corrupt files moved aside."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def churn_rows(n: int, *, drifted: bool) -> dict[str, list[object]]:
     return {"score": scores, "plan": [["free", "pro", "team"][i % 3] for i in range(n)]}
 
 
-# Decoded-JSON oddities a warmup must keep exactly (DESIGN.md §2: they are data).
+# Decoded-JSON oddities a warmup must keep exactly (docs/configuration.md#bins: they are data).
 ODD_VALUES: list[object] = [
     None,
     True,

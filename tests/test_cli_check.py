@@ -1,4 +1,4 @@
-"""``driftmon check -c FILE`` (DESIGN.md §8): exit 0 with a summary, or 1 with every error."""
+"""``driftmon check -c FILE`` (docs/cli.md): exit 0 with a summary, or 1 with every error."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import dataclasses
 import email.utils
 import importlib.util
 import json
+import logging
 import math
 import os
 import re
@@ -37,6 +38,7 @@ import pytest
 import yaml
 from harness import DaemonProcess, Samples, sample, wait_for
 
+import driftmon.client
 from driftmon.cli import main as driftmon_main
 from driftmon.client import MAX_RETRY_AFTER_S, Client, encode_rows, retry_after_s
 from driftmon.config import load_config
@@ -213,7 +215,7 @@ def x_stream(name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     folder = tmp_path_factory.mktemp("client-daemon")
-    path = write_config(folder, [x_stream("arrive"), x_stream("refused")])
+    path = write_config(folder, [x_stream("arrive"), x_stream("refused"), x_stream("bulk")])
     with DaemonProcess(path) as process:
         yield process
 
@@ -231,7 +233,7 @@ def live_counts(process: DaemonProcess, stream: str, feature: str) -> list[int]:
 
 
 def x_bin(value: float | None) -> int:
-    """DESIGN.md §2 for ``UNIFORM_X``: underflow, 10 bins, overflow, missing, invalid."""
+    """docs/configuration.md for ``UNIFORM_X``: underflow, 10 bins, overflow, missing, invalid."""
     if value is None or math.isnan(value):
         return 12
     if value < 0:
@@ -242,7 +244,7 @@ def x_bin(value: float | None) -> int:
 
 
 def c_bin(value: object) -> int:
-    """DESIGN.md §2 for ``CATEGORIES``: a, b, c, other, missing, invalid."""
+    """docs/configuration.md#bins for ``CATEGORIES``: a, b, c, other, missing, invalid."""
     if value is None:
         return 4
     if isinstance(value, int):
@@ -293,7 +295,7 @@ def test_everything_logged_from_many_threads_arrives_exactly(
     assert client.flush(timeout=60)
     total = n_threads * per_thread
     stats = client.stats
-    assert (stats.rows_logged, stats.rows_sent, stats.rows_dropped, stats.rows_rejected) == (
+    assert (stats.rows_logged, stats.rows_accepted, stats.rows_dropped, stats.rows_rejected) == (
         total,
         total,
         0,
@@ -394,7 +396,7 @@ def test_log_costs_under_5_microseconds_while_the_daemon_is_down(
     median_ns = statistics.median(durations)
     assert median_ns < 5000, f"median log() took {median_ns} ns"
     stats = client.stats
-    assert stats.rows_sent == 0 and stats.rows_logged == 22_000
+    assert stats.rows_accepted == 0 and stats.rows_logged == 22_000
     assert stats.last_error is not None and "Connection" in stats.last_error
 
 
@@ -432,21 +434,21 @@ def test_nothing_acknowledged_is_lost_across_a_restart(
     producer = threading.Thread(target=produce)
     producer.start()
     try:
-        wait_for(lambda: client.stats.rows_sent >= 2000, 30, "rows sent to the first daemon")
+        wait_for(lambda: client.stats.rows_accepted >= 2000, 30, "rows sent to the first daemon")
         assert first.stop(signal.SIGTERM) == 0
         down_at = logged[0]
         wait_for(lambda: client.stats.last_error, 30, "the client to see the daemon gone")
         wait_for(lambda: logged[0] >= down_at + 1000, 30, "rows logged while down")
         second = DaemonProcess(path, args=listen).start()
         try:
-            wait_for(lambda: client.stats.rows_sent > down_at, 60, "rows sent to the second")
+            wait_for(lambda: client.stats.rows_accepted > down_at, 60, "rows sent to the second")
         finally:
             stop.set()
             producer.join()
         assert client.flush(timeout=60)
         stats = client.stats
         assert stats.rows_logged == logged[0]
-        assert (stats.rows_sent, stats.rows_dropped, stats.rows_rejected) == (logged[0], 0, 0)
+        assert (stats.rows_accepted, stats.rows_dropped, stats.rows_rejected) == (logged[0], 0, 0)
         assert stats.retries > 0
         # Every acknowledged row is in the window once: before the restart (checkpointed at
         # SIGTERM) or after it.
@@ -478,7 +480,7 @@ def test_the_oldest_rows_are_dropped_while_the_daemon_is_down(
     # Rows pushed out while a batch is on the wire count once its attempt fails.
     wait_for(lambda: client.stats.rows_dropped == 700, 10, "700 rows dropped")
     stats = client.stats
-    assert (stats.rows_logged, stats.rows_sent, stats.rows_pending) == (1200, 0, 500)
+    assert (stats.rows_logged, stats.rows_accepted, stats.rows_pending) == (1200, 0, 500)
     path = write_config(
         tmp_path,
         [
@@ -495,8 +497,9 @@ def test_the_oldest_rows_are_dropped_while_the_daemon_is_down(
         ],
     )
     with DaemonProcess(path, args=["--listen", f"127.0.0.1:{port}"]) as process:
-        assert client.flush(timeout=60)
-        assert client.stats.rows_sent == 500
+        # Everything is settled, but not everything logged was accepted.
+        assert client.flush(timeout=60) is False
+        assert (client.stats.rows_accepted, client.stats.rows_pending) == (500, 0)
         # The newest 500 rows arrived: i = 700..1199, bins 7..11 of 12.
         assert live_counts(process, "s", "i") == [0] + [0] * 7 + [100] * 5 + [0, 0, 0]
         assert rows_total(process.metrics(), "s") == 500
@@ -509,15 +512,16 @@ def test_final_answers_are_not_retried(
     stub.script.append((status, {}, {"error": f"no, because {status}"}))
     client = clients(stub.url, "s", flush_every=3600)
     client.log_many({"x": k} for k in range(10))
-    assert client.flush(timeout=10)
+    assert client.flush(timeout=10) is False
     stats = client.stats
-    assert (stats.rows_sent, stats.rows_rejected, stats.requests, stats.retries) == (0, 10, 1, 0)
+    assert (stats.rows_sent, stats.rows_accepted, stats.rows_rejected) == (10, 0, 10)
+    assert (stats.requests, stats.retries, stats.rows_pending) == (1, 0, 0)
     assert stats.last_error == f"HTTP {status}: no, because {status}"
     # The refused batch is gone: the next request holds only the next row.
     client.log({"x": 99})
-    assert client.flush(timeout=10)
+    assert client.flush(timeout=10) is False  # the refused rows still count
     assert [r.n_rows for r in stub.requests()] == [10, 1]
-    assert client.stats.rows_sent == 1
+    assert client.stats.rows_accepted == 1
 
 
 def test_the_real_daemon_refusals_are_final(
@@ -526,7 +530,7 @@ def test_the_real_daemon_refusals_are_final(
     before = daemon.metrics()
     unknown = clients(daemon.url, "no-such-stream", flush_every=3600)
     unknown.log({"x": 1})
-    assert unknown.flush(timeout=30)
+    assert unknown.flush(timeout=30) is False
     assert unknown.stats.rows_rejected == 1
     assert unknown.stats.last_error == "HTTP 404: unknown stream 'no-such-stream'"
     refused = clients(daemon.url, "refused", flush_every=3600)
@@ -534,12 +538,13 @@ def test_the_real_daemon_refusals_are_final(
     for _ in range(80):  # deeper than the daemon's JSON nesting limit: a 400
         deep = [deep]
     refused.log_many([{"x": 1.5}, {"x": deep}])
-    assert refused.flush(timeout=30)
+    assert refused.flush(timeout=30) is False
     stats = refused.stats
     assert (stats.rows_rejected, stats.requests, stats.retries) == (2, 1, 0)
     assert stats.last_error is not None and stats.last_error.startswith("HTTP 400: ")
     refused.log({"x": 2.5})
-    assert refused.flush(timeout=30)
+    assert refused.flush(timeout=30) is False
+    assert refused.stats.rows_pending == 0
     after = daemon.metrics()
     assert requests_with(after, 400) - requests_with(before, 400) == 1
     assert requests_with(after, 404) - requests_with(before, 404) == 1
@@ -555,7 +560,7 @@ def test_retry_after_is_honoured(stub: Stub, clients: Callable[..., Client]) -> 
     assert second.at - first.at >= 0.95
     assert first.body == second.body
     stats = client.stats
-    assert (stats.rows_sent, stats.requests, stats.retries) == (5, 2, 1)
+    assert (stats.rows_accepted, stats.requests, stats.retries) == (5, 2, 1)
     assert stats.last_error == "HTTP 503: ingest queue full"
 
 
@@ -599,8 +604,8 @@ def test_flush_and_close_time_out_and_count_leftovers(clients: Callable[..., Cli
     client.log({"x": 1})  # after close: counted, never raised
     client.log_many([{"x": 2}])
     assert client.stats.rows_dropped == 12
-    assert client.flush(timeout=1) is True
-    assert client.close() is True
+    assert client.flush(timeout=1) is False
+    assert client.close() is False
 
 
 def test_context_manager_flushes_and_stops_the_thread(stub: Stub) -> None:
@@ -609,15 +614,13 @@ def test_context_manager_flushes_and_stops_the_thread(stub: Stub) -> None:
         client.log({"x": 2})
         assert any(t.name == "driftmon-client-ctx" for t in threading.enumerate())
     assert rows_of(stub.requests()) == [{"x": 1}, {"x": 2}]
-    assert client.stats.rows_sent == 2
+    assert client.stats.rows_accepted == 2
     assert not any(t.name == "driftmon-client-ctx" for t in threading.enumerate())
 
 
 def test_an_unexpected_error_rejects_the_batch_and_the_thread_goes_on(
     stub: Stub, clients: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import driftmon.client
-
     def broken(rows: list[dict[str, Any]]) -> bytes:
         raise RuntimeError("boom")
 
@@ -625,11 +628,12 @@ def test_an_unexpected_error_rejects_the_batch_and_the_thread_goes_on(
     with monkeypatch.context() as patch:
         patch.setattr(driftmon.client, "encode_rows", broken)
         client.log({"x": 1})
-        assert client.flush(timeout=5)
+        assert client.flush(timeout=5) is False
     assert client.stats.rows_rejected == 1
     assert client.stats.last_error == "RuntimeError: boom"
     client.log({"x": 2})
-    assert client.flush(timeout=5)
+    assert client.flush(timeout=5) is False
+    assert client.stats.rows_pending == 0
     assert rows_of(stub.requests()) == [{"x": 2}]
 
 
@@ -928,7 +932,7 @@ def test_model_service_example_feeds_a_real_daemon(tmp_path: Path) -> None:
             reader.join(10)
             service.stdout.close()
         assert code == 0, "".join(output)
-        assert "1003 rows logged, 1003 sent, 0 dropped, 0 rejected" in "".join(output)
+        assert "1003 rows logged, 1003 accepted, 0 dropped, 0 rejected" in "".join(output)
         # The same stream through KServe's logger: requests feed the inputs, responses the score.
         kserve_event(process, "request", {"instances": [[40, 50_000, "east"], [50, 60_000, "x"]]})
         for age in (40, 50):
@@ -942,3 +946,109 @@ def test_model_service_example_feeds_a_real_daemon(tmp_path: Path) -> None:
         scores[1 + 5] += 1  # 0.5 in [0.5, 0.6)
         assert live_counts(process, "income-model", "score") == scores
         assert live_counts(process, "income-model", "age") == ages
+
+
+# --- nothing is lost silently --------------------------------------------------------------
+
+
+def dropped_in_warnings(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """The row counts of the client's "dropped N rows" warnings, in order."""
+    return [
+        int(match.group(1))
+        for record in caplog.records
+        if record.name == "driftmon.client" and record.levelno == logging.WARNING
+        for match in [re.search(r"dropped (\d+) rows", record.getMessage())]
+        if match
+    ]
+
+
+def test_log_many_of_more_rows_than_the_buffer_loses_nothing(
+    daemon: DaemonProcess, clients: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The issue's case: 150 000 rows in one call to a buffer of 100 000, with a healthy
+    # daemon, used to send 100 000 and drop 50 000 without a word, and flush() said True.
+    before = rows_total(daemon.metrics(), "bulk")
+    client = clients(daemon.url, "bulk", max_buffer_rows=100_000, batch_rows=5_000)
+    client.log_many([{"x": 1.5, "c": "a"}] * 150_000)
+    assert client.flush(timeout=120) is True
+    stats = client.stats
+    assert (stats.rows_logged, stats.rows_sent, stats.rows_accepted) == (150_000,) * 3
+    assert (stats.rows_dropped, stats.rows_rejected, stats.rows_pending) == (0, 0, 0)
+    assert rows_total(daemon.metrics(), "bulk") - before == 150_000
+    assert dropped_in_warnings(caplog) == []
+
+
+def test_flush_is_false_and_a_warning_names_rows_the_daemon_refused(
+    daemon: DaemonProcess, clients: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = clients(daemon.url, "no-such-stream", flush_every=3600)
+    client.log_many({"x": k} for k in range(7))
+    assert client.flush(timeout=30) is False
+    stats = client.stats
+    assert (stats.rows_sent, stats.rows_accepted, stats.rows_rejected) == (7, 0, 7)
+    warnings_ = [r.getMessage() for r in caplog.records if r.name == "driftmon.client"]
+    assert any(
+        "refused 7 rows" in text and "HTTP 404: unknown stream 'no-such-stream'" in text
+        for text in warnings_
+    ), warnings_
+
+
+def test_drops_are_warned_at_most_once_per_interval_and_all_reported(
+    clients: Callable[..., Client],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(driftmon.client, "LOSS_WARNING_INTERVAL_S", 0.5)
+    client = clients(
+        f"http://127.0.0.1:{free_port()}", "s", max_buffer_rows=10, flush_every=3600
+    )
+    for k in range(25):
+        client.log({"x": k})
+    assert len(dropped_in_warnings(caplog)) == 1  # the first drop, at once; then quiet
+    time.sleep(0.6)
+    client.log({"x": 25})
+    assert len(dropped_in_warnings(caplog)) == 2  # the interval passed: the rest, summed
+    assert client.flush(timeout=0.2) is False
+    assert client.close(timeout=1) is False
+    # Every dropped row is in exactly one warning (close reports what is left).
+    assert sum(dropped_in_warnings(caplog)) == client.stats.rows_dropped == 26
+
+
+def test_log_many_into_a_full_buffer_drops_at_once_while_the_daemon_is_away(
+    clients: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = clients(f"http://127.0.0.1:{free_port()}", "s", max_buffer_rows=100)
+    started = time.monotonic()
+    client.log_many(({"x": k} for k in range(300)), timeout=30)
+    # The first refused connection ends the wait: nothing will make room.
+    assert time.monotonic() - started < 10
+    stats = client.stats
+    assert (stats.rows_logged, stats.rows_dropped, stats.rows_pending) == (300, 200, 100)
+    assert sum(dropped_in_warnings(caplog)) >= 1
+
+
+def test_a_daemon_that_stops_answering_bounds_log_many_and_close(
+    tmp_path: Path, clients: Callable[..., Client]
+) -> None:
+    path = write_config(tmp_path, [x_stream("s")])
+    with DaemonProcess(path) as process:
+        client = clients(process.url, "s", max_buffer_rows=100, request_timeout=60)
+        client.log({"x": 1.5})
+        assert client.flush(timeout=30) is True
+        assert process.process is not None
+        os.kill(process.process.pid, signal.SIGSTOP)  # it accepts connections, answers nothing
+        try:
+            started = time.monotonic()
+            client.log_many(({"x": 2.5} for _ in range(250)), timeout=0.5)
+            waited = time.monotonic() - started
+            assert 0.5 <= waited < 5, waited
+            # Past the timeout, as log() would: 150 rows pushed out (those of the batch on
+            # the wire are settled by its answer, or dropped at close).
+            stats = client.stats
+            assert (stats.rows_accepted, stats.rows_dropped + stats.rows_pending) == (1, 250)
+            started = time.monotonic()
+            assert client.close(timeout=1.0) is False
+            # Before, close() also waited for the request on the wire: up to 61 s more.
+            assert time.monotonic() - started < 5
+        finally:
+            os.kill(process.process.pid, signal.SIGCONT)

@@ -1,4 +1,4 @@
-"""CloudEvents ingest (DESIGN.md §6): modes, payloads, routing, errors, and the real daemon.
+"""CloudEvents ingest (docs/http-api.md): modes, payloads, routing, errors, and the real daemon.
 
 The unit tests drive :func:`driftmon.cloudevents.plan_request` (headers and bytes in, the
 batches a request would apply and its drops out) over every mode (binary, structured,

@@ -1,4 +1,4 @@
-"""The config loader (DESIGN.md §4, §5, §12): typed results, and every error with its path."""
+"""The config loader (docs/configuration.md): typed results, and every error with its path."""
 
 from __future__ import annotations
 
@@ -1178,7 +1178,7 @@ def test_recursive_yaml_aliases_are_errors_not_hangs(tmp_path: Path) -> None:
 
 def test_example_config_is_design_section_12() -> None:
     config = load_config(CONFIG_DIR / "example.yaml")
-    # §12's js-high, plus the recommended p-value gated rule (Holm-corrected).
+    # docs/configuration.md's js-high rule, plus the recommended p-value gated rule (Holm).
     assert describe(config) == "2 streams, 6 monitors, 2 alert rules"
     assert [(r.name, r.max_p_value, r.p_value_correction) for r in config.alerts] == [
         ("js-high", None, "none"),

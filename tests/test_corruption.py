@@ -131,7 +131,7 @@ def genuine(tmp_path_factory: pytest.TempPathFactory) -> Genuine:
 
 
 def frame(payload: bytes, *, version: int = FORMAT_VERSION) -> bytes:
-    """A checkpoint file around ``payload`` with a right checksum (DESIGN.md §10 layout)."""
+    """A checkpoint file around ``payload`` with a right checksum (docs/durability.md layout)."""
     header = {"version": version, "sha256": hashlib.sha256(payload).hexdigest()}
     header["length"] = len(payload)
     return MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + payload

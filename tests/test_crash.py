@@ -1,6 +1,6 @@
 """Crash (issue 7, promise 1): ``kill -9`` during steady ingest and checkpointing loses at most
 one checkpoint interval of acknowledged rows, never restores a row it did not acknowledge, and
-never leaves a torn checkpoint (DESIGN.md §6, §10).
+never leaves a torn checkpoint (docs/http-api.md, docs/durability.md).
 
 The campaign itself lives in ``bench/chaos.py`` (its module docstring says what it checks and
 why each check can fail); here it runs CI-sized: 20 kills during ingest (half of them aimed at

@@ -1,4 +1,4 @@
-"""The running daemon over real HTTP (DESIGN.md §6, §7): every endpoint and answer, exact metrics.
+"""The running daemon over real HTTP (docs/http-api.md): every endpoint and answer, exact metrics.
 
 Two daemons serve the whole module (module-scoped fixtures, port 0): ``daemon``, open and
 roomy, for the endpoints, the formats, the error answers, the exposition and concurrent
@@ -8,7 +8,7 @@ the whole daemon (``driftmon_ingest_requests_total``) are compared before and af
 
 Every divergence the daemon exports is compared with ``tests/naive.py`` (scipy) on counts
 binned here, independently, from the very rows that were posted: a slow, obvious reading of
-DESIGN.md §2 (:func:`naive_index`) over the JSON values themselves.
+docs/configuration.md#bins (:func:`naive_index`) over the JSON values themselves.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ ABSENT = object()
 """A field left out of a row (JSON rows and NDJSON only)."""
 
 
-# --- the monitored features and a naive reading of DESIGN.md §2 ------------------------------
+# --- the monitored features and a naive reading of the bin rules ----------------------------------
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Feature:
 
 
 def naive_index(value: object, feature: Feature) -> int:
-    """The bin of one decoded JSON value, read straight from DESIGN.md §2."""
+    """The bin of one decoded JSON value, read straight from docs/configuration.md#bins."""
     if feature.type == "numeric":
         n = len(feature.edges) - 1
         if value is ABSENT or value is None:

@@ -1,4 +1,4 @@
-"""The daemon's life over real processes (DESIGN.md §6, §10): signals, restarts, reloads, damage.
+"""The daemon's life over real processes (docs/http-api.md): signals, restarts, reloads, damage.
 
 Each test starts its own daemon (a subprocess on port 0) because each changes what a daemon
 is: its state directory, its config file or its log format. Waits poll a condition. One test

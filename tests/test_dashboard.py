@@ -1,4 +1,4 @@
-"""``driftmon dashboard`` (DESIGN.md §7, §8) and the Grafana files in deploy/grafana/.
+"""``driftmon dashboard`` (docs/metrics.md, docs/cli.md) and the Grafana files in deploy/grafana/.
 
 No Grafana runs here (none is packaged for this machine), so the dashboard is
 checked from three sides instead:
@@ -466,7 +466,7 @@ def test_output_does_not_depend_on_where_the_config_is(tmp_path: Path) -> None:
 # --- the committed files -----------------------------------------------------------------------
 
 
-def test_committed_demo_dashboard_is_up_to_date() -> None:
+def test_committed_demo_dashboard_is_up_to_date(tmp_path: Path) -> None:
     """deploy/grafana/dashboards/driftmon-demo.json is what the command prints, byte for byte.
 
     Regenerate with ``driftmon dashboard -c config/demo.yaml >
@@ -477,7 +477,9 @@ def test_committed_demo_dashboard_is_up_to_date() -> None:
         capture_output=True,
         text=True,
         check=False,
-        cwd=ROOT.parent,
+        # Any folder but the checkout's: the output must not depend on where it runs. Not the
+        # checkout's parent, which may hold folders of its own named driftmon.
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == DEMO_DASHBOARD.read_text(), (

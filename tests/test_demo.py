@@ -1,4 +1,4 @@
-"""``driftmon demo`` end to end (DESIGN.md §8): a real process, its producer, its alerts.
+"""``driftmon demo`` end to end (docs/cli.md): a real process, its producer, its alerts.
 
 The demo is started as a user would (``python -m driftmon demo``) on a free port, with the
 drift injected after 3 s. The test polls ``/metrics`` until an alert fires for a feature the

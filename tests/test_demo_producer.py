@@ -1,4 +1,4 @@
-"""The ``driftmon demo`` producer (DESIGN.md §6, §8) and the packaged demo config.
+"""The ``driftmon demo`` producer (docs/http-api.md, docs/cli.md) and the packaged demo config.
 
 The producer runs against a small in-process aiohttp server that answers the
 ingest API the way the daemon does (``/-/ready``, ``POST

@@ -57,7 +57,7 @@ README = DEPLOY / "README.md"
 
 DEMO_CONFIG = REPO / "config" / "demo.yaml"
 PACKAGED_DEMO_CONFIG = REPO / "driftmon" / "data" / "demo.yaml"
-DAEMON_PORT = 9108  # DESIGN.md §6's default, the one every deployment file publishes
+DAEMON_PORT = 9108  # the default port (docs/http-api.md), the one every deployment file publishes
 
 
 # --- helpers -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Divergence kernels and their public wrappers (DESIGN.md §3, §9) against tests/naive.py."""
+"""Divergence kernels and their public wrappers (docs/divergences.md) against tests/naive.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The engine against slow, obvious recomputations (DESIGN.md §1-§5, §10).
+"""The engine against slow, obvious recomputations (docs/, docs/durability.md).
 
 The contract suite (in the spirit of river's ``check_estimator``) runs one
 scenario over every window kind and every input format: rows go in as a
@@ -12,7 +12,7 @@ checks, and the warmup, reach, alert, reload and state-export behaviours get
 their own tests.
 
 The naive side never asks the engine how to bin: layouts (uniform, edges,
-quantile edges, top-k categories) and §2's type rules are recomputed here.
+quantile edges, top-k categories) and the type rules of docs/configuration.md are recomputed here.
 """
 
 from __future__ import annotations
@@ -88,13 +88,13 @@ def make_config(
     return parse_config(doc, base_dir=base_dir)
 
 
-# --- naive binning (DESIGN.md §2), one value at a time -----------------------------
+# --- naive binning (docs/configuration.md#bins), one value at a time -----------------------------
 
 Layout = tuple[Any, ...]  # ("uniform", lo, hi, count) | ("edges", edges) | ("categorical", names)
 
 
 def naive_quantile_edges(values: Sequence[object], count: int) -> list[float]:
-    """§2 quantile bins: the reference's quantiles 0, 1/count, ..., 1, duplicates removed,
+    """Quantile bins: the reference's quantiles 0, 1/count, ..., 1, duplicates removed,
     the last edge just above the maximum."""
     finite = [
         float(v)
@@ -105,7 +105,7 @@ def naive_quantile_edges(values: Sequence[object], count: int) -> list[float]:
 
 
 def category_text(value: object) -> str | None:
-    """§2: strings as they are, ints and booleans by their canonical text; else None."""
+    """Categorical: strings as they are, ints and booleans by their canonical text; else None."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -122,7 +122,7 @@ def naive_top_k(values: Sequence[object], k: int) -> list[str]:
 
 
 def naive_layout(feature: Mapping[str, Any], reference_values: Sequence[object]) -> Layout:
-    """The layout §2 gives ``feature``, learning from ``reference_values`` when it must."""
+    """The layout the bin rules give ``feature``, learning from ``reference_values`` if needed."""
     if feature["type"] == "categorical":
         if "categories" in feature:
             return ("categorical", list(feature["categories"]))
@@ -144,7 +144,7 @@ def layout_edges(layout: Layout) -> list[float]:
 
 
 def naive_counts(layout: Layout, values: Sequence[object]) -> np.ndarray:
-    """Counts of ``values`` over ``layout`` by §2's rules (None = absent or null)."""
+    """Counts of ``values`` over ``layout`` by the bin rules (None = absent or null)."""
     if layout[0] == "categorical":
         names = list(layout[1])
         out = np.zeros(len(names) + 3)
@@ -329,7 +329,7 @@ def to_batch(
 def random_rows(
     rng: np.random.Generator, n: int, *, shift: float, containers: bool
 ) -> list[dict[str, object]]:
-    """Rows with values of every §2 kind; ``containers`` adds lists and objects (JSON only).
+    """Rows with values of every bin kind; ``containers`` adds lists and objects (JSON only).
 
     A key left out of a row is an absent field (missing); every value here
     reads back the same from every format that can carry it.
@@ -737,7 +737,7 @@ def test_a_rule_fires_at_the_right_evaluation_and_min_samples_holds_it() -> None
     reference = naive_counts(layout, [r["u"] for r in reference_rows])
 
     # Drifted rows (all in [8, 10)) arrive 10 at a time, one evaluation every 10 s.
-    # Walk the §5 state machine by hand over naive js: over threshold with at
+    # Walk the docs/divergences.md state machine by hand over naive js: over threshold with at
     # least min_samples starts pending; pending for >= 20 s fires.
     state, active_at = "inactive", math.nan
     timeline = []
@@ -833,7 +833,7 @@ def test_reconfigure_keeps_unchanged_monitors_and_resets_changed_ones(tmp_path: 
     }
     assert states == {
         ("psi-high", "c"): AlertState.FIRING,  # unchanged monitor and rule: kept
-        ("psi-high", "u"): AlertState.INACTIVE,  # new bins: starts fresh (DESIGN §10)
+        ("psi-high", "u"): AlertState.INACTIVE,  # new bins: starts fresh (docs/durability.md)
         ("js-new", "c"): AlertState.FIRING,  # new rule: starts inactive, fires at once (for 0s)
         ("js-new", "u"): AlertState.INACTIVE,  # ... but u's window is empty: held
     }

@@ -1,4 +1,4 @@
-"""The daemon's ``/metrics`` passes the real ``promtool check metrics`` (DESIGN.md §7).
+"""The daemon's ``/metrics`` passes the real ``promtool check metrics`` (docs/metrics.md).
 
 A real daemon (``tests/harness.py``) gets traffic that gives every metric family
 series: divergences and alerts of a stream with a file reference, a stream still
@@ -19,7 +19,7 @@ import pytest
 from harness import DaemonProcess, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-# DESIGN.md §7, exactly: these names are public.
+# docs/metrics.md, exactly: these names are public.
 PUBLIC_FAMILIES = {
     "driftmon_kl_divergence": "gauge",
     "driftmon_reverse_kl_divergence": "gauge",

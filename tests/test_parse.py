@@ -1,4 +1,4 @@
-"""The parse stage: ingest bodies and data files into columns (DESIGN.md §2, §4, §6).
+"""The parse stage: ingest bodies and data files into columns (docs/configuration.md).
 
 One contract runs over every body form (a JSON array of rows, a ``columns``
 object, NDJSON, and the standard library's serialisation with ``NaN``) and

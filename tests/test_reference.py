@@ -1,4 +1,4 @@
-"""References from files, warmups and snapshots (DESIGN.md §2, §4).
+"""References from files, warmups and snapshots (docs/configuration.md).
 
 Layouts learned from data (quantile edges, top-k categories) and counts are
 checked against the naive recomputations of tests/test_engine.py. Snapshots
@@ -120,7 +120,7 @@ def assert_reference_is_naive(
     features: Sequence[Mapping[str, Any]],
     rows: Sequence[Mapping[str, object]],
 ) -> None:
-    """Each feature's layout and counts are those §2 gives the rows."""
+    """Each feature's layout and counts are those docs/configuration.md#bins gives the rows."""
     assert reference.rows == len(rows)
     for feature, binner, counts in zip(features, reference.binners, reference.counts, strict=True):
         name = feature["name"]

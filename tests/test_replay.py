@@ -1,10 +1,10 @@
-"""``driftmon replay`` and ``driftmon reference build`` on the shipped example (DESIGN.md §8).
+"""``driftmon replay`` and ``driftmon reference build`` on the shipped example (docs/cli.md).
 
 config/replay/payments.yaml replays config/replay/payments.csv: two hours of
 event time whose ``amount`` and ``channel`` distributions shift at 01:00.
 Every printed line is recomputed here from the CSV by the slow, obvious
 route: warmup rows, the rows inside each evaluation's window, naive
-histograms and divergences, and §5's state machine walked by hand for the
+histograms and divergences, and the state machine of docs/divergences.md walked by hand for the
 alert rules. Nothing about when the rules fire is hard-coded.
 """
 
@@ -73,7 +73,7 @@ def rfc3339(seconds: float) -> str:
 
 @dataclass
 class NaiveRule:
-    """One §5 rule walked by hand: inactive → pending → firing → inactive."""
+    """One docs/divergences.md rule walked by hand: inactive → pending → firing → inactive."""
 
     spec: Mapping[str, Any]
     state: str = "inactive"
@@ -103,7 +103,7 @@ def naive_replay(
     reference_rows: Sequence[Mapping[str, object]] | None = None,
     event_time: bool = True,
 ) -> list[dict[str, object]]:
-    """The §8 records replay should print, from first principles.
+    """The docs/cli.md records replay should print, from first principles.
 
     ``reference_rows`` stands for a file or snapshot reference; without it
     the stream's ``warmup`` rows are the reference and stay out of the window.

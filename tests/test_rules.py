@@ -1,4 +1,4 @@
-"""``driftmon rules`` (DESIGN.md §5, §8): Prometheus rules equivalent to the config's alerts.
+"""``driftmon rules`` (docs/divergences.md): Prometheus rules equivalent to the config's alerts.
 
 The rule files are checked by the real ``promtool``. The equivalence is checked with a
 ``promtool test rules`` file generated here from a config: every rule kind gets series

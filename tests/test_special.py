@@ -1,4 +1,4 @@
-"""The χ² survival function of the kernels against scipy (DESIGN.md §3 ``p_value``)."""
+"""The χ² survival function of the kernels against scipy (docs/divergences.md ``p_value``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Windows: the live counts are exactly those of the rows still inside (DESIGN.md §4)."""
+"""Windows: the live counts are exactly those of the rows still inside (docs/configuration.md)."""
 
 from __future__ import annotations
 

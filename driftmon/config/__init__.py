@@ -19,7 +19,7 @@ Choices a user sees, written down here:
   keep the last), and so are unquoted ``yes``/``no`` in ``categories``
   (YAML 1.1 reads them as booleans).
 - Stream names are ``[A-Za-z0-9_][A-Za-z0-9_.-]*`` and feature names hold
-  no ``/``: both are URL path segments (§6).
+  no ``/``: both are URL path segments (docs/http-api.md).
 - At most :data:`MAX_BINS` bins per monitor and :data:`MAX_PANES` panes.
 - Rules that can never fire are errors: ``js`` at or above its ceiling
   (log 2), ``hellinger`` at or above 1, ``wasserstein`` over categorical

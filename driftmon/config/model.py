@@ -74,7 +74,7 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """Where a stream's reference distribution comes from (§4).
+    """Where a stream's reference distribution comes from (docs/configuration.md#references).
 
     ``path`` is absolute (resolved against the config file's folder).
     """
@@ -110,7 +110,7 @@ Window = TimeWindow | SampleWindow
 
 @dataclass(frozen=True)
 class CloudEventsMapping:
-    """How CloudEvents payload logs map onto a stream's features (§6)."""
+    """How CloudEvents payload logs map onto a stream's features (docs/http-api.md)."""
 
     service: str
     namespace: str | None = None
@@ -132,7 +132,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class AlertRule:
-    """One ``alerts:`` entry (§5). Durations are seconds."""
+    """One ``alerts:`` entry (docs/divergences.md#alert-states). Durations are seconds."""
 
     name: str
     stream_pattern: str

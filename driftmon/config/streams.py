@@ -209,7 +209,7 @@ def _read_categories(value: object, path: str, errs: Errors) -> tuple[str, ...] 
     ok = True
     for index, item in enumerate(items):
         item_path = f"{path}[{index}]"
-        # Data values that are ints match by their text (DESIGN §2), so integer-coded
+        # Data values that are ints match by their text (docs/configuration.md), so integer-coded
         # categories may be written as YAML ints. YAML 1.1 also reads yes/no/on/off as
         # booleans; taking them silently would turn a "no" category into "false".
         if isinstance(item, bool):

@@ -1,4 +1,4 @@
-"""Binning kernels: float values and category codes to layout indices (DESIGN.md §2).
+"""Binning kernels: float values and category codes to layout indices (docs/configuration.md#bins).
 
 Pure numba functions over arrays; the checked public API is ``driftmon.binning``.
 Nothing here validates its arguments: a wrong dtype, shape or layout parameter is

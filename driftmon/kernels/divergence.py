@@ -1,4 +1,4 @@
-"""Divergence kernels: every DESIGN.md §3 metric for all monitors in one pass.
+"""Divergence kernels: every docs/divergences.md metric for all monitors in one pass.
 
 Layout (shared with the engine): the monitors' bins are concatenated into
 float64 arrays of length ``B``; monitor ``m`` owns bins
@@ -22,7 +22,7 @@ to a small scratch table, which LLVM vectorises (the logs are
 :func:`~driftmon.kernels.special.log_branchless`, not calls), and the terms
 are then summed in a fixed order.
 
-Numerics (DESIGN §3), for one monitor, ``a`` its smoothing:
+Numerics (docs/divergences.md), for one monitor, ``a`` its smoothing:
 
 - ``p_i = (r_i + a) / (R + K a)``, as a product by the inverse of the
   denominator. The live side uses the very same arithmetic, so identical
@@ -52,7 +52,7 @@ Numerics (DESIGN §3), for one monitor, ``a`` its smoothing:
   input gives NaN (the public wrappers reject non-finite counts and totals
   that overflow).
 
-Wasserstein (numeric monitors, DESIGN §3): :func:`prepare_wasserstein_reference`
+Wasserstein (numeric monitors, docs/divergences.md): :func:`prepare_wasserstein_reference`
 caches, per numeric monitor, the gaps between consecutive value-bin positions,
 the reference CDF at each gap and the reference total and standard deviation;
 :func:`wasserstein_pass` computes ``Σ |CDF_P - CDF_Q| gap / std``.
@@ -84,7 +84,7 @@ ROWS = (
     "cross_entropy",
     "p_value",
 )
-"""The rows of a pass's ``out[9, M]``, in order (DESIGN §3 names)."""
+"""The rows of a pass's ``out[9, M]``, in order (docs/divergences.md names)."""
 
 N_ROWS = len(ROWS)
 REF_COUNT, REF_LOG_P = 0, 1
@@ -500,7 +500,7 @@ def divergence_pass(
     log_scale: float,
     out: np.ndarray,
 ) -> None:
-    """Every §3 divergence of every monitor into ``out[9, M]`` (rows :data:`ROWS`), serially.
+    """Every the divergence of every monitor into ``out[9, M]`` (rows :data:`ROWS`), serially.
 
     ``live_counts``: float64[B]; ``bin_offsets``: int64[M+1]; ``smoothing``:
     float64[M]; ``reference_bins``, ``reference_monitors``: from
@@ -758,7 +758,7 @@ def wasserstein_pass(
     reference_monitors: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """§3 normalised W1 of every numeric monitor into ``out[J]``.
+    """docs/divergences.md normalised W1 of every numeric monitor into ``out[J]``.
 
     Arguments as in :func:`prepare_wasserstein_reference`, whose results
     ``gaps``, ``reference_cdf`` and ``reference_monitors`` are passed here.

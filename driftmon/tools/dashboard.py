@@ -1,10 +1,10 @@
-"""The Grafana dashboard of a config: ``driftmon dashboard -c FILE`` (DESIGN.md §7, §8).
+"""The Grafana dashboard of a config: ``driftmon dashboard -c FILE`` (docs/metrics.md, docs/cli.md).
 
 :func:`build_dashboard` turns a :class:`~driftmon.config.Config` into a Grafana
 dashboard (schema version 41, Grafana 11.6) with Grafana's own generated
 models, ``grafana-foundation-sdk``; :func:`dashboard_json` is the text the
 command prints. Nothing here reads YAML or talks to a daemon: the dashboard
-depends only on the config and on the public metric names of DESIGN.md §7.
+depends only on the config and on the public metric names of docs/metrics.md.
 
 What the dashboard holds:
 
@@ -73,7 +73,7 @@ STREAM_QUERY = "label_values(driftmon_window_samples, stream)"
 FEATURE_QUERY = 'label_values(driftmon_window_samples{stream=~"$stream"}, feature)'
 
 DIVERGENCE_METRICS: dict[str, str] = dict(ALERT_SERIES)
-"""Alert metric (``alerts[].metric``) -> the gauge that exports it (DESIGN.md §7)."""
+"""Alert metric (``alerts[].metric``) -> the gauge that exports it (docs/metrics.md)."""
 
 RATE = "$__rate_interval"
 MONITOR_LEGEND = "{{stream}}/{{feature}}"

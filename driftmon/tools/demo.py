@@ -1,4 +1,4 @@
-"""The synthetic producer behind ``driftmon demo`` (DESIGN.md §6, §8).
+"""The synthetic producer behind ``driftmon demo`` (docs/http-api.md, docs/cli.md).
 
 :func:`produce` feeds the two streams of the packaged demo config
 (:func:`demo_config_path`) over the HTTP ingest API until told to stop:

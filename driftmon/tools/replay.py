@@ -1,4 +1,4 @@
-"""``driftmon replay``: the engine over a file of rows (DESIGN.md §8).
+"""``driftmon replay``: the engine over a file of rows (docs/cli.md).
 
 With the stream's ``time_field`` the replay runs on event time: rows go to
 the window pane of their own time, and an evaluation happens at every
@@ -79,7 +79,7 @@ def _number(value: float) -> float | int | None:
 def records(
     evaluation: Evaluation, stream: str, event_time: float | None
 ) -> Iterator[dict[str, object]]:
-    """The §8 JSON records of one evaluation, for the monitors of ``stream``."""
+    """The docs/cli.md JSON records of one evaluation, for the monitors of ``stream``."""
     for monitor in evaluation.monitors:
         if monitor.stream != stream:
             continue

@@ -1,4 +1,4 @@
-"""Prometheus alerting rules equivalent to a config's ``alerts:`` (DESIGN.md §5, §8).
+"""Prometheus alerting rules equivalent to a config's ``alerts:`` (docs/divergences.md).
 
 ``driftmon rules -c FILE`` prints one rule group (``driftmon``) with one
 alerting rule per driftmon alert rule, so that Prometheus (and through it
@@ -57,7 +57,7 @@ etc., selected by the rule's globs as regex label matchers), threshold ``T``,
   needs Prometheus 2.42 or later, and is written only when it is set).
 
 Every label match is ``on(stream, feature)``, which relies on each
-(stream, feature) being exported by one daemon (DESIGN.md §11: each replica
+(stream, feature) being exported by one daemon (docs/durability.md: each replica
 owns whole streams).
 
 Where Prometheus cannot follow the daemon exactly (documented, not hidden):
@@ -102,13 +102,13 @@ ALERT_PREFIX = "Driftmon"
 """What every generated alert name starts with."""
 
 METRIC_SERIES: Mapping[str, str] = ALERT_SERIES
-"""The exported series (DESIGN.md §7) of each alert metric (§5)."""
+"""The exported series (docs/metrics.md) of each alert metric (docs/divergences.md#alert-states)."""
 
 SAMPLES_SERIES = WINDOW_SAMPLES_SERIES
 """The series ``min_samples`` is checked against (rows in the live window)."""
 
 P_VALUE_SERIES = DIVERGENCE_SERIES["p_value"]
-"""The series ``max_p_value`` is checked against (the G-test p-value, DESIGN.md §3)."""
+"""The series ``max_p_value`` is checked against (the G-test p-value, docs/divergences.md)."""
 
 CORRECTED_P_VALUE_SERIES = ALERT_P_VALUE_SERIES
 """What ``max_p_value`` is checked against for a rule with ``p_value_correction``: the
