@@ -59,10 +59,9 @@ non-negative counts, ring indices inside their monitor's bins, contiguous
 layouts, alert times consistent with their state...), so a file with a right
 checksum but a wrong structure fails as cleanly as a flipped bit.
 
-Writes go to a temporary ``.checkpoint.driftmon.tmp-<pid>-<random>`` in the
-same folder (mode 0600: warmup rows are user data), which is written,
-flushed, fsynced, renamed over the checkpoint, and the folder is fsynced so
-the rename survives a power cut. A crash at any point leaves the previous
+Writes go through :func:`driftmon.storage.write_atomically` (a temporary
+``.checkpoint.driftmon.tmp-<pid>-<random>`` of mode 0600, since warmup rows are
+user data; fsync, rename, fsync of the folder). A crash at any point leaves the previous
 checkpoint whole; :func:`remove_stale_temporaries` removes what it left.
 
 A checkpoint that fails any check is renamed aside
@@ -81,9 +80,7 @@ import math
 import mmap
 import os
 import re
-import secrets
 import shutil
-import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -92,7 +89,7 @@ from typing import BinaryIO, Final, NoReturn, cast
 
 import numpy as np
 
-from driftmon import __version__
+from driftmon import __version__, storage
 from driftmon.alerting import AlertTable
 from driftmon.binning import CategoricalBinner, NumericBinner
 from driftmon.config import (
@@ -106,6 +103,7 @@ from driftmon.engine import EngineState, StreamState, WindowState
 from driftmon.files import NotARegularFile, open_regular
 from driftmon.history import HISTORY_METRICS, HistoryState
 from driftmon.reference import Binner, Reference, layout_key
+from driftmon.storage import remove_temporaries
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -129,7 +127,6 @@ FORMAT_VERSION: Final = 1
 
 MAGIC: Final = b"DRIFTMON-CHECKPOINT\n"
 _TEMPORARY_PREFIX: Final = f".{CHECKPOINT_NAME}.tmp-"
-_CORRUPT_INFIX: Final = ".corrupt-"
 # The header line is tiny; a missing newline within this many bytes is corruption.
 _MAX_HEADER_BYTES: Final = 1024
 _CHUNK_BYTES: Final = 1 << 20  # how much of a checkpoint is copied or hashed at a time
@@ -198,11 +195,10 @@ def write_checkpoint(state_dir: Path, state: EngineState, *, saved_at: float) ->
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / CHECKPOINT_NAME
-    temporary = state_dir / f"{_TEMPORARY_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     # The archive goes to a file of its own first: its checksum and length lead the
     # checkpoint, and writing it to disk in chunks (not to memory) keeps a large
     # {samples: N} ring from being copied whole two or three times over.
-    payload_path = temporary.with_name(temporary.name + "-payload")
+    payload_path = storage.new_temporary(path, "-payload")
     try:
         with _create(payload_path, "w+b") as payload:
             _encode_payload(state, saved_at, payload)
@@ -212,27 +208,15 @@ def write_checkpoint(state_dir: Path, state: EngineState, *, saved_at: float) ->
             digest = hashlib.sha256()
             while chunk := payload.read(_CHUNK_BYTES):
                 digest.update(chunk)
-            with _create(temporary, "wb") as handle:
+            with storage.atomic_writer(path) as handle:
                 handle.write(MAGIC + _header_line(FORMAT_VERSION, digest.hexdigest(), length))
                 payload.seek(0)
                 shutil.copyfileobj(payload, handle, _CHUNK_BYTES)
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        # Whatever went wrong (including KeyboardInterrupt), the previous
-        # checkpoint is untouched; do not leave the half-written file behind.
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
     finally:
         try:
             os.unlink(payload_path)
         except OSError:
             pass
-    _fsync_directory(state_dir)
     logger.debug("wrote checkpoint %s (%d payload bytes)", path, length)
     return path
 
@@ -247,15 +231,6 @@ def _header_line(version: int, sha256: str, length: int) -> bytes:
     header = {"version": version, "sha256": sha256, "length": length}
     return json.dumps(header, separators=(",", ":")).encode("ascii") + b"\n"
 
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable (POSIX: fsync the folder itself)."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    fd = os.open(directory, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _encode_payload(state: EngineState, saved_at: float, out: BinaryIO) -> None:
@@ -1092,78 +1067,16 @@ def _decode_alerts(value: object) -> dict[tuple[str, str, str], tuple[object, ..
 def remove_stale_temporaries(state_dir: Path) -> list[Path]:
     """Delete temporary files a crashed :func:`write_checkpoint` left in ``state_dir``.
 
-    Call at start, before any write. Only files named like this module's
+    Call at start, before any write. Only files named like the checkpoint's
     temporaries (``.checkpoint.driftmon.tmp-*``) are touched; directories
-    never. Returns the paths removed (empty when ``state_dir`` does not
-    exist); a file that cannot be removed is logged and skipped.
+    never. Returns the paths removed (empty when ``state_dir`` does not exist).
     """
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(state_dir))
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
-        if not entry.name.startswith(_TEMPORARY_PREFIX) or entry.is_dir(follow_symlinks=False):
-            continue
-        path = Path(entry.path)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            logger.warning("cannot remove stale checkpoint temporary %s: %s", path, exc)
-            continue
-        logger.info("removed stale checkpoint temporary %s", path)
-        removed.append(path)
-    return removed
+    return remove_temporaries(state_dir, _TEMPORARY_PREFIX)
 
 
-def move_aside(
-    path: Path, reason: str, *, now: float | None = None, what: str = "checkpoint"
-) -> Path:
-    """Rename an unusable checkpoint to ``<name>.corrupt-<UTC time>`` in its folder.
-
-    The name is ``f"{path.name}.corrupt-20261125T011500Z"`` for ``now`` (epoch
-    seconds, default the current time), with ``-1``, ``-2``... appended when
-    that name is taken: an earlier corrupt file is never overwritten. Logs an
-    error naming both paths and ``reason``, calling the file ``what`` (the
-    daemon moves unusable reference snapshots aside the same way); returns the
-    new path. Raises ``OSError`` when the file cannot be renamed.
-    """
-    path = Path(path)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
-    base = f"{path.name}{_CORRUPT_INFIX}{stamp}"
-    counter = 0
-    while True:
-        target = path.with_name(base if counter == 0 else f"{base}-{counter}")
-        if not _rename_no_clobber(path, target):
-            counter += 1
-            continue
-        break
-    try:
-        _fsync_directory(path.parent)
-    except OSError as exc:  # the rename happened; durability is best effort here
-        logger.warning("cannot fsync %s after moving a %s aside: %s", path.parent, what, exc)
-    logger.error("%s %s is unusable (%s); moved it aside to %s", what, path, reason, target)
-    return target
-
-
-def _rename_no_clobber(source: Path, target: Path) -> bool:
-    """Rename ``source`` to ``target`` unless ``target`` exists; False when it does."""
-    try:
-        # A hard link fails atomically when the target exists, unlike rename.
-        os.link(source, target, follow_symlinks=False)
-    except FileExistsError:
-        return False
-    except OSError:
-        # No hard links here (a directory, a filesystem without them): check
-        # then rename; the daemon is the only writer of its state dir.
-        if os.path.lexists(target):
-            return False
-        os.rename(source, target)
-        return True
-    os.unlink(source)
-    return True
+def move_aside(path: Path, reason: str, *, now: float | None = None) -> Path:
+    """Rename an unusable checkpoint aside (:func:`driftmon.storage.move_aside`); the new path."""
+    return storage.move_aside(path, reason, now=now, what="checkpoint", log=logger)
 
 
 def restore_or_move_aside(state_dir: Path) -> tuple[LoadedCheckpoint | None, str | None]:

@@ -238,8 +238,8 @@ def _demo(args: argparse.Namespace) -> int:
     import asyncio
     import tempfile
 
-    from driftmon.demo import demo_config_path
     from driftmon.logs import configure_logging
+    from driftmon.tools.demo import demo_config_path
 
     configure_logging(args.log_format)
     path = demo_config_path()
@@ -262,7 +262,7 @@ async def _demo_main(
     import time
 
     from driftmon.daemon import Daemon
-    from driftmon.demo import DemoTimings, ProducerStats, produce, status_line
+    from driftmon.tools.demo import DemoTimings, ProducerStats, produce, status_line
 
     daemon = Daemon(path, config, state_dir=state_dir)
     daemon.on_firing = lambda rule, stream, feature, url: print(
@@ -358,7 +358,7 @@ def _stream(config: Config, name: str, path: str) -> StreamConfig | None:
 def _replay(args: argparse.Namespace) -> int:
     """``driftmon replay``: JSON lines on stdout."""
     from driftmon.reference import ReferenceError
-    from driftmon.replay import replay
+    from driftmon.tools.replay import replay
 
     config = _load(args.config)
     if config is None or _stream(config, args.stream, args.config) is None:
@@ -419,7 +419,7 @@ def _reference_build(args: argparse.Namespace) -> int:
 
 def _rules(args: argparse.Namespace) -> int:
     """``driftmon rules -c FILE``: the rule file on stdout, or errors on stderr."""
-    from driftmon.rules import render_rules
+    from driftmon.tools.rules import render_rules
 
     config = _load(args.config)
     if config is None:
@@ -435,7 +435,7 @@ def _rules(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     """``driftmon dashboard -c FILE``: the dashboard JSON on stdout, or errors on stderr."""
-    from driftmon.dashboard import dashboard_json
+    from driftmon.tools.dashboard import dashboard_json
 
     config = _load(args.config)
     if config is None:

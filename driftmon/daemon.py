@@ -21,14 +21,11 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from driftmon.binning import NumericBinner
 from driftmon.checkpoint import (
     CHECKPOINT_NAME,
     remove_stale_temporaries,
@@ -384,14 +381,14 @@ class Daemon:
             engine = self.engine
             if engine is None:
                 rows: dict[str, int] = {}
-                kinds: list[tuple[str, str, dict[str, float]]] = []
+                kinds: Iterable[tuple[str, str, Mapping[str, float]]] = ()
                 unknown: dict[str, int] = {}
                 warmup: dict[str, tuple[int, int]] = {}
             else:
                 names = engine.stream_names()
                 rows = {s: engine.stream_rows(s) for s in names}
                 unknown = {s: engine.unknown_fields(s) for s in names}
-                kinds = value_kinds(engine)
+                kinds = engine.value_kinds()
                 warmup = {}
                 for name in names:
                     progress = engine.warmup_progress(name)
@@ -755,30 +752,3 @@ def _freeze_long_lived_objects() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def value_kinds(engine: Engine) -> list[tuple[str, str, dict[str, float]]]:
-    """Values binned since start per monitor and kind (``driftmon_ingest_values_total``)."""
-    result = []
-    for monitor in engine.monitors:
-        counts = engine.ingested[monitor.bins]
-        binner = monitor.binner
-        if isinstance(binner, NumericBinner):
-            n = binner.n_regular
-            kinds = {
-                "ok": float(np.sum(counts[1 : n + 1])),
-                "underflow": float(counts[0]),
-                "overflow": float(counts[n + 1]),
-                "missing": float(counts[n + 2]),
-                "invalid": float(counts[n + 3]),
-            }
-        else:
-            c = len(binner.categories)
-            kinds = {
-                "ok": float(np.sum(counts[:c])),
-                "other": float(counts[c]),
-                "missing": float(counts[c + 1]),
-                "invalid": float(counts[c + 2]),
-            }
-        result.append((monitor.stream, monitor.feature, kinds))
-    return result

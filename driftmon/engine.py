@@ -47,6 +47,7 @@ from driftmon.config import (
 )
 from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
 from driftmon.history import HistoryRing, HistoryState, MonitorKey
+from driftmon.kinds import KindLayout, ValueKindTotals
 from driftmon.multiple_testing import PValueFamilies, combined_p_values
 from driftmon.reference import (
     Binner,
@@ -58,7 +59,7 @@ from driftmon.reference import (
     load_reference_file,
     load_snapshot,
 )
-from driftmon.window import NOT_REACHED, PaneWindow
+from driftmon.window import NOT_REACHED, Carry, LiveWindow, PaneWindow
 from driftmon.window import SampleWindow as SampleRing
 
 ALL_METRICS: tuple[str, ...] = (*METRICS, "wasserstein")
@@ -192,7 +193,7 @@ class _Stream:
     monitors: tuple[Monitor, ...] = ()
     start: int = 0
     stop: int = 0
-    window: PaneWindow | SampleRing | None = None
+    window: LiveWindow | None = None
     warmup_rows: int = 0
     warmup_columns: dict[str, list[object]] = field(default_factory=dict)
     rows_total: int = 0
@@ -312,6 +313,11 @@ class Engine:
             self.reference, self.bin_offsets, smoothing, base=self.log_base
         )
         numeric = [m for m in monitors if isinstance(m.binner, NumericBinner)]
+        self._kind_layout = KindLayout.build(
+            [(m.stream, m.feature) for m in monitors],
+            [m.n_bins for m in monitors],
+            [isinstance(m.binner, NumericBinner) for m in monitors],
+        )
         self._numeric_index = np.array([m.index for m in numeric], dtype=np.int64)
         self._wasserstein = PackedWasserstein(
             self.reference,
@@ -332,7 +338,7 @@ class Engine:
         """(stream, feature, layout key) of every monitor, in monitor order."""
         return [(m.stream, m.feature, layout_key(m.binner)) for m in self.monitors]
 
-    def _new_window(self, stream: _Stream) -> PaneWindow | SampleRing | None:
+    def _new_window(self, stream: _Stream) -> LiveWindow | None:
         if not stream.monitors:
             return None
         live = self.live[stream.start : stream.stop]
@@ -435,7 +441,7 @@ class Engine:
             stream.monitors,
             stream.start,
             stream.stop - stream.start,
-            isinstance(stream.window, SampleRing),
+            stream.window is not None and stream.window.keeps_rows,
             self.generation,
         )
 
@@ -481,11 +487,7 @@ class Engine:
         self.ingested[stream.start : stream.stop] += batch.counts
         if not window:
             return
-        if isinstance(stream.window, SampleRing):
-            assert batch.indices is not None
-            stream.window.add_rows(batch.indices, batch.counts)
-        else:
-            stream.window.add(batch.counts, now)
+        stream.window.add(batch.counts, now, batch.indices)
 
     def ingest(
         self,
@@ -579,36 +581,21 @@ class Engine:
         stream = self._streams.get(stream_name)
         if stream is None or stream.window is None or state.window != stream.config.window:
             return []
-        old = {feature: (key, rel) for feature, key, rel in state.layouts}
+        old_columns = {feature: j for j, (feature, _, _) in enumerate(state.layouts)}
+        carries: list[Carry] = []
         kept: list[str] = []
-        if isinstance(stream.window, SampleRing):
-            old_ring = np.asarray(state.arrays["ring"])
-            ring = np.full_like(stream.window.ring, NOT_REACHED)
-            for j, monitor in enumerate(stream.monitors):
-                previous = old.get(monitor.feature)
-                if previous is None or previous[0] != layout_key(monitor.binner):
-                    continue
-                old_j = [f for f, _, _ in state.layouts].index(monitor.feature)
-                column = old_ring[:, old_j]
-                shift = (monitor.offset - stream.start) - previous[1]
-                ring[:, j] = np.where(column >= 0, column + shift, NOT_REACHED)
-                kept.append(monitor.feature)
-            stream.window.restore({"ring": ring, "head": state.arrays["head"]})
-        else:
-            old_panes = np.asarray(state.arrays["pane_counts"], dtype=np.float64)
-            panes = np.zeros_like(stream.window.pane_counts)
-            for monitor in stream.monitors:
-                previous = old.get(monitor.feature)
-                if previous is None or previous[0] != layout_key(monitor.binner):
-                    continue
-                rel = monitor.offset - stream.start
-                panes[:, rel : rel + monitor.n_bins] = old_panes[
-                    :, previous[1] : previous[1] + monitor.n_bins
-                ]
-                kept.append(monitor.feature)
-            stream.window.restore(
-                {"pane_counts": panes, "current_pane": state.arrays["current_pane"]}, now
+        for j, monitor in enumerate(stream.monitors):
+            previous = old_columns.get(monitor.feature)
+            if previous is None:
+                continue
+            _, key, old_start = state.layouts[previous]
+            if key != layout_key(monitor.binner):
+                continue
+            carries.append(
+                Carry(previous, j, old_start, monitor.offset - stream.start, monitor.n_bins)
             )
+            kept.append(monitor.feature)
+        stream.window.restore(stream.window.carried(state.arrays, carries), now)
         return kept
 
     # --- reload and checkpoints ------------------------------------------------
@@ -736,7 +723,7 @@ class Engine:
         """Rotate every time window to ``now``, dropping expired panes."""
         self.now = max(self.now, now)
         for stream in self._streams.values():
-            if isinstance(stream.window, PaneWindow):
+            if stream.window is not None:
                 stream.window.advance(now)
 
     def evaluate(self, now: float) -> Evaluation:
@@ -847,6 +834,14 @@ class Engine:
         if s.reference is not None or s.config.reference.warmup_rows is None:
             return None
         return s.warmup_rows, s.config.reference.warmup_rows
+
+    def value_kinds(self) -> ValueKindTotals:
+        """Values binned since start per monitor and kind, as of now.
+
+        Copies the ingested counts (call it under the ingest lock; O(bins),
+        no per-monitor Python); the totals are summed from the copy.
+        """
+        return self._kind_layout.totals(self.ingested.copy())
 
     def stream_names(self) -> list[str]:
         """Every stream of the config, in config order."""

@@ -14,7 +14,7 @@ The registry is a parameter: the daemon passes its own
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,29 +30,19 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from driftmon import __version__
 from driftmon.cluster.status import ClusterStatus
 from driftmon.engine import Evaluation
+from driftmon.kinds import VALUE_KINDS as VALUE_KINDS
 from driftmon.names import (
     ALERT_P_VALUE_SERIES,
-    DIVERGENCE_SERIES,
+    MONITOR_METRICS,
     STREAM_DRIFTING_SERIES,
     STREAM_P_VALUE_SERIES,
 )
 
-_DIVERGENCE_HELP: tuple[tuple[str, str], ...] = (
-    ("kl", "KL divergence KL(reference || live)."),
-    ("kl_reverse", "KL divergence KL(live || reference)."),
-    ("js", "Jensen-Shannon divergence (not its square root)."),
-    ("psi", "Population stability index, natural log."),
-    ("hellinger", "Hellinger distance, in [0, 1]."),
-    ("wasserstein", "W1 between binned numeric distributions, in reference standard deviations."),
-    ("p_value", "G-test p-value of reference and live counts coming from one distribution."),
-)
-
 DIVERGENCE_FAMILIES: tuple[tuple[str, str, str], ...] = tuple(
-    (value, DIVERGENCE_SERIES[value], text) for value, text in _DIVERGENCE_HELP
+    (metric.name, metric.series, metric.help) for metric in MONITOR_METRICS
 )
 """(value name, metric name, help) of every per-monitor divergence family."""
 
-VALUE_KINDS: tuple[str, ...] = ("ok", "missing", "invalid", "other", "underflow", "overflow")
 
 EVALUATION_BUCKETS_S: tuple[float, ...] = (
     0.0005,
@@ -110,7 +100,7 @@ class Status:
 
     evaluation: Evaluation | None
     stream_rows: Mapping[str, int]
-    value_kinds: Sequence[tuple[str, str, Mapping[str, float]]]
+    value_kinds: Iterable[tuple[str, str, Mapping[str, float]]]
     unknown_fields: Mapping[str, int]
     requests_by_code: Mapping[int, int]
     evaluation_durations: DurationHistogram

@@ -46,6 +46,7 @@ from driftmon.config import (
     UniformBins,
 )
 from driftmon.files import open_regular
+from driftmon.storage import write_atomically
 
 Binner = NumericBinner | CategoricalBinner
 
@@ -272,7 +273,7 @@ def _describe_binner(binner: Binner) -> dict[str, object]:
 
 
 def save_snapshot(path: Path, stream: StreamConfig, reference: Reference) -> None:
-    """Write ``reference`` as a snapshot file, atomically (temp file, fsync, rename)."""
+    """Write ``reference`` as a snapshot file (:func:`~driftmon.storage.write_atomically`)."""
     meta = {
         "format": SNAPSHOT_FORMAT,
         "version": SNAPSHOT_VERSION,
@@ -297,12 +298,7 @@ def save_snapshot(path: Path, stream: StreamConfig, reference: Reference) -> Non
         raise ReferenceError(f"cannot write {path}: the folder {path.parent} does not exist")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, buffer.getvalue(), mode=0o666)
 
 
 def load_snapshot(path: Path, stream: StreamConfig) -> Reference:

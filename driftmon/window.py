@@ -12,17 +12,64 @@ length:
   indices ``[row, feature]``; each new row evicts the oldest once the ring is
   full, so the live counts are exactly those of the last N rows.
 
-Counts are float64 holding whole numbers (exact up to 2**53 rows).
+Both follow :class:`LiveWindow`, so the engine never asks which kind it
+holds. Counts are float64 holding whole numbers (exact up to 2**53 rows).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 NOT_REACHED = -1
 """Index of a feature a row did not reach (a CloudEvent maps only some features)."""
+
+
+class Carry(NamedTuple):
+    """One feature whose window state survives a repack: where its bins were, and are."""
+
+    old_column: int
+    new_column: int
+    old_start: int
+    new_start: int
+    n_bins: int
+
+
+class LiveWindow(Protocol):
+    """What the engine needs of a window; every window kind implements all of it.
+
+    ``live`` is the window's counts over its stream's bins, kept up to date
+    by :meth:`add` and :meth:`advance`. ``keeps_rows`` says whether
+    :meth:`add` needs each row's bin ``indices`` (else they may be ``None``).
+    """
+
+    live: np.ndarray
+    keeps_rows: bool
+
+    def add(self, counts: np.ndarray, now: float, indices: np.ndarray | None = None) -> None:
+        """Add a batch: its ``counts`` over the window's bins, at time ``now``."""
+        ...
+
+    def advance(self, now: float) -> None:
+        """Let time pass to ``now``: expire what fell out of the window."""
+        ...
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that restore this window (checkpoints)."""
+        ...
+
+    def restore(self, state: dict[str, np.ndarray], now: float) -> None:
+        """Load arrays written by :meth:`state`, then :meth:`advance` to ``now``."""
+        ...
+
+    def carried(
+        self, state: Mapping[str, np.ndarray], carries: Sequence[Carry]
+    ) -> dict[str, np.ndarray]:
+        """``state`` of a window of another layout, moved into this one's (others empty)."""
+        ...
 
 
 class PaneWindow:
@@ -44,6 +91,8 @@ class PaneWindow:
         self.pane_width_s = pane_width_s
         self.pane_counts = np.zeros((panes, live.shape[0]), dtype=np.float64)
         self.current_pane: int | None = None
+
+    keeps_rows = False
 
     def pane_of(self, now: float) -> int:
         """The number of the pane that holds time ``now`` (seconds)."""
@@ -73,8 +122,8 @@ class PaneWindow:
                 self.pane_counts[slot] = 0.0
         self.current_pane = pane
 
-    def add(self, counts: np.ndarray, now: float) -> None:
-        """Add a batch's ``counts`` (over this window's bins) at time ``now``."""
+    def add(self, counts: np.ndarray, now: float, indices: np.ndarray | None = None) -> None:
+        """Add a batch's ``counts`` (over this window's bins) at time ``now``; no ``indices``."""
         self.advance(now)
         assert self.current_pane is not None
         self.pane_counts[self.current_pane % self.panes] += counts
@@ -101,6 +150,18 @@ class PaneWindow:
         self.live[:] = self.pane_counts.sum(axis=0)
         self.advance(now)
 
+    def carried(
+        self, state: Mapping[str, np.ndarray], carries: Sequence[Carry]
+    ) -> dict[str, np.ndarray]:
+        """``state`` of another layout with each carried feature's panes moved to its new bins."""
+        old_panes = np.asarray(state["pane_counts"], dtype=np.float64)
+        panes = np.zeros_like(self.pane_counts)
+        for carry in carries:
+            panes[:, carry.new_start : carry.new_start + carry.n_bins] = old_panes[
+                :, carry.old_start : carry.old_start + carry.n_bins
+            ]
+        return {"pane_counts": panes, "current_pane": state["current_pane"]}
+
 
 class SampleWindow:
     """Exactly the last ``samples`` rows of a stream.
@@ -118,6 +179,17 @@ class SampleWindow:
         self.ring = np.full((samples, n_features), NOT_REACHED, dtype=np.int32)
         self.head = 0  # slot of the next row
         self.filled = 0
+
+    keeps_rows = True
+
+    def add(self, counts: np.ndarray, now: float, indices: np.ndarray | None = None) -> None:
+        """Append the rows ``indices`` (``int32[rows, features]``); ``counts`` are theirs."""
+        if indices is None:
+            raise ValueError("a samples window needs each row's bin indices")
+        self.add_rows(indices, counts)
+
+    def advance(self, now: float) -> None:
+        """Nothing expires with time in a samples window."""
 
     def add_rows(self, indices: np.ndarray, counts: np.ndarray | None = None) -> None:
         """Append rows given as bin indices ``int32[rows, features]``.
@@ -160,8 +232,8 @@ class SampleWindow:
             "head": np.array([self.head, self.filled], dtype=np.int64),
         }
 
-    def restore(self, state: dict[str, np.ndarray]) -> None:
-        """Load arrays written by :meth:`state`."""
+    def restore(self, state: dict[str, np.ndarray], now: float = 0.0) -> None:
+        """Load arrays written by :meth:`state` (``now`` is unused: rows do not expire)."""
         ring = np.asarray(state["ring"])
         if ring.shape != self.ring.shape:
             raise ValueError(f"ring has shape {ring.shape}, expected {self.ring.shape}")
@@ -174,6 +246,18 @@ class SampleWindow:
             raise ValueError("ring head or fill count out of range")
         valid = self.ring[self.ring >= 0]
         self.live[:] = np.bincount(valid, minlength=n_bins)
+
+    def carried(
+        self, state: Mapping[str, np.ndarray], carries: Sequence[Carry]
+    ) -> dict[str, np.ndarray]:
+        """``state`` of another layout with each carried feature's column re-based."""
+        old_ring = np.asarray(state["ring"])
+        ring = np.full_like(self.ring, NOT_REACHED)
+        for carry in carries:
+            column = old_ring[:, carry.old_column]
+            shift = carry.new_start - carry.old_start
+            ring[:, carry.new_column] = np.where(column >= 0, column + shift, NOT_REACHED)
+        return {"ring": ring, "head": state["head"]}
 
 
 def _bincount(indices: np.ndarray, n_bins: int) -> np.ndarray:

@@ -11,8 +11,8 @@ import yaml
 from test_rules import run_promtool
 
 from driftmon.config import parse_config
-from driftmon.dashboard import dashboard_json, panel_exprs
-from driftmon.rules import render_rules, rules_document
+from driftmon.tools.dashboard import dashboard_json, panel_exprs
+from driftmon.tools.rules import render_rules, rules_document
 
 
 def _config(tmp_path: Path, mode: str) -> object:

@@ -359,7 +359,7 @@ def test_replay_of_parquet_prints_what_replay_of_the_csv_prints(
     import io
 
     from driftmon.config import load_config
-    from driftmon.replay import replay
+    from driftmon.tools.replay import replay
 
     config = load_config(ROOT / "config/replay/payments.yaml")
     from_csv, from_parquet = io.StringIO(), io.StringIO()

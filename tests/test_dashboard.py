@@ -44,7 +44,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftmon.config import Config, load_config, parse_config
-from driftmon.dashboard import (
+from driftmon.tools.dashboard import (
     DIVERGENCE_METRICS,
     build_dashboard,
     dashboard_json,

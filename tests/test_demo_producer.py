@@ -30,9 +30,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from driftmon import demo
 from driftmon.config import Config, StreamConfig, load_config
-from driftmon.demo import (
+from driftmon.divergence import divergences
+from driftmon.reference import Reference, build_reference, load_reference_file
+from driftmon.sources import Batch, parse_body
+from driftmon.tools import demo
+from driftmon.tools.demo import (
     FRAUD_STREAM,
     SHOP_STREAM,
     DemoTimings,
@@ -40,9 +43,6 @@ from driftmon.demo import (
     demo_config_path,
     produce,
 )
-from driftmon.divergence import divergences
-from driftmon.reference import Reference, build_reference, load_reference_file
-from driftmon.sources import Batch, parse_body
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = load_config(demo_config_path())

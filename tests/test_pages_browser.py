@@ -23,7 +23,7 @@ import yaml
 from browser import ARTIFACTS, CHROMIUM, Browser
 from harness import DaemonProcess, wait_for
 
-from driftmon.demo import _fraud_columns, _shop_rows, demo_config_path
+from driftmon.tools.demo import _fraud_columns, _shop_rows, demo_config_path
 
 assert Path(CHROMIUM).exists(), "the browser tests need Debian's chromium (see .ci/run)"
 

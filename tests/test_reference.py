@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import stat
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -309,6 +311,41 @@ def test_saving_over_an_existing_snapshot_replaces_it(tmp_path: Path) -> None:
     second = build_reference(stream, len(rows), {n: [r.get(n) for r in rows] for n in FIELDS})
     save_snapshot(path, stream, second)
     assert load_snapshot(path, stream).rows == 90
+
+
+def test_saving_a_snapshot_fsyncs_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename over the old snapshot is made durable, as a checkpoint's is."""
+    stream, _, path = built_snapshot(tmp_path, seed=1)
+    rows = random_rows(np.random.default_rng(2), 90, shift=1.0, containers=False)
+    second = build_reference(stream, len(rows), {n: [r.get(n) for r in rows] for n in FIELDS})
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    save_snapshot(path, stream, second)
+    assert synced == [False, True]  # the file, then the folder holding it
+
+
+def test_a_failed_snapshot_write_keeps_the_old_one_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream, _, path = built_snapshot(tmp_path, seed=1)
+    before = path.read_bytes()
+
+    def failing_replace(source: object, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        save_snapshot(path, stream, load_snapshot(path, stream))
+    assert path.read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
 def test_learned_layouts_come_from_the_snapshot_with_any_larger_count(tmp_path: Path) -> None:

@@ -32,8 +32,8 @@ from driftmon.cli import main
 from driftmon.config import load_config, parse_config
 from driftmon.engine import Engine
 from driftmon.reference import build_reference, load_snapshot, numeric_fields
-from driftmon.replay import RECORD_KEYS, replay
 from driftmon.sources import read_table
+from driftmon.tools.replay import RECORD_KEYS, replay
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "replay"

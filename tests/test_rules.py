@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from driftmon.alerting import AlertState, AlertTable, RuleParams, advance
 from driftmon.config import AlertRule, Config, load_config, match_monitors
-from driftmon.rules import (
+from driftmon.tools.rules import (
     METRIC_SERIES,
     P_VALUE_SERIES,
     SAMPLES_SERIES,

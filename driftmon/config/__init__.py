@@ -34,7 +34,6 @@ Choices a user sees, written down here:
 from driftmon.config.errors import ConfigError
 from driftmon.config.load import load_config, parse_config
 from driftmon.config.model import (
-    ALERT_METRICS,
     MAX_BINS,
     MAX_PANES,
     P_VALUE_CORRECTIONS,
@@ -68,6 +67,7 @@ from driftmon.config.model import (
 )
 from driftmon.config.readers import parse_listen
 from driftmon.config.units import parse_duration, parse_size
+from driftmon.names import ALERT_METRICS
 
 __all__ = [
     "ALERT_METRICS",

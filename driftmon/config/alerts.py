@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import get_args
 
 from driftmon.config.errors import Errors, format_number, show
 from driftmon.config.model import (
@@ -24,9 +25,11 @@ from driftmon.config.readers import (
     read_str,
 )
 from driftmon.config.streams import Monitor
+from driftmon.names import MONITOR_METRIC
 
-# ALERT_METRICS typed as the Literal, so a checked name can become an AlertMetric.
-_METRICS: tuple[AlertMetric, ...] = ("kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein")
+# The table's alert metrics typed as the Literal, so a checked name can become an AlertMetric
+# (tests/test_config.py checks the two agree).
+_METRICS: tuple[AlertMetric, ...] = get_args(AlertMetric)
 
 _ALERT_KEYS = (
     "name",
@@ -45,11 +48,15 @@ _ALERT_KEYS = (
 
 def _metric_ceiling(metric: str, log_base: LogBase) -> tuple[float, str] | None:
     """The largest value ``metric`` can take, when it is bounded, and how to say it."""
-    if metric == "hellinger":
-        return 1.0, "1"
-    if metric == "js":
-        return (1.0, "1 (log 2 in bits)") if log_base == "2" else (math.log(2), "0.693147 (log 2)")
-    return None
+    table = MONITOR_METRIC[metric]
+    ceiling = table.ceiling_for(log_base)
+    if not math.isfinite(ceiling):
+        return None
+    if not table.in_log_units:
+        return ceiling, format_number(ceiling)
+    if log_base == "2":
+        return ceiling, f"{format_number(round(ceiling, 6))} (log 2 in bits)"
+    return ceiling, f"{ceiling:.6f} (log 2)"
 
 
 def read_alert(

@@ -16,7 +16,6 @@ DataFormat = Literal["parquet", "arrow", "csv", "ndjson", "json"]
 AlertMetric = Literal["kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein"]
 PValueCorrection = Literal["none", "bonferroni", "holm", "bh"]
 
-ALERT_METRICS: tuple[str, ...] = ("kl", "kl_reverse", "js", "psi", "hellinger", "wasserstein")
 P_VALUE_CORRECTIONS: tuple[PValueCorrection, ...] = ("none", "bonferroni", "holm", "bh")
 
 

@@ -1,1 +1,2 @@
-"""Command-line tools around the daemon: config generation, replays, rule and dashboard export."""
+"""Command-line tools around the daemon: ``init`` (config generation), ``replay``,
+``rules`` and ``dashboard`` export, and the ``demo`` producer."""

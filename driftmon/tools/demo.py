@@ -164,7 +164,7 @@ def demo_config_path() -> Path:
     the config names it relative to itself, so ``load_config`` on this path
     works wherever the package is installed (as plain files, not a zip).
     """
-    return Path(__file__).resolve().parent / "data" / "demo.yaml"
+    return Path(__file__).resolve().parent.parent / "data" / "demo.yaml"
 
 
 # --- rows ----------------------------------------------------------------------------------

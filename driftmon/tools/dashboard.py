@@ -58,7 +58,7 @@ from grafana_foundation_sdk.models import prometheus as prometheus_models
 from grafana_foundation_sdk.models import text as text_models
 
 from driftmon.config import AlertRule, Config
-from driftmon.names import ALERT_SERIES
+from driftmon.names import ALERT_SERIES, MONITOR_METRIC
 
 SCHEMA_VERSION = 41
 """The dashboard JSON schema version that grafana-foundation-sdk 11.6 writes (Grafana 11.6)."""
@@ -656,7 +656,7 @@ def _divergence_panel(config: Config, metric: str) -> timeseries_builders.Panel:
     title, meaning = _DIVERGENCE_TEXT[metric]
     lines = threshold_lines(_rules_on(config, metric))
     unit_text = ""
-    if metric in ("kl", "kl_reverse", "js"):
+    if MONITOR_METRIC[metric].in_log_units:
         unit_text = " In bits." if config.engine.log_base == "2" else " In nats."
     description = f"{meaning}{unit_text} {_lines_text(lines, 'threshold')}"
     panel = _timeseries(
@@ -670,8 +670,9 @@ def _divergence_panel(config: Config, metric: str) -> timeseries_builders.Panel:
         ],
         lines=lines,
     ).min(0)
-    if metric == "hellinger":
-        panel = panel.max(1)
+    ceiling = MONITOR_METRIC[metric].ceiling
+    if not MONITOR_METRIC[metric].in_log_units and math.isfinite(ceiling):
+        panel = panel.max(int(ceiling) if ceiling.is_integer() else ceiling)  # JSON 1, not 1.0
     return panel
 
 

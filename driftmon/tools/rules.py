@@ -94,6 +94,7 @@ from driftmon.names import (
     ALERT_P_VALUE_SERIES,
     ALERT_SERIES,
     DIVERGENCE_SERIES,
+    MONITOR_METRIC,
     WINDOW_SAMPLES_SERIES,
 )
 
@@ -116,14 +117,7 @@ CORRECTED_P_VALUE_SERIES = ALERT_P_VALUE_SERIES
 """What ``max_p_value`` is checked against for a rule with ``p_value_correction``: the
 daemon's corrected p-value of each of the rule's monitors (label ``rule``)."""
 
-_METRIC_TITLES: Mapping[str, str] = {
-    "kl": "KL divergence",
-    "kl_reverse": "reverse KL divergence",
-    "js": "JS divergence",
-    "psi": "PSI",
-    "hellinger": "Hellinger distance",
-    "wasserstein": "Wasserstein distance",
-}
+_METRIC_TITLES: Mapping[str, str] = {name: MONITOR_METRIC[name].title for name in ALERT_SERIES}
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
 # Characters that mean something in an RE2 regular expression outside a class.

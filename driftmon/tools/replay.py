@@ -30,23 +30,11 @@ import numpy as np
 from driftmon.columnar import iter_batches
 from driftmon.config import Config, TimeWindow
 from driftmon.engine import Engine, Evaluation
+from driftmon.names import MONITOR_METRICS
 from driftmon.reference import numeric_fields
 
-RECORD_KEYS = (
-    "time",
-    "stream",
-    "feature",
-    "samples",
-    "reference_samples",
-    "kl",
-    "kl_reverse",
-    "js",
-    "psi",
-    "hellinger",
-    "wasserstein",
-    "p_value",
-    "firing",
-)
+_VALUE_KEYS = tuple(metric.name for metric in MONITOR_METRICS)
+RECORD_KEYS = ("time", "stream", "feature", "samples", "reference_samples", *_VALUE_KEYS, "firing")
 
 
 def parse_event_time(value: object) -> float | None:
@@ -102,7 +90,7 @@ def records(
             "feature": monitor.feature,
             "samples": int(evaluation.window_samples[i]),
             "reference_samples": int(evaluation.reference_samples[i]),
-            **{name: _number(float(evaluation.values[name][i])) for name in RECORD_KEYS[5:12]},
+            **{name: _number(float(evaluation.values[name][i])) for name in _VALUE_KEYS},
             "firing": evaluation.firing_rules(i),
         }
 
