@@ -6,7 +6,7 @@ form:
 
 - a stream of 20 numeric features, each with a reference of 100 000 rows
   drawn from N(0, 1) and ``bins: {kind: quantile, count: 10}`` learned from
-  it (``driftmon.binning.quantile_edges``, binned by ``NumericBinner``); the
+  it (``driftmon.quantiles.quantile_edges``, binned by ``NumericBinner``); the
   references come from a pool of ``--references`` independent draws, each
   serving an equal share of the windows, so the figures average over
   reference noise too;
@@ -43,8 +43,9 @@ import numpy as np
 from scipy import stats
 
 import driftmon
-from driftmon.binning import NumericBinner, quantile_edges
+from driftmon.binning import NumericBinner
 from driftmon.multiple_testing import CORRECTIONS, adjust_p_values
+from driftmon.quantiles import quantile_edges
 
 WINDOW_ROWS = (100, 1_000, 10_000)
 

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from driftmon.binning import CategoricalBinner, NumericBinner, quantile_edges
+from driftmon.binning import CategoricalBinner, NumericBinner
 from driftmon.kernels import binning as kernels
+from driftmon.quantiles import quantile_edges
 
 N_BINS = 64
 

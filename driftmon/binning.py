@@ -40,7 +40,6 @@ __all__ = [
     "CategoricalBinner",
     "NumericBinner",
     "cover_maximum",
-    "quantile_edges",
     "top_k_categories",
 ]
 
@@ -767,35 +766,6 @@ class CategoricalBinner:
 
 
 # --- learning layouts from a reference -------------------------------------------
-
-
-def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
-    """Edges at the quantiles ``0, 1/count, ..., 1`` of the finite values.
-
-    values: 1-D array of real numbers (NaN and ±inf are ignored). count: the
-    number of bins asked for (>= 1). Quantiles use ``np.quantile``'s default
-    linear interpolation; repeated edges are removed, so heavily tied data gets
-    fewer bins. The last edge is then moved from the largest value to the next
-    float above it (:func:`cover_maximum`), so that every value the edges were
-    learned from falls in a regular bin: none in underflow or overflow. Returns
-    strictly increasing float64 edges. Raises ValueError when fewer than 2
-    distinct quantiles remain (e.g. constant data) or the largest value is the
-    largest float64.
-    """
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise ValueError(f"count must be an integer >= 1, got {count!r}")
-    if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "iuf":
-        raise ValueError(f"values must be a 1-D numeric numpy array, got {_describe(values)}")
-    from driftmon.quantiles import finite_quantiles  # it bins with NumericBinner
-
-    numbers = np.ascontiguousarray(values, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        # interpolating between values near ±1.8e308 can overflow: reported below
-        try:
-            quantiles = finite_quantiles(numbers, quantile_levels(int(count)))
-        except ValueError:
-            raise ValueError("values has no finite number to take quantiles of") from None
-    return edges_from_quantiles(quantiles)
 
 
 def quantile_levels(count: int) -> np.ndarray:

@@ -380,13 +380,13 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _reference_build(args: argparse.Namespace) -> int:
     """``driftmon reference build``: write a snapshot, print a one-line summary."""
-    from driftmon.columnar import read_batch
     from driftmon.reference import (
         ReferenceError,
         build_reference,
         numeric_fields,
         save_snapshot,
     )
+    from driftmon.sources.columnar import read_batch
 
     config = _load(args.config)
     if config is None:

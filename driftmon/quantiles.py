@@ -19,12 +19,14 @@ helpers, take ``np.quantile`` itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
 
-from driftmon.binning import NumericBinner
+from driftmon.binning import NumericBinner, edges_from_quantiles, quantile_levels
+from driftmon.coded import FloatChunks
 
 MIN_VALUES: Final = 1 << 16
 """Columns shorter than this take ``np.quantile`` directly."""
@@ -172,3 +174,54 @@ def finite_quantiles(
     Raises ValueError, as numpy does, when no value is finite.
     """
     return QuantileSearch(values, min_values=min_values).quantiles(q)
+
+
+def quantile_edges(values: np.ndarray, count: int) -> np.ndarray:
+    """Edges at the quantiles ``0, 1/count, ..., 1`` of the finite values.
+
+    values: 1-D array of real numbers (NaN and ±inf are ignored). count: the
+    number of bins asked for (>= 1). Quantiles use ``np.quantile``'s default
+    linear interpolation; repeated edges are removed, so heavily tied data gets
+    fewer bins. The last edge is then moved from the largest value to the next
+    float above it (:func:`cover_maximum`), so that every value the edges were
+    learned from falls in a regular bin: none in underflow or overflow. Returns
+    strictly increasing float64 edges. Raises ValueError when fewer than 2
+    distinct quantiles remain (e.g. constant data) or the largest value is the
+    largest float64.
+    """
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"count must be an integer >= 1, got {count!r}")
+    if not isinstance(values, np.ndarray) or values.ndim != 1 or values.dtype.kind not in "iuf":
+        raise ValueError(f"values must be a 1-D numeric numpy array, got {_describe(values)}")
+    numbers = np.ascontiguousarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        # interpolating between values near ±1.8e308 can overflow: reported below
+        try:
+            quantiles = finite_quantiles(numbers, quantile_levels(int(count)))
+        except ValueError:
+            raise ValueError("values has no finite number to take quantiles of") from None
+    return edges_from_quantiles(quantiles)
+
+
+def _describe(obj: object) -> str:
+    if isinstance(obj, np.ndarray):
+        return f"an array of dtype {obj.dtype} and shape {obj.shape}"
+    return f"a {type(obj).__name__}"
+
+
+def finite_numbers(values: Sequence[object] | np.ndarray) -> np.ndarray:
+    """The real numbers of a column (ints and floats, not bools; a float64 array as is)."""
+    if isinstance(values, FloatChunks):
+        return values.array()
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values  # quantile_edges leaves NaN and ±inf out itself
+    numbers: list[float] = []
+    for value in values:
+        if type(value) is float or type(value) is int:
+            try:
+                number = float(value)
+            except OverflowError:
+                continue  # an int beyond float range is infinite: not a finite number
+            if math.isfinite(number):
+                numbers.append(number)
+    return np.asarray(numbers, dtype=np.float64)

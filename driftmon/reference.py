@@ -1,7 +1,7 @@
 """References: bin layouts and reference counts of a stream (docs/configuration.md).
 
 A stream's reference comes from a data file (Parquet, Arrow IPC, CSV, NDJSON,
-JSON; read by :mod:`driftmon.columnar`), from its first N rows (``warmup``),
+JSON; read by :mod:`driftmon.sources.columnar`), from its first N rows (``warmup``),
 or from a snapshot written by ``driftmon reference build``. Layouts that are
 learned from data (quantile edges, top-k categories) are fixed here, once,
 from the reference's rows.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -33,12 +32,11 @@ from driftmon.binning import (
     CategoricalBinner,
     NumericBinner,
     edges_from_quantiles,
-    quantile_edges,
     quantile_levels,
     top_k_categories,
 )
 from driftmon.coded import FloatChunks
-from driftmon.config import (
+from driftmon.config.model import (
     EdgesBins,
     FeatureConfig,
     QuantileBins,
@@ -46,6 +44,7 @@ from driftmon.config import (
     UniformBins,
 )
 from driftmon.files import open_regular
+from driftmon.quantiles import QuantileSearch, finite_numbers, quantile_edges
 from driftmon.storage import write_atomically
 
 Binner = NumericBinner | CategoricalBinner
@@ -89,24 +88,6 @@ def configured_binner(feature: FeatureConfig) -> Binner | None:
     return None
 
 
-def _finite_numbers(values: Sequence[object] | np.ndarray) -> np.ndarray:
-    """The real numbers of a column (ints and floats, not bools; a float64 array as is)."""
-    if isinstance(values, FloatChunks):
-        return values.array()
-    if isinstance(values, np.ndarray) and values.dtype == np.float64:
-        return values  # quantile_edges leaves NaN and ±inf out itself
-    numbers: list[float] = []
-    for value in values:
-        if type(value) is float or type(value) is int:
-            try:
-                number = float(value)
-            except OverflowError:
-                continue  # an int beyond float range is infinite: not a finite number
-            if math.isfinite(number):
-                numbers.append(number)
-    return np.asarray(numbers, dtype=np.float64)
-
-
 def learn_binner(feature: FeatureConfig, values: Sequence[object] | np.ndarray) -> Binner:
     """The feature's binner, learning quantile edges or top-k categories from ``values``."""
     binner = configured_binner(feature)
@@ -122,7 +103,7 @@ def learn_binner(feature: FeatureConfig, values: Sequence[object] | np.ndarray) 
         return CategoricalBinner(categories)
     assert isinstance(feature.bins, QuantileBins)
     try:
-        edges = quantile_edges(_finite_numbers(values), feature.bins.count)
+        edges = quantile_edges(finite_numbers(values), feature.bins.count)
     except ValueError as exc:
         raise ReferenceError(
             f"feature {feature.name!r}: cannot learn quantile bins: {exc}"
@@ -143,8 +124,6 @@ def _learn_and_count_quantiles(
 ) -> tuple[Binner, np.ndarray]:
     """Quantile edges and the counts under them from one bucket pass (driftmon.quantiles);
     a column it cannot count is binned again."""
-    from driftmon.quantiles import QuantileSearch  # it bins with NumericBinner
-
     search = QuantileSearch(chunks)
     try:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -234,7 +213,7 @@ def load_reference_file(
     stream: StreamConfig, path: Path, data_format: str | None = None
 ) -> Reference:
     """Read a data file (Parquet, Arrow IPC, CSV, NDJSON, JSON) and build the stream's reference."""
-    from driftmon.columnar import read_batch  # pyarrow loads only for a file reference
+    from driftmon.sources.columnar import read_batch  # pyarrow loads only for a file reference
 
     fields = [f.name for f in stream.features]
     try:

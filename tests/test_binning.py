@@ -18,10 +18,10 @@ from driftmon import binning
 from driftmon.binning import (
     CategoricalBinner,
     NumericBinner,
-    quantile_edges,
     top_k_categories,
 )
 from driftmon.kernels import binning as kernels
+from driftmon.quantiles import quantile_edges
 
 RNG_SEED = 20240601
 LINEAR, ORDERED = kernels.GRID_LINEAR, kernels.GRID_ORDERED_BITS

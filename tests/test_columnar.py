@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 
 from driftmon.binning import CategoricalBinner, NumericBinner, top_k_categories
 from driftmon.coded import CodedColumn
-from driftmon.columnar import parse_arrow_body, read_batch
 from driftmon.config import FeatureConfig, QuantileBins
 from driftmon.quantiles import finite_quantiles
 from driftmon.reference import layout_key, learn_binner
 from driftmon.sources import BodyError, read_table
+from driftmon.sources.columnar import parse_arrow_body, read_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,7 +25,7 @@ from harness import DaemonProcess, sample, wait_for
 
 from driftmon.cli import main
 from driftmon.config import ConfigError, load_config
-from driftmon.infer import MAX_LISTED_CATEGORIES, infer_file
+from driftmon.config.infer import MAX_LISTED_CATEGORIES, infer_file
 
 N_ROWS = 3000
 
@@ -250,9 +250,9 @@ def test_features_infer_needs_a_file_reference(tmp_path: Path) -> None:
 def test_init_reports_progress_for_a_large_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import driftmon.infer
+    import driftmon.config.infer
 
-    monkeypatch.setattr(driftmon.infer, "_LARGE_FILE_BYTES", 1000)
+    monkeypatch.setattr(driftmon.config.infer, "_LARGE_FILE_BYTES", 1000)
     rng = np.random.default_rng(2)
     path = tmp_path / "big.parquet"
     pq.write_table(pa.table({"x": rng.normal(size=5000), "s": rng.choice(["a", "b"], 5000)}), path)

@@ -26,7 +26,7 @@ Choices a user sees, written down here:
   monitors only, ``min_samples`` above every selected ``{samples: N}`` window.
 - ``features: infer`` (or a list holding ``infer`` and explicit entries) on
   a stream with a ``file`` reference reads the file at load time and adds
-  one feature per useful column (:mod:`driftmon.infer`, as ``driftmon
+  one feature per useful column (:mod:`driftmon.config.infer`, as ``driftmon
   init`` writes them); an explicit entry replaces the inferred one of its
   name. ``driftmon check`` reads the file too.
 """

@@ -390,15 +390,17 @@ def _inferred_features(
     window: Window | None,
     monitors: list[Monitor],
 ) -> list[FeatureConfig]:
-    """``features: infer``: the reference file's columns (driftmon.infer), explicit entries
-    replacing inferred ones of their name."""
+    """``features: infer``: the reference file's columns (driftmon.config.infer), explicit
+    entries replacing inferred ones of their name."""
+    # Imported here, not above: it reads data files with pyarrow (0.4 s to import),
+    # which only a config that says ``infer`` needs.
+    from driftmon.config.infer import infer_file, merge_features
+
     if reference is None:
         return explicit
     if reference.kind != "file" or reference.path is None:
         errs.add(path, f"infer needs a file reference, not {reference.kind}")
         return explicit
-    from driftmon.infer import infer_file, merge_features
-
     try:
         inference = infer_file(reference.path, reference.format)
     except (ValueError, OSError) as exc:

@@ -2,10 +2,10 @@
 
 JSON (an array of row objects, or ``{"columns": {...}}``) and NDJSON, UTF-8
 only (:mod:`driftmon.sources.jsonrows`); Arrow IPC streams
-(:mod:`driftmon.columnar`). Values are passed on as decoded, ``None`` for absent or ``null``: the
-binner classifies them. One shortcut: a field named in ``numeric_fields``
-comes back as a float64 array when the raw bytes prove every value in it is
-a JSON number (:func:`numbers_only`). Errors are :class:`BodyError`s that
+(:mod:`driftmon.sources.columnar`). Values are passed on as decoded, ``None``
+for absent or ``null``: the binner classifies them. One shortcut: a field
+named in ``numeric_fields`` comes back as a float64 array when the raw bytes
+prove every value in it is a JSON number (:func:`numbers_only`). Errors are :class:`BodyError`s that
 name the line, column, row or ``columns.<feature>`` at fault.
 """
 
@@ -125,7 +125,9 @@ def parse_body(
     elif not isinstance(body, bytes):
         raise ValueError(f"body: expected bytes, got {type(body).__name__}")
     if kind == "arrow":
-        from driftmon.columnar import parse_arrow_body  # pyarrow loads with the first Arrow body
+        from driftmon.sources.columnar import (
+            parse_arrow_body,  # pyarrow loads with the first Arrow body
+        )
 
         return parse_arrow_body(body, names, numeric_fields)
     src = Source(body)

@@ -22,4 +22,4 @@ NDJSON_MEDIA_TYPES: Final = frozenset(
 """Media types of a newline-delimited JSON body: one row object per line."""
 
 ARROW_STREAM_MEDIA_TYPE: Final = "application/vnd.apache.arrow.stream"
-"""Media type of an Arrow IPC stream body (decoded by :mod:`driftmon.columnar`)."""
+"""Media type of an Arrow IPC stream body (decoded by :mod:`driftmon.sources.columnar`)."""

@@ -1,7 +1,7 @@
 """``driftmon init``: a complete, commented config inferred from a reference file.
 
 The written config passes ``driftmon check`` and ``driftmon run`` serves it
-as is: one feature per useful column (see :mod:`driftmon.infer`), the
+as is: one feature per useful column (see :mod:`driftmon.config.infer`), the
 reference as a ``file:`` relative to the config, a window and evaluation
 period to start from, and p-value-gated alert rules. A summary (columns
 seen, features written, columns skipped and why) goes to standard error.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from driftmon.infer import Inference
+    from driftmon.config.infer import Inference
 
 DATA_FORMATS = ("parquet", "arrow", "csv", "ndjson", "json")
 
@@ -160,7 +160,7 @@ def render_config(
 
 def run_init(args: argparse.Namespace) -> int:
     """``driftmon init``: write the config (or print it with ``-o -``); summary on stderr."""
-    from driftmon.infer import infer_file
+    from driftmon.config.infer import infer_file
 
     reference = Path(args.reference)
     to_stdout = args.output == "-"

@@ -27,11 +27,11 @@ from typing import TextIO
 
 import numpy as np
 
-from driftmon.columnar import iter_batches
 from driftmon.config import Config, TimeWindow
 from driftmon.engine import Engine, Evaluation
 from driftmon.names import MONITOR_METRICS
 from driftmon.reference import numeric_fields
+from driftmon.sources.columnar import iter_batches
 
 _VALUE_KEYS = tuple(metric.name for metric in MONITOR_METRICS)
 RECORD_KEYS = ("time", "stream", "feature", "samples", "reference_samples", *_VALUE_KEYS, "firing")

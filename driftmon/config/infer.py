@@ -12,7 +12,7 @@ One feature per useful column, typed from the data:
   learn), and types that carry no distribution (binary, lists, structs).
 
 Categories and quantile layouts are learned through the same reader the
-daemon uses for the reference (:func:`driftmon.columnar.read_batch`), so a
+daemon uses for the reference (:func:`driftmon.sources.columnar.read_batch`), so a
 config written from them always loads: a column whose layout cannot be
 learned is left out with the reason rather than written.
 """
@@ -30,9 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from driftmon.binning import top_k_categories
-from driftmon.columnar import read_arrow_table, read_batch
-from driftmon.config import FeatureConfig, QuantileBins
-from driftmon.reference import learn_binner
+from driftmon.config.model import FeatureConfig, QuantileBins
+from driftmon.quantiles import finite_numbers, quantile_edges
+from driftmon.sources.columnar import read_arrow_table, read_batch
 
 QUANTILE_BINS: Final = 10
 """Quantile bins of an inferred numeric feature."""
@@ -240,7 +240,7 @@ def infer_file(
             continue
         feature = InferredFeature(name, kind, note)
         try:
-            learn_binner(feature.config(0.5), values)
+            quantile_edges(finite_numbers(values), QUANTILE_BINS)
         except ValueError as exc:
             skipped.append((name, f"no quantile bins to learn ({exc})"))
             continue
