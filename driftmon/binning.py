@@ -20,6 +20,10 @@ one int32 layout index per value.
 The ``*_values`` methods take one column of decoded JSON or CSV (Python objects)
 and apply the type rules of docs/configuration.md#bins: see :meth:`NumericBinner.add_values` and
 :meth:`CategoricalBinner.codes`.
+
+One module of about 850 lines on purpose: the two binners share the checks
+made before every kernel call and the type rules of a value, which are read
+and changed together; split by binner they would be copied.
 """
 
 from __future__ import annotations

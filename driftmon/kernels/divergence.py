@@ -62,6 +62,10 @@ division (``x / 0`` is ``inf``, never an exception, and no zero test per
 division in the loops); never ``fastmath``, which would assume away the +Inf
 that KL legitimately returns. Pure functions over arrays; imports only numpy,
 numba and sibling kernels.
+
+The serial, parallel and one-shot passes and the careful scalar path stay in
+one module (about 800 lines) because they must give the same numbers: the term
+formulas they share are read side by side.
 """
 
 from __future__ import annotations

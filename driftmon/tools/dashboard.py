@@ -32,6 +32,11 @@ The output is deterministic (sorted keys, no timestamps, no paths), so a
 dashboard generated into a repository can be checked to be up to date. The
 uid defaults to ``driftmon-`` plus the config file's stem, so regenerating
 for the same file replaces the provisioned dashboard instead of adding one.
+
+About 1000 lines in one module: a row builder a screen long per metric family,
+all placing panels on one shared grid (:class:`_Board`) with the same query,
+threshold and legend helpers; the rows are read top to bottom like the
+dashboard they draw.
 """
 
 from __future__ import annotations
