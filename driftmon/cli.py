@@ -198,7 +198,7 @@ def http_app(daemon: Daemon) -> web.Application:
 
     views = Views(
         authorized=lambda header: bearer_matches(header, daemon.token),
-        ready=lambda: daemon.ready,
+        ready=daemon.is_ready,  # and, in cluster.mode shared, the store answers
         exposition=lambda accept: exposition(daemon.registry, accept),
         reload=daemon.reload_coalesced,
         latest=lambda: daemon.latest,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import math
@@ -23,7 +24,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -46,6 +47,9 @@ from driftmon.logs import WarmupLog, log_transitions
 from driftmon.parsers import ParseProcesses
 from driftmon.reference import Reference, ReferenceError, load_snapshot
 from driftmon.sources import Batch
+
+if TYPE_CHECKING:
+    from driftmon.cluster.node import ClusterNode
 
 log = logging.getLogger("driftmon")
 
@@ -98,6 +102,8 @@ def restart_only_changes(running: Config, loaded: Config) -> list[str]:
         notices.append(
             f"ingest.workers changes only at restart: {running.ingest.worker_count} workers stay"
         )
+    if running.cluster != loaded.cluster:
+        notices.append("cluster settings change only at restart: the running ones stay")
     return notices
 
 
@@ -155,6 +161,17 @@ class Daemon:
         self.base_url = config.server.base_url()
         # Called with (rule, stream, feature, page URL) for each alert that starts firing.
         self.on_firing: Callable[[str, str, str, str], None] | None = None
+        # cluster.mode: shared (driftmon/cluster/): windows live in the store, not in
+        # checkpoints; this replica flushes its counts there and may lead.
+        self.cluster: ClusterNode | None = None
+        if config.cluster.shared:
+            from driftmon.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(config.cluster, clock=clock, on_new_lease=self.evaluate)
+            self.gate.cluster = self.cluster
+            if self.state_dir is not None:
+                log.info("cluster.mode shared: state lives in the store; state.dir is not used")
+            self.state_dir = None
         self.registry = new_registry(self.status)
         self._state_lock: StateDirLock | None = None
         # Reloads: one at a time, concurrent callers sharing the next one (reload_coalesced).
@@ -303,20 +320,43 @@ class Daemon:
 
     # --- evaluation and status ------------------------------------------------
 
-    def evaluate(self) -> Evaluation:
-        """One evaluation pass now; publishes and returns it."""
+    def evaluate(self) -> Evaluation | None:
+        """One evaluation pass now; publishes and returns it.
+
+        In shared mode only the leader evaluates, over the windows it reads
+        from the store, on the store's clock; a follower publishes nothing.
+        """
+        shared = None
+        if self.cluster is not None:
+            assert self.engine is not None
+            shared = self.cluster.read(self.engine)  # store round trips: outside the lock
+            if shared is None:
+                with self._lock:
+                    self.latest = None
+                return None
         with self._lock:
             assert self.engine is not None
             previous = self.latest
-            evaluation = self.engine.evaluate(self.clock())
+            now = self.clock()
+            if self.cluster is not None and shared is not None:
+                if not self.cluster.install(self.engine, shared):
+                    return self.latest  # an evaluation that read later already ran
+                now = shared.now
+            evaluation = self.engine.evaluate(now)
             self.latest = evaluation
             self._durations.observe(evaluation.duration_s)
+        if self.cluster is not None and shared is not None:
+            self.cluster.evaluated(evaluation, shared)
         fired = log_transitions(previous, evaluation, self.base_url)
         if self.on_firing is not None:
             for rule, stream, feature, url in fired:
                 self.on_firing(rule, stream, feature, url)
         self._log_warmup_progress()
         return evaluation
+
+    def is_ready(self) -> bool:
+        """``/-/ready``: references loaded, state restored and (shared mode) the store answers."""
+        return self.ready and (self.cluster is None or self.cluster.store_reachable())
 
     def _log_warmup_progress(self) -> int:
         """Log each warmup's progress (:class:`~driftmon.logs.WarmupLog`); how many warm up."""
@@ -347,8 +387,9 @@ class Daemon:
                     progress = engine.warmup_progress(name)
                     if progress is not None:
                         warmup[name] = progress
+            leading = self.cluster is None or self.cluster.is_leader()
             return Status(
-                evaluation=self.latest,
+                evaluation=self.latest if leading else None,
                 stream_rows=rows,
                 value_kinds=kinds,
                 unknown_fields=unknown,
@@ -369,6 +410,7 @@ class Daemon:
                 files_moved_aside=dict(self._moved_aside),
                 parse_processes=None if parsers is None else parsers.alive,
                 parse_process_jobs=None if parsers is None else self.gate.parse_jobs_in_children,
+                cluster=None if self.cluster is None else self.cluster.status(),
             )
 
     def monitor_detail(self, stream: str, feature: str) -> dict[str, object] | None:
@@ -492,6 +534,8 @@ class Daemon:
         notices = restart_only_changes(self.config, config)
         for notice in notices:
             log.warning("reload: %s", notice)
+        if config.cluster != self.config.cluster:  # cluster.mode: shared (driftmon/cluster/)
+            config = dataclasses.replace(config, cluster=self.config.cluster)
         with self._lock:
             assert self.engine is not None
             engine.take_over(self.engine, self.clock())
@@ -569,6 +613,8 @@ class Daemon:
                 return 0
             for event in deferred:
                 self._events.put_nowait(event)
+            if self.cluster is not None:
+                await asyncio.to_thread(self.cluster.start)
             warming = self._log_warmup_progress()
             log.info(
                 "ready: %s%s",
@@ -601,6 +647,8 @@ class Daemon:
             # Stop taking requests, let the ones in flight finish, then drain the pool.
             await listener.stop()
             await asyncio.to_thread(self.gate.close)
+            if self.cluster is not None:
+                await asyncio.to_thread(self.cluster.stop)
             if self.gate.parsers is not None:
                 await asyncio.to_thread(self.gate.parsers.close)
             if self.ready_once and self.engine is not None and self.state_dir is not None:

@@ -185,7 +185,7 @@ def build_dashboard(
         config.server.base_url(),
     )
     _variables(board.builder)
-    _annotations(board.builder)
+    _annotations(board.builder, config)
     _alert_row(board, config)
     _divergence_rows(board, config)
     _significance_row(board, config)
@@ -487,7 +487,19 @@ def _variables(builder: dashboard_builders.Dashboard) -> None:
         )
 
 
-def _annotations(builder: dashboard_builders.Dashboard) -> None:
+def _leader_series(config: Config, series: str) -> str:
+    """``series`` as one line per monitor across leader changes (``cluster.mode: shared``).
+
+    In shared mode the leader exports the per-monitor series and the leader
+    can change, so the ``instance`` (and ``pod``) label changes; dropping them
+    keeps each monitor's line, and each alert, one series.
+    """
+    if config.cluster.shared:
+        return f"max without (instance, pod) ({series})"
+    return series
+
+
+def _annotations(builder: dashboard_builders.Dashboard, config: Config) -> None:
     # Grafana adds its built-in annotation to every dashboard it saves; writing it out keeps
     # an import and a save of this file identical.
     builder.annotation(
@@ -507,7 +519,7 @@ def _annotations(builder: dashboard_builders.Dashboard) -> None:
         .enable(True)
         .hide(False)
         .icon_color("red")
-        .expr(f"driftmon_alert_firing{MONITOR_SELECTOR} == 1")
+        .expr(_leader_series(config, f"driftmon_alert_firing{MONITOR_SELECTOR}") + " == 1")
     )
 
 
@@ -516,7 +528,7 @@ def _annotations(builder: dashboard_builders.Dashboard) -> None:
 
 def _alert_row(board: _Board, config: Config) -> None:
     board.row("Alerts")
-    firing = f"driftmon_alert_firing{MONITOR_SELECTOR}"
+    firing = _leader_series(config, f"driftmon_alert_firing{MONITOR_SELECTOR}")
     board.panel(
         _stat(
             "Firing now",
@@ -650,7 +662,12 @@ def _divergence_panel(config: Config, metric: str) -> timeseries_builders.Panel:
     panel = _timeseries(
         title,
         description,
-        [_query(f"{DIVERGENCE_METRICS[metric]}{MONITOR_SELECTOR}", MONITOR_LEGEND)],
+        [
+            _query(
+                _leader_series(config, f"{DIVERGENCE_METRICS[metric]}{MONITOR_SELECTOR}"),
+                MONITOR_LEGEND,
+            )
+        ],
         lines=lines,
     ).min(0)
     if metric == "hellinger":
@@ -682,7 +699,12 @@ def _significance_row(board: _Board, config: Config) -> None:
         "G-test p-value of reference and live counts coming from one distribution: small "
         "means the divergence is more than the noise of a window this size. Log scale. "
         + _lines_text(lines, "max_p_value"),
-        [_query(f"driftmon_drift_p_value{MONITOR_SELECTOR}", MONITOR_LEGEND)],
+        [
+            _query(
+                _leader_series(config, f"driftmon_drift_p_value{MONITOR_SELECTOR}"),
+                MONITOR_LEGEND,
+            )
+        ],
         lines=lines,
     ).scale_distribution(
         common_builders.ScaleDistributionConfig().type(common_models.ScaleDistribution.LOG).log(10)
@@ -693,7 +715,12 @@ def _significance_row(board: _Board, config: Config) -> None:
         _timeseries(
             "Entropy",
             f"Entropy of the smoothed reference and live distributions, in {base}.",
-            [_query(f"driftmon_entropy{MONITOR_SELECTOR}", MONITOR_LEGEND + " {{window}}")],
+            [
+                _query(
+                    _leader_series(config, f"driftmon_entropy{MONITOR_SELECTOR}"),
+                    MONITOR_LEGEND + " {{window}}",
+                )
+            ],
         ).min(0),
         12,
         9,
@@ -740,7 +767,12 @@ def _samples_row(board: _Board, config: Config) -> None:
             "Window samples",
             "Rows in each monitor's live window. Below a rule's min_samples the rule gives "
             "no verdict (and keeps its state). " + _lines_text(lines, "min_samples"),
-            [_query(f"driftmon_window_samples{MONITOR_SELECTOR}", MONITOR_LEGEND)],
+            [
+                _query(
+                    _leader_series(config, f"driftmon_window_samples{MONITOR_SELECTOR}"),
+                    MONITOR_LEGEND,
+                )
+            ],
             lines=lines,
         ).min(0),
         width,
@@ -750,7 +782,12 @@ def _samples_row(board: _Board, config: Config) -> None:
         _timeseries(
             "Reference samples",
             "Rows in each monitor's reference.",
-            [_query(f"driftmon_reference_samples{MONITOR_SELECTOR}", MONITOR_LEGEND)],
+            [
+                _query(
+                    _leader_series(config, f"driftmon_reference_samples{MONITOR_SELECTOR}"),
+                    MONITOR_LEGEND,
+                )
+            ],
         ).min(0),
         width,
         8,

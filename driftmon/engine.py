@@ -421,11 +421,15 @@ class Engine:
             raise UnknownStreamError(name)
         return self._layout_of(stream)
 
-    def apply(self, batch: BinnedBatch, now: float, *, unknown_fields: int = 0) -> None:
+    def apply(
+        self, batch: BinnedBatch, now: float, *, unknown_fields: int = 0, window: bool = True
+    ) -> None:
         """Add a binned batch to its stream's window at time ``now``.
 
         A batch binned against an older packing (a reload or a frozen warmup
-        happened in between) is binned again first.
+        happened in between) is binned again first. With ``window=False`` the
+        batch is binned and counted but its window is left alone: in
+        ``cluster.mode: shared`` the counts go to the store (driftmon/cluster/).
         """
         stream = self._streams.get(batch.stream)
         if stream is None:
@@ -447,6 +451,8 @@ class Engine:
             self._bin_into(stream, batch, 0)
         assert batch.counts is not None and stream.window is not None
         self.ingested[stream.start : stream.stop] += batch.counts
+        if not window:
+            return
         if isinstance(stream.window, SampleRing):
             assert batch.indices is not None
             stream.window.add_rows(batch.indices, batch.counts)

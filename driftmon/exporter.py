@@ -28,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from driftmon import __version__
+from driftmon.cluster.status import ClusterStatus
 from driftmon.engine import Evaluation
 from driftmon.names import (
     ALERT_P_VALUE_SERIES,
@@ -123,6 +124,7 @@ class Status:
     files_moved_aside: Mapping[str, int] = field(default_factory=dict)
     parse_processes: int | None = None  # alive; None without ingest.processes
     parse_process_jobs: int | None = None  # bodies a parse process binned; idem
+    cluster: ClusterStatus | None = None  # cluster.mode: shared only
 
 
 def _float_text(value: float) -> str:
@@ -147,6 +149,8 @@ class DriftCollector(Collector):
         yield from _stream_families(status.evaluation)
         yield from _ingest_families(status)
         yield from _daemon_families(status)
+        if status.cluster is not None:
+            yield from _cluster_families(status.cluster)
 
 
 def _divergence_families(evaluation: Evaluation | None) -> Iterator[Metric]:
@@ -354,6 +358,53 @@ def _daemon_families(status: Status) -> Iterator[Metric]:
     )
     build.add_metric([__version__], 1.0)
     yield build
+
+
+def _cluster_families(cluster: ClusterStatus) -> Iterator[Metric]:
+    """Shared mode (driftmon/cluster/): this replica's part in the cluster."""
+    leader = GaugeMetricFamily(
+        "driftmon_cluster_leader",
+        "1 while this replica holds the lease and exports the divergence and alert series.",
+    )
+    leader.add_metric([], 1.0 if cluster.leader else 0.0)
+    yield leader
+    reachable = GaugeMetricFamily(
+        "driftmon_cluster_store_up", "1 if the last call to the shared store succeeded."
+    )
+    reachable.add_metric([], 1.0 if cluster.store_reachable else 0.0)
+    yield reachable
+    flushes = HistogramMetricFamily(
+        "driftmon_cluster_flush_duration_seconds",
+        "Duration of flushes of pane deltas to the shared store (one pipelined round trip).",
+    )
+    flushes.add_metric([], list(cluster.flush_buckets), sum_value=cluster.flush_duration_sum_s)
+    yield flushes
+    for name, text, value in (
+        (
+            "driftmon_cluster_flush_failures",
+            "Flushes to the shared store that failed (each is retried until applied).",
+            cluster.flush_failures,
+        ),
+        (
+            "driftmon_cluster_deduplicated_requests",
+            "Ingest requests whose Idempotency-Key had been counted before (not counted again).",
+            cluster.deduplicated_requests,
+        ),
+        (
+            "driftmon_cluster_late_rows",
+            "Rows counted in a later pane than the one they arrived in (a slow or retried flush).",
+            cluster.late_rows,
+        ),
+    ):
+        counter = CounterMetricFamily(name, text)
+        counter.add_metric([], float(value))
+        yield counter
+    offset = GaugeMetricFamily(
+        "driftmon_cluster_clock_offset_seconds",
+        "The shared store's clock minus this replica's, as last measured.",
+    )
+    offset.add_metric([], cluster.clock_offset_s)
+    yield offset
 
 
 def new_registry(status: Callable[[], Status]) -> CollectorRegistry:

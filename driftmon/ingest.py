@@ -17,15 +17,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from driftmon.config import Config
 from driftmon.engine import BinnedBatch, Engine, UnknownStreamError
 from driftmon.parsers import ChildUnavailable, ParseProcesses
 from driftmon.reference import numeric_fields
-from driftmon.sources import Batch, parse_body
+from driftmon.sources import Batch, BodyError, parse_body
 from driftmon.sources.cloudevents import CloudEventError, IngestPlan, plan_request
 
 __all__ = [
@@ -51,12 +51,46 @@ class NotReady(Exception):
     """References are still loading or state is being restored."""
 
 
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    """The key, or ``ValueError`` naming what is wrong with it (printable ASCII, <= 200)."""
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ValueError(
+            f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, "
+            f"got {len(key)}"
+        )
+    if not (key.isascii() and key.isprintable()):
+        raise ValueError("Idempotency-Key: must be printable ASCII")
+    return key
+
+
+class SharedStore(Protocol):
+    """What the gate calls in ``cluster.mode: shared`` (:class:`driftmon.cluster.node.ClusterNode`
+    is one; the gate imports no cluster code)."""
+
+    def admit(self, engine: Engine, streams: Sequence[str], key: str | None) -> None: ...
+
+    def submit(
+        self, engine: Engine, stream: str, counts: Any, rows: int, key: str | None
+    ) -> Future[Any] | None: ...
+
+    async def wait_stored(self, acks: Sequence[Future[Any]]) -> None: ...
+
+
 @dataclass(frozen=True)
 class IngestResult:
-    """What one accepted request did."""
+    """What one accepted request did.
+
+    ``ack`` (``cluster.mode: shared``) resolves once the store holds the rows.
+    """
 
     rows: int
     unknown_fields: int
+    ack: Future[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +123,8 @@ class Gate:
         self.lock = lock
         self.engine: Engine | None = None
         self.ready = False
+        # cluster.mode: shared (driftmon/cluster/): counts go to the store, not the window.
+        self.cluster: SharedStore | None = None
         self.requests: Counter[int] = Counter()
         self.dropped_events: Counter[str] = Counter()
         self.queue_rows = 0
@@ -135,14 +171,54 @@ class Gate:
                 if count:
                     self.dropped_events[reason] += count
 
-    async def ingest(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
+    async def ingest(
+        self,
+        stream: str,
+        body: bytes,
+        content_type: str | None,
+        idempotency_key: str | None = None,
+    ) -> IngestResult:
         """Parse, bin and apply one rows body in the worker pool.
 
         Raises :class:`~driftmon.sources.BodyError` (nothing applied),
         :class:`QueueFull`, :class:`NotReady` or
-        :class:`~driftmon.engine.UnknownStreamError`.
+        :class:`~driftmon.engine.UnknownStreamError`. In shared mode it
+        returns once the store holds the rows; ``idempotency_key`` (the
+        ``Idempotency-Key`` header) makes a retried request count once.
         """
-        return await self.run_job(len(body), self._ingest_job, stream, body, content_type)
+        key = self.checked_idempotency_key(idempotency_key)
+        result = await self.run_job(len(body), self._ingest_job, stream, body, content_type, key)
+        await self.wait_stored([result])
+        return result
+
+    def checked_idempotency_key(self, key: str | None) -> str | None:
+        """The ``Idempotency-Key`` to use: ``None`` in single-node mode; in shared mode the
+        key, or :class:`~driftmon.sources.BodyError` (a 400) for a malformed one."""
+        if self.cluster is None:
+            return None  # single node: an acknowledged request is never lost to a retry
+        try:
+            return check_idempotency_key(key)
+        except ValueError as exc:
+            raise BodyError(str(exc)) from None
+
+    async def wait_stored(self, results: Sequence[IngestResult | None]) -> None:
+        """Shared mode: wait until the store holds these results' rows (else returns at once).
+
+        Raises :class:`QueueFull` (a 503) after ``cluster.ack_timeout``.
+        """
+        acks = [r.ack for r in results if r is not None and r.ack is not None]
+        if self.cluster is not None and acks:
+            await self.cluster.wait_stored(acks)
+
+    def _apply(
+        self, engine: Engine, batch: BinnedBatch, now: float, unknown_fields: int, key: str | None
+    ) -> Future[Any] | None:
+        """Apply a binned batch (hold ``lock``): to the window, or in shared mode to the
+        next flush to the store (the returned future resolves once it is stored)."""
+        engine.apply(batch, now, unknown_fields=unknown_fields, window=self.cluster is None)
+        if self.cluster is None or batch.counts is None or batch.n_rows == 0:
+            return None
+        return self.cluster.submit(engine, batch.stream, batch.counts, batch.n_rows, key)
 
     async def ingest_cloudevents(
         self, headers: Mapping[str, str], body: bytes
@@ -154,11 +230,16 @@ class Gate:
         is 400 or 415), :class:`QueueFull` or :class:`NotReady`.
         """
         try:
+            key = self.checked_idempotency_key(headers.get("Idempotency-Key"))
+        except BodyError as exc:
+            raise CloudEventError(str(exc), status=400) from None
+        try:
             plan = await self.run_job(len(body), plan_request, headers, body, self.config.streams)
         except CloudEventError as exc:
             self.count_dropped_events(exc.dropped)
             raise
-        rows, late = await self.run_job(0, self._apply_plan, plan)
+        rows, late, results = await self.run_job(0, self._apply_plan, plan, key)
+        await self.wait_stored(results)
         dropped = Counter(plan.dropped) + late
         self.count_dropped_events(dropped)
         return CloudEventsResult(rows, plan.events, dict(dropped))
@@ -190,12 +271,14 @@ class Gate:
         self.loop_watch.give_way()
         return job(*args)
 
-    def _ingest_job(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
+    def _ingest_job(
+        self, stream: str, body: bytes, content_type: str | None, key: str | None = None
+    ) -> IngestResult:
         engine = self.engine
         if engine is None:
             raise NotReady()
         if self.parsers is not None:
-            done = self._ingest_in_child(engine, stream, body, content_type)
+            done = self._ingest_in_child(engine, stream, body, content_type, key)
             if done is not None:
                 return done
         stream_config = engine.stream_config(stream)
@@ -205,10 +288,15 @@ class Gate:
                 body, content_type, fields, numeric_fields=numeric_fields(stream_config)
             )
         self.loop_watch.give_way()
-        return self.ingest_batch(stream, batch)
+        return self.ingest_batch(stream, batch, key)
 
     def _ingest_in_child(
-        self, engine: Engine, stream: str, body: bytes, content_type: str | None
+        self,
+        engine: Engine,
+        stream: str,
+        body: bytes,
+        content_type: str | None,
+        key: str | None = None,
     ) -> IngestResult | None:
         """Parse and bin ``body`` in a parse process and apply it; ``None``: do it here.
 
@@ -232,12 +320,14 @@ class Gate:
             if current.generation != binned.generation:
                 return None  # the layout changed while the child binned: bin again here
             self._check_queue_room(binned.n_rows)
+            if self.cluster is not None:
+                self.cluster.admit(current, [stream], key)  # refused whole, or taken whole
             batch = BinnedBatch(
                 stream, binned.n_rows, {}, binned.generation, binned.counts, binned.indices
             )
-            current.apply(batch, self.clock(), unknown_fields=binned.unknown_fields)
+            ack = self._apply(current, batch, self.clock(), binned.unknown_fields, key)
             self.parse_jobs_in_children += 1
-        return IngestResult(binned.n_rows, binned.unknown_fields)
+        return IngestResult(binned.n_rows, binned.unknown_fields, ack)
 
     def _check_queue_room(self, rows: int) -> None:
         """Raise :class:`QueueFull` unless ``rows`` more fit the row queue (hold ``lock``).
@@ -248,9 +338,11 @@ class Gate:
         if self.queue_rows + rows > capacity and self.queue_rows > 0:
             raise QueueFull(f"ingest queue holds {self.queue_rows} of {capacity} rows")
 
-    def _apply_plan(self, plan: IngestPlan) -> tuple[int, Counter[str]]:
-        """Apply a CloudEvents plan's batches as one; rows applied and extra drops."""
-        results = self.ingest_batches([(p.stream, p.batch) for p in plan.batches])
+    def _apply_plan(
+        self, plan: IngestPlan, key: str | None = None
+    ) -> tuple[int, Counter[str], list[IngestResult | None]]:
+        """Apply a CloudEvents plan's batches as one; rows applied, extra drops, results."""
+        results = self.ingest_batches([(p.stream, p.batch) for p in plan.batches], key)
         rows = 0
         dropped: Counter[str] = Counter()
         for planned, result in zip(plan.batches, results, strict=True):
@@ -259,16 +351,18 @@ class Gate:
                 dropped["no_stream"] += planned.events
             else:
                 rows += result.rows
-        return rows, dropped
+        return rows, dropped, results
 
-    def ingest_batch(self, stream: str, batch: Batch) -> IngestResult:
+    def ingest_batch(self, stream: str, batch: Batch, key: str | None = None) -> IngestResult:
         """Bin and apply an already-parsed batch (worker threads)."""
-        result = self.ingest_batches([(stream, batch)])[0]
+        result = self.ingest_batches([(stream, batch)], key)[0]
         if result is None:
             raise UnknownStreamError(stream)
         return result
 
-    def ingest_batches(self, batches: Sequence[tuple[str, Batch]]) -> list[IngestResult | None]:
+    def ingest_batches(
+        self, batches: Sequence[tuple[str, Batch]], key: str | None = None
+    ) -> list[IngestResult | None]:
         """Bin and apply several batches as one: all of them are applied, or none.
 
         The queue bound is checked once for their total rows; binning runs
@@ -291,6 +385,8 @@ class Gate:
                 current = self.engine
                 assert current is not None
                 now = self.clock()
+                if self.cluster is not None:  # refused whole, or taken whole
+                    self.cluster.admit(current, [stream for stream, _ in batches], key)
                 for (stream, batch), done in zip(batches, binned, strict=True):
                     if current is not engine:
                         # A reload swapped the engine while these batches were binned.
@@ -299,8 +395,8 @@ class Gate:
                         except UnknownStreamError:
                             results.append(None)
                             continue
-                    current.apply(done, now, unknown_fields=batch.unknown_fields)
-                    results.append(IngestResult(batch.n_rows, batch.unknown_fields))
+                    ack = self._apply(current, done, now, batch.unknown_fields, key)
+                    results.append(IngestResult(batch.n_rows, batch.unknown_fields, ack))
         finally:
             with self.lock:
                 self.queue_rows -= rows

@@ -57,8 +57,11 @@ etc., selected by the rule's globs as regex label matchers), threshold ``T``,
   needs Prometheus 2.42 or later, and is written only when it is set).
 
 Every label match is ``on(stream, feature)``, which relies on each
-(stream, feature) being exported by one daemon (docs/durability.md: each replica
-owns whole streams).
+(stream, feature) being exported by one daemon at a time. With
+``cluster.mode: shared`` that daemon is the current leader, which can
+change: every driftmon series is then read as ``max without (instance,
+pod) (...)``, so the alert keeps its labels, and its pending time, across a
+leader change.
 
 Where Prometheus cannot follow the daemon exactly (documented, not hidden):
 
@@ -286,17 +289,25 @@ def prometheus_duration(seconds: float) -> str:
     return "".join(parts)
 
 
-def rule_expression(rule: AlertRule, alert: str) -> str:
+def rule_expression(rule: AlertRule, alert: str, *, shared: bool = False) -> str:
     """The PromQL expression of ``rule``'s alert, named ``alert`` (see the module docstring).
 
     Multi-line and indented for reading in a rule file; the ``alert`` name is
     needed because the hysteresis and the ``min_samples`` hold read the
-    alert's own ``ALERTS`` series.
+    alert's own ``ALERTS`` series. With ``shared`` (``cluster.mode: shared``)
+    every driftmon series is read as ``max without (instance, pod) (...)``:
+    the leader that exports them can change, and the alert must keep its
+    identity (and its ``for``) across that change.
     """
     matchers = _label_matchers(rule)
-    metric = _selector(METRIC_SERIES[rule.metric], matchers)
+
+    def series(name: str) -> str:
+        selector = _selector(name, matchers)
+        return f"max without (instance, pod) ({selector})" if shared else selector
+
+    metric = series(METRIC_SERIES[rule.metric])
     firing = _selector("ALERTS", [f"alertname={promql_string(alert)}", 'alertstate="firing"'])
-    samples = _selector(SAMPLES_SERIES, matchers)
+    samples = series(SAMPLES_SERIES)
     on = "and on(stream, feature)"
     condition = f"({metric} > {_number(rule.threshold)})"
     if rule.clear_threshold < rule.threshold:
@@ -311,7 +322,10 @@ def rule_expression(rule: AlertRule, alert: str) -> str:
     if rule.min_samples > 0:
         lines.append(f"{on} ({samples} >= {rule.min_samples})")
     if rule.max_p_value is not None:
-        lines.append(f"{on} ({_p_value_selector(rule, matchers)} < {_number(rule.max_p_value)})")
+        p_value = _p_value_selector(rule, matchers)
+        if shared:
+            p_value = f"max without (instance, pod) ({p_value})"
+        lines.append(f"{on} ({p_value} < {_number(rule.max_p_value)})")
     if rule.min_samples > 0:
         lines += [
             "or",
@@ -376,11 +390,13 @@ def summary_template(rule: AlertRule) -> str:
     )
 
 
-def alerting_rule(rule: AlertRule, alert: str, base_url: str | None = None) -> dict[str, Any]:
+def alerting_rule(
+    rule: AlertRule, alert: str, base_url: str | None = None, *, shared: bool = False
+) -> dict[str, Any]:
     """One entry of a rule group's ``rules:`` for ``rule``, alerting as ``alert``."""
     entry: dict[str, Any] = {
         "alert": alert,
-        "expr": _Block(rule_expression(rule, alert)),
+        "expr": _Block(rule_expression(rule, alert, shared=shared)),
         "for": prometheus_duration(rule.for_s),
     }
     if rule.keep_firing_for_s > 0:
@@ -422,7 +438,11 @@ def rules_document(config: Config, group: str = GROUP_NAME) -> dict[str, Any]:
     rules = []
     for rule in config.alerts:
         try:
-            rules.append(alerting_rule(rule, names[rule.name], config.server.base_url()))
+            rules.append(
+                alerting_rule(
+                    rule, names[rule.name], config.server.base_url(), shared=config.cluster.shared
+                )
+            )
         except ValueError as exc:
             raise ValueError(f"alert rule {rule.name!r}: {exc}") from exc
     return {"groups": [{"name": group, "rules": rules}]}

@@ -963,7 +963,7 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
         "x",
         [
             "7: unknown key (expected one of: server, ingest, engine, state, defaults, streams, "
-            "alerts)"
+            "alerts, cluster)"
         ],
     ),
 ]

@@ -56,7 +56,13 @@ class FakeGate:
     def count_request(self, code: int) -> None:
         self.codes[code] += 1
 
-    async def ingest(self, stream: str, body: bytes, content_type: str | None) -> IngestResult:
+    async def ingest(
+        self,
+        stream: str,
+        body: bytes,
+        content_type: str | None,
+        idempotency_key: str | None = None,
+    ) -> IngestResult:
         self.bodies.append(body)
         if self.fail is not None:
             raise self.fail

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from driftmon.config.alerts import read_alert
+from driftmon.config.cluster import parse_cluster, shared_mode_errors
 from driftmon.config.errors import ConfigError, Errors, join_path, one_line, show, show_path
 from driftmon.config.model import AlertRule, Config, StreamConfig
 from driftmon.config.readers import Section, read_list
@@ -20,7 +21,7 @@ from driftmon.config.sections import (
 )
 from driftmon.config.streams import Monitor, read_stream
 
-_TOP_KEYS = ("server", "ingest", "engine", "state", "defaults", "streams", "alerts")
+_TOP_KEYS = ("server", "ingest", "engine", "state", "defaults", "streams", "alerts", "cluster")
 
 
 def parse_config(
@@ -65,6 +66,7 @@ def parse_config(
     engine = parse_engine(root.raw("engine"), errs)
     state = parse_state(root.raw("state"), errs, base_dir)
     defaults = parse_defaults(root.raw("defaults"), errs)
+    cluster = parse_cluster(root.raw("cluster"), errs, base_dir)
 
     streams: list[StreamConfig] = []
     monitors: list[Monitor] = []
@@ -107,6 +109,10 @@ def parse_config(
                 service_first_at[service] = index
         if stream is not None:
             streams.append(stream)
+            if cluster.shared:  # what shared mode cannot do yet
+                for line in shared_mode_errors(stream, stream_path, item):
+                    if line not in errs.lines:
+                        errs.lines.append(line)
 
     alerts: list[AlertRule] = []
     alert_items = root.read("alerts", read_list) or []
@@ -136,6 +142,7 @@ def parse_config(
         ingest=ingest,
         engine=engine,
         state=state,
+        cluster=cluster,
         source=source,
     )
 

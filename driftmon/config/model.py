@@ -228,6 +228,38 @@ class StateConfig:
     checkpoint_every_s: float = 60.0
 
 
+ClusterMode = Literal["off", "shared"]
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where the shared store is (``cluster.redis``). ``password_file`` is absolute."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password_file: Path | None = None
+    key_prefix: str = "driftmon"
+    cluster: bool = False  # a Redis Cluster: url names one of its nodes
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The ``cluster:`` section (driftmon/cluster/); durations are seconds."""
+
+    mode: ClusterMode = "off"
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    replica_id: str | None = None
+    flush_every_s: float = 0.1
+    lease_ttl_s: float = 10.0
+    max_clock_skew_s: float = 1.0
+    ack_timeout_s: float = 10.0
+    idempotency_ttl_s: float = 3600.0
+
+    @property
+    def shared(self) -> bool:
+        """Whether replicas share their windows in Redis."""
+        return self.mode == "shared"
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole, validated driftmon configuration."""
@@ -238,6 +270,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: Path | None = None
 
     def stream(self, name: str) -> StreamConfig:

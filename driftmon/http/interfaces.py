@@ -32,7 +32,13 @@ class IngestGate(Protocol):
 
     def count_request(self, code: int) -> None: ...
 
-    async def ingest(self, stream: str, body: bytes, content_type: str | None) -> IngestResult: ...
+    async def ingest(
+        self,
+        stream: str,
+        body: bytes,
+        content_type: str | None,
+        idempotency_key: str | None = None,
+    ) -> IngestResult: ...
 
     async def ingest_cloudevents(
         self, headers: Mapping[str, str], body: bytes

@@ -25,7 +25,12 @@ async def ingest_rows(request: web.Request) -> web.StreamResponse:
     if isinstance(body, web.Response):
         return body
     try:
-        result = await gate.ingest(stream, body, request.headers.get("Content-Type"))
+        result = await gate.ingest(
+            stream,
+            body,
+            request.headers.get("Content-Type"),
+            request.headers.get("Idempotency-Key"),  # cluster.mode: shared
+        )
     except UnsupportedMediaType as exc:
         return error(415, str(exc))
     except BodyError as exc:
