@@ -38,22 +38,11 @@ from driftmon.config.readers import (
     read_str,
 )
 from driftmon.config.sections import Defaults, read_window
+from driftmon.sources.media import FILE_FORMATS
 
 _log = logging.getLogger("driftmon.config")
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
-_FORMAT_BY_SUFFIX: dict[str, DataFormat] = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".arrow": "arrow",
-    ".feather": "arrow",
-    ".ipc": "arrow",
-    ".arrows": "arrow",
-    ".csv": "csv",
-    ".ndjson": "ndjson",
-    ".jsonl": "ndjson",
-    ".json": "json",
-}
 _FORMATS: tuple[DataFormat, ...] = ("parquet", "arrow", "csv", "ndjson", "json")
 
 
@@ -109,7 +98,8 @@ def _read_reference(
         chosen = section.read("format", choice_reader("format", _FORMATS))
         data_format = next((known for known in _FORMATS if known == chosen), None)
     elif reference_path is not None:
-        data_format = _FORMAT_BY_SUFFIX.get(reference_path.suffix.lower())
+        by_suffix = FILE_FORMATS.get(reference_path.suffix.lower())
+        data_format = next((known for known in _FORMATS if known == by_suffix), None)
         if data_format is None:
             errs.add(
                 section.at("file"),

@@ -46,7 +46,7 @@ from driftmon.coded import INVALID, MISSING, CodedColumn, FloatChunks
 from driftmon.sources.files import read_table
 from driftmon.sources.jsonrows import Batch
 from driftmon.sources.jsontext import BodyError
-from driftmon.sources.media import ARROW_STREAM_MEDIA_TYPE
+from driftmon.sources.media import ARROW_STREAM_MEDIA_TYPE, FILE_FORMATS
 
 __all__ = [
     "ARROW_STREAM_MEDIA_TYPE",
@@ -60,19 +60,6 @@ __all__ = [
 ]
 
 
-FILE_FORMATS: Final = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".arrow": "arrow",
-    ".feather": "arrow",
-    ".ipc": "arrow",
-    ".arrows": "arrow",
-    ".csv": "csv",
-    ".ndjson": "ndjson",
-    ".jsonl": "ndjson",
-    ".json": "json",
-}
-"""File suffix (lower-cased) to the format a data file is read as."""
 
 FORMATS: Final = ("parquet", "arrow", "csv", "ndjson", "json")
 
