@@ -6,16 +6,18 @@ quantile bins, most of the time a reference of 20 such columns took to
 load. :class:`QuantileSearch` returns the same numbers, bit for bit (numpy's
 own index, weight and interpolation helpers are applied to the same order
 statistics; only the sign of a zero may differ, as numpy's own partition
-leaves it to where 0.0 and -0.0 sat), from one binning pass: a strided sample gives 256 buckets of
-roughly equal mass, the binning kernel puts every value in one, and only
-the few buckets that hold a wanted order statistic are gathered and
-partitioned. The same pass then gives the counts of the final quantile
-bins (:meth:`QuantileSearch.counts`) without binning the column again.
+leaves it to where 0.0 and -0.0 sat), from one bucket pass: a strided
+sample chooses the buckets, every value is put in one, and only the few
+buckets that hold a wanted order statistic are gathered and partitioned.
+The buckets are 4096 of equal width over the sample's range when the sample
+spreads over them (the cheapest kernel, no search), else 256 of roughly
+equal mass at the sample's ranks (heavy tails, ties). The same pass then
+gives the counts of the final quantile bins (:meth:`QuantileSearch.counts`)
+without binning the column again.
 
 A column may come as several arrays (the row groups of a Parquet file),
 searched in place. Small columns, and numpy versions without those
-helpers, take ``np.quantile`` itself.
-"""
+helpers, take ``np.quantile`` itself."""
 
 from __future__ import annotations
 
@@ -27,12 +29,33 @@ import numpy as np
 
 from driftmon.binning import NumericBinner, edges_from_quantiles, quantile_levels
 from driftmon.coded import FloatChunks
+from driftmon.kernels import quantiles as kernels
 
 MIN_VALUES: Final = 1 << 16
 """Columns shorter than this take ``np.quantile`` directly."""
 
 _SAMPLE_VALUES: Final = 1 << 14
 _BUCKETS: Final = 256
+_UNIFORM_BUCKETS: Final = 4096
+_UNIFORM_MAX_SHARE: Final = 1 / 128
+"""Equal-width buckets serve when none holds more than this share of the sample."""
+
+
+def _uniform_buckets(sample: np.ndarray) -> NumericBinner | None:
+    """Equal-width buckets from the sample's least to its largest value, if the sample
+    spreads over them well (the cheapest bucket kernel: no search)."""
+    try:
+        binner = NumericBinner.uniform(float(sample[0]), float(sample[-1]), _UNIFORM_BUCKETS)
+    except ValueError:
+        return None
+    spread = np.bincount(binner.index(sample), minlength=binner.n_bins)
+    return binner if spread.max() <= sample.size * _UNIFORM_MAX_SHARE else None
+
+
+def _sample_buckets(sample: np.ndarray) -> NumericBinner | None:
+    """Buckets of roughly equal mass at evenly spaced ranks of the sorted sample."""
+    bounds = np.unique(sample[np.linspace(0, sample.size - 1, _BUCKETS + 1).astype(np.intp)])
+    return NumericBinner.from_edges(bounds) if bounds.size >= 2 else None
 
 
 def _numpy_helpers() -> tuple[Any, Any, Any, Any] | None:
@@ -74,22 +97,22 @@ class QuantileSearch:
         sample = np.sort(sample[np.isfinite(sample)])
         if sample.size < 2:
             return
-        bounds = np.unique(sample[np.linspace(0, sample.size - 1, _BUCKETS + 1).astype(np.intp)])
-        if bounds.size < 2:
+        binner = _uniform_buckets(sample) or _sample_buckets(sample)
+        if binner is None:
             return
-        self._bounds = bounds
-        binner = NumericBinner.from_edges(bounds)
+        self._binner = binner
         # Layout: 0 underflow (below the first bound, -inf included), 1..m the buckets,
         # m + 1 overflow (+inf included), m + 2 missing (NaN); ordered in value.
         self._buckets = [binner.index(chunk) for chunk in self.chunks]
         counts = np.zeros(binner.n_bins, dtype=np.int64)
-        for bucket in self._buckets:
-            counts += np.bincount(bucket, minlength=binner.n_bins)
+        self._negative_infinite = self._positive_infinite = 0
+        for chunk, bucket in zip(self.chunks, self._buckets, strict=True):
+            negative, positive = kernels.count_buckets(chunk, bucket, counts)
+            self._negative_infinite += negative
+            self._positive_infinite += positive
         self._missing = int(counts[binner.missing])
         self._counts = counts[: binner.missing]
         self._ends = np.cumsum(self._counts)
-        self._negative_infinite = sum(int(np.count_nonzero(c == -np.inf)) for c in self.chunks)
-        self._positive_infinite = sum(int(np.count_nonzero(c == np.inf)) for c in self.chunks)
         self._bucketed = True
 
     def quantiles(self, q: np.ndarray) -> np.ndarray:
@@ -125,13 +148,15 @@ class QuantileSearch:
         """The values of ``buckets`` (and their bucket), in no particular order."""
         take = np.zeros(self._counts.size + 1, dtype=bool)  # never the missing bucket
         take[buckets] = True
-        pairs = zip(self.chunks, self._buckets, strict=True)
-        values = [chunk[take[bucket]] for chunk, bucket in pairs]
-        self._gathered = np.concatenate(values)
-        # The binning kernel's bucket of each gathered value: the number of bounds <= it.
-        self._gathered_bucket = np.searchsorted(self._bounds, self._gathered, side="right")
-        self._taken = take
-        return self._gathered, self._gathered_bucket
+        size = int(self._counts[take[:-1]].sum())
+        gathered = np.empty(size, dtype=np.float64)
+        gathered_bucket = np.empty(size, dtype=np.int32)
+        at = 0
+        for chunk, bucket in zip(self.chunks, self._buckets, strict=True):
+            at = kernels.gather_taken(chunk, bucket, take, gathered, gathered_bucket, at)
+        assert at == size
+        self._gathered, self._gathered_bucket, self._taken = gathered, gathered_bucket, take
+        return gathered, gathered_bucket
 
     def counts(self, binner: NumericBinner) -> np.ndarray | None:
         """``binner``'s counts of the column, from the bucket pass; ``None`` when it cannot tell.
@@ -146,7 +171,7 @@ class QuantileSearch:
         if not self._bucketed or self._gathered is None or self._gathered_bucket is None:
             return None
         edges = np.asarray(binner.edges, dtype=np.float64)
-        bucket_of_edge = np.searchsorted(self._bounds, edges, side="right")
+        bucket_of_edge = self._binner.index(edges)
         below = np.empty(edges.size, dtype=np.int64)
         pairs = zip(edges.tolist(), bucket_of_edge.tolist(), strict=True)
         for i, (edge, bucket) in enumerate(pairs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -330,6 +331,38 @@ def test_bucketed_quantiles_on_large_columns_equal_numpy() -> None:
     for column in columns:
         want = np.quantile(column[np.isfinite(column)], q)
         assert_same_quantiles(finite_quantiles(column, q), want)
+
+
+
+@pytest.mark.parametrize(
+    ("make", "uniform"),
+    [
+        (lambda rng: np.round(rng.normal(size=300_000), 4), True),
+        (lambda rng: rng.uniform(-5, 5, 300_000), True),
+        (lambda rng: rng.lognormal(0, 3, 300_000), False),  # one bucket would hold most values
+        (lambda rng: rng.integers(0, 4, 300_000).astype(np.float64), False),
+    ],
+)
+def test_both_bucket_kinds_give_numpys_quantiles_and_the_binned_counts(
+    make: Callable[[np.random.Generator], np.ndarray], uniform: bool
+) -> None:
+    from driftmon.binning import edges_from_quantiles, quantile_levels
+    from driftmon.quantiles import QuantileSearch
+
+    column = make(np.random.default_rng(5))
+    column[:5] = [np.nan, np.inf, -np.inf, np.nan, np.inf]
+    chunks = np.array_split(column, 3)
+    search = QuantileSearch(chunks)
+    assert (search._binner.kind == "uniform") is uniform
+    q = quantile_levels(10)
+    got = search.quantiles(q)
+    assert_same_quantiles(got, np.quantile(column[np.isfinite(column)], q))
+    binner = NumericBinner.from_edges(edges_from_quantiles(got))
+    want = np.zeros(binner.n_bins)
+    binner.add(column, want)
+    counts = search.counts(binner)
+    assert counts is not None
+    np.testing.assert_array_equal(counts, want)
 
 
 def payments_as_parquet(tmp_path: Path, timestamps: bool) -> Path:
