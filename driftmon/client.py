@@ -1,53 +1,13 @@
-"""A non-blocking Python client for driftmon's ingest API (docs/http-api.md).
+"""A non-blocking Python client for driftmon's ingest API (docs/client.md).
 
-A model service calls :meth:`Client.log` once per prediction; the call
-copies the row into an in-memory buffer and returns (well under a
-microsecond of work, whether or not the daemon is up). A background daemon
-thread batches the buffered rows and posts them to
-``POST {url}/v1/streams/{stream}/rows`` as columnar JSON,
-``{"columns": {"age": [...], "region": [...]}}``, over one kept-alive HTTP
-connection (the standard library's :mod:`http.client`; the only dependency
-is :mod:`orjson`). :meth:`Client.log_frame` takes a whole pandas DataFrame
-or Arrow table; a batch made only of its rows goes as an Arrow IPC stream
-(``application/vnd.apache.arrow.stream``) when pyarrow is installed
-(:mod:`driftmon.frames`).
-
-Delivery rules:
-
-- A batch is sent when ``batch_rows`` rows wait, when the oldest waiting row
-  has waited ``flush_every`` seconds, on :meth:`Client.flush`, and on
-  :meth:`Client.close`.
-- Columns are the union of the batch's keys; a row without a key sends
-  ``null`` there, which the daemon counts as ``missing`` exactly as an
-  absent field. NaN and ±Infinity are sent as the
-  ``NaN``/``Infinity`` literals the daemon accepts (orjson would silently
-  write ``null``, turning an overflow into a missing value).
-- 503 (queue full, not ready), 408, 429, 500, 502, 504 and connection
-  errors are retried with capped exponential backoff and jitter, never
-  sooner than a ``Retry-After`` asks. Any other answer (400, 401, 404,
-  413, ...) is final: the batch's rows are counted in
-  ``rows_rejected`` and never retried.
-- The buffer holds at most ``max_buffer_rows`` rows, the batch on the wire
-  included. While the daemon is unreachable, past that bound the OLDEST rows
-  are dropped and counted in ``rows_dropped``, so an outage costs memory up
-  to a bound and the daemon gets the freshest data when it returns.
-  :meth:`Client.log_many` given more rows than there is room for waits for
-  the sender to make room instead (up to its ``timeout``) while the daemon
-  is answering, so a healthy daemon never loses rows to a large call.
-- Nothing is lost silently: dropped and refused rows are counted in
-  ``stats``, logged as a warning (at most one every
-  :data:`LOSS_WARNING_INTERVAL_S` seconds, summing what was lost since the
-  previous one), and make :meth:`Client.flush` return ``False``.
-- Delivery is at least once: a row is counted in ``rows_accepted`` only once
-  the daemon answered 2xx. If a connection breaks after the daemon applied
-  a batch but before its answer arrived, the batch is sent again.
-
-``client.stats`` is a consistent :class:`ClientStats` snapshot; at any time
-``rows_logged == rows_accepted + rows_dropped + rows_rejected + rows_pending``.
-
-The client is thread-safe and fork-aware: after ``os.fork()`` the child gets
-an empty buffer, zeroed stats and, once it logs, its own sender thread (the
-parent keeps sending what it had buffered).
+:meth:`Client.log` copies a row into an in-memory buffer and returns;
+a background daemon thread batches the buffered rows and posts them as
+columnar JSON over one kept-alive connection (:mod:`http.client`; wire
+format in :mod:`driftmon.client_wire`). :meth:`Client.log_frame` sends a
+pandas DataFrame or Arrow table, as Arrow IPC when pyarrow is installed
+(:mod:`driftmon.frames`). When a batch is sent, what is retried, what is
+dropped and how losses are counted: docs/client.md. The client is
+thread-safe and fork-aware.
 """
 
 from __future__ import annotations
