@@ -26,9 +26,8 @@ from driftmon.config import (
     parse_listen,
 )
 from driftmon.lifecycle import StopRequested
+from driftmon.sources.media import DATA_FORMATS
 from driftmon.tools.init import add_init_command
-
-DATA_FORMATS = ("parquet", "arrow", "csv", "ndjson", "json")
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -550,3 +550,16 @@ def test_a_parquet_reference_of_many_row_groups_loads_as_its_values_bin(tmp_path
         want = np.zeros(binner.n_bins)
         binner.add(column, want)
         np.testing.assert_array_equal(counts, want)
+
+
+def test_one_list_of_data_formats_for_the_config_the_cli_and_the_readers() -> None:
+    from typing import get_args
+
+    from driftmon.config import DataFormat
+    from driftmon.sources.media import DATA_FORMATS, FILE_FORMATS, TEXT_FORMATS, file_format
+
+    assert get_args(DataFormat) == DATA_FORMATS
+    assert set(FILE_FORMATS.values()) == set(DATA_FORMATS)
+    assert file_format(Path("x.PQ")) == "parquet"
+    with pytest.raises(ValueError, match="^format: cannot tell .* give the format"):
+        file_format(Path("x.parquet"), None, TEXT_FORMATS)

@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from driftmon.config.errors import Errors, format_number, join_path, show
 from driftmon.config.model import (
@@ -38,12 +39,12 @@ from driftmon.config.readers import (
     read_str,
 )
 from driftmon.config.sections import Defaults, read_window
-from driftmon.sources.media import FILE_FORMATS
+from driftmon.sources.media import DATA_FORMATS, FILE_FORMATS
 
 _log = logging.getLogger("driftmon.config")
 
+_FORMATS: tuple[DataFormat, ...] = get_args(DataFormat)  # the DATA_FORMATS, typed
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
-_FORMATS: tuple[DataFormat, ...] = ("parquet", "arrow", "csv", "ndjson", "json")
 
 
 def _read_stream_name(value: object, path: str, errs: Errors) -> str | None:
@@ -95,7 +96,7 @@ def _read_reference(
         return ReferenceConfig(kind="snapshot", path=reference_path)
     data_format: DataFormat | None = None
     if "format" in section:
-        chosen = section.read("format", choice_reader("format", _FORMATS))
+        chosen = section.read("format", choice_reader("format", DATA_FORMATS))
         data_format = next((known for known in _FORMATS if known == chosen), None)
     elif reference_path is not None:
         by_suffix = FILE_FORMATS.get(reference_path.suffix.lower())

@@ -46,7 +46,7 @@ from driftmon.coded import INVALID, MISSING, CodedColumn, FloatChunks
 from driftmon.sources.files import read_table
 from driftmon.sources.jsonrows import Batch
 from driftmon.sources.jsontext import BodyError
-from driftmon.sources.media import ARROW_STREAM_MEDIA_TYPE, FILE_FORMATS
+from driftmon.sources.media import ARROW_STREAM_MEDIA_TYPE, DATA_FORMATS, FILE_FORMATS, file_format
 
 __all__ = [
     "ARROW_STREAM_MEDIA_TYPE",
@@ -60,25 +60,9 @@ __all__ = [
 ]
 
 
-
-FORMATS: Final = ("parquet", "arrow", "csv", "ndjson", "json")
+FORMATS: Final = DATA_FORMATS
 
 _MAX_BODY_EXPANSION: Final = 64
-
-
-def file_format(path: Path, data_format: str | None = None) -> str:
-    """The format to read ``path`` as: ``data_format``, else by suffix (ValueError if unknown)."""
-    if data_format is not None:
-        if data_format not in FORMATS:
-            raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {data_format!r}")
-        return data_format
-    found = FILE_FORMATS.get(path.suffix.lower())
-    if found is None:
-        raise ValueError(
-            f"format: cannot tell the format of {str(path)!r} from its suffix "
-            f"({', '.join(FILE_FORMATS)}); give the format ({', '.join(FORMATS)})"
-        )
-    return found
 
 
 # --- Arrow columns under the bin rules (docs/configuration.md) ------------------------------

@@ -22,28 +22,16 @@ from driftmon.sources.jsonrows import (
     rows_to_batch,
 )
 from driftmon.sources.jsontext import DEFAULT_MAX_DEPTH, BodyError, Source
+from driftmon.sources.media import FILE_FORMATS, TEXT_FORMATS, file_format
 
 __all__ = ["TABLE_FORMATS", "iter_table_chunks", "read_table"]
 
-TABLE_FORMATS: Final = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "json"}
+TABLE_FORMATS: Final = {s: k for s, k in FILE_FORMATS.items() if k in TEXT_FORMATS}
+"""File suffix to format, for the formats this reader reads."""
 """File suffix (lower-cased) to the data format :func:`read_table` reads it as."""
 
 _READ_TABLE_CHUNK_ROWS: Final = 65_536
 _LINE_BLANKS: Final = b" \t\r\n"
-
-
-def _table_format(path: Path, format: str | None) -> str:
-    if format is not None:
-        if format not in ("csv", "ndjson", "json"):
-            raise ValueError(f"format: expected csv, ndjson or json, got {format!r}")
-        return format
-    found = TABLE_FORMATS.get(path.suffix.lower())
-    if found is None:
-        raise ValueError(
-            f"format: cannot tell the format of {str(path)!r} from its suffix "
-            f"(.csv, .ndjson, .jsonl, .json); give format='csv', 'ndjson' or 'json'"
-        )
-    return found
 
 
 def _file_source(path: Path, data: bytes, first_line: int = 1, base_offset: int = 0) -> Source:
@@ -230,7 +218,7 @@ def iter_table_chunks(
         raise ValueError(f"numeric_fields: {stray[0]!r} is not one of fields")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows: expected an int >= 1, got {chunk_rows!r}")
-    kind = _table_format(path, format)
+    kind = file_format(path, format, TEXT_FORMATS)
     if kind == "csv":
         return _iter_csv_file(path, names, numeric, chunk_rows)
     if kind == "ndjson":
