@@ -102,7 +102,7 @@ class Status:
     stream_rows: Mapping[str, int]
     value_kinds: Iterable[tuple[str, str, Mapping[str, float]]]
     unknown_fields: Mapping[str, int]
-    requests_by_code: Mapping[int, int]
+    requests_by_code: Mapping[int | str, int]  # a status code, or "client_closed"
     evaluation_durations: DurationHistogram
     queue_rows: int
     queue_capacity_rows: int
@@ -259,7 +259,7 @@ def _ingest_families(status: Status) -> Iterator[Metric]:
     requests = CounterMetricFamily(
         "driftmon_ingest_requests", "Ingest requests by HTTP status code.", labels=["code"]
     )
-    for code, count in sorted(status.requests_by_code.items()):
+    for code, count in sorted(status.requests_by_code.items(), key=lambda item: str(item[0])):
         requests.add_metric([str(code)], float(count))
     yield requests
     dropped = CounterMetricFamily(
