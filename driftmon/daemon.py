@@ -33,7 +33,7 @@ from driftmon.checkpoint import (
     write_checkpoint,
 )
 from driftmon.clock import SteadyClock, wall_offset_s
-from driftmon.config import Config, ConfigError, describe, load_config
+from driftmon.config import Config, ConfigError, ServerConfig, describe, load_config
 from driftmon.engine import Engine, Evaluation
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.files import StateDirLock, read_regular
@@ -87,6 +87,20 @@ def restart_only_changes(running: Config, loaded: Config) -> list[str]:
         loaded.server.max_body_bytes,
     ):
         notices.append("server.listen and server.max_body_bytes change only at restart")
+
+    def edge(server: ServerConfig) -> tuple[float, float, float, int]:
+        return (
+            server.header_timeout_s,
+            server.body_timeout_s,
+            server.keepalive_timeout_s,
+            server.max_connections,
+        )
+
+    if edge(running.server) != edge(loaded.server):
+        notices.append(
+            "server.header_timeout, body_timeout, keepalive_timeout and max_connections "
+            "change only at restart"
+        )
     if running.state.dir != loaded.state.dir:
         notices.append(
             f"state.dir changes only at restart: checkpoints still go to {running.state.dir}"

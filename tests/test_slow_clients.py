@@ -394,3 +394,36 @@ def test_a_cloudevent_with_a_5000_digit_integer_is_not_a_500(quick: DaemonProces
         assert reply.status in (200, 400), reply
         assert isinstance(reply.json(), dict)
     assert "Traceback" not in quick.log_text()
+
+
+def test_the_new_server_keys_are_read_checked_and_restart_only(tmp_path: Path) -> None:
+    import dataclasses
+
+    from driftmon.config import ConfigError, load_config
+    from driftmon.daemon import restart_only_changes
+
+    config = load_config(
+        write_config(
+            tmp_path,
+            header_timeout="2s",
+            body_timeout="3s",
+            keepalive_timeout="4s",
+            max_connections=5,
+        )
+    )
+    server = config.server
+    assert (server.header_timeout_s, server.body_timeout_s, server.keepalive_timeout_s) == (
+        2.0,
+        3.0,
+        4.0,
+    )
+    assert server.max_connections == 5
+    changed = dataclasses.replace(config, server=dataclasses.replace(server, body_timeout_s=9.0))
+    assert any("body_timeout" in n for n in restart_only_changes(config, changed))
+    bad = write_config(tmp_path, header_timeout="0s", body_timeout="soon", max_connections=0)
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    errors = "\n".join(caught.value.errors)
+    assert "server.header_timeout" in errors
+    assert "server.body_timeout" in errors
+    assert "server.max_connections" in errors
