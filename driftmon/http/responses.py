@@ -176,14 +176,14 @@ async def drop(request: web.Request, status: int, message: str) -> web.Response:
 def client_closed(request: web.Request, size: int) -> web.Response:
     """What a handler returns when the client went away before its body ended (one log line)."""
     declared = request.content_length
-    of = "" if declared is None else f" of {declared}"
+    of = "" if declared is None else f", Content-Length {declared}"
     log.info(
-        "client %s closed the connection after %d%s body bytes (%s %s)",
+        "client %s closed the connection before its body ended (%s %s: %d bytes read%s)",
         request.remote,
-        size,
-        of,
         request.method,
         request.path,
+        size,
+        of,
     )
     return web.Response(status=CLIENT_CLOSED)
 
