@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import socket
+import sys
+import termios
 import time
 
 import orjson
@@ -76,13 +80,27 @@ class BodyEvicted(Exception):
 class _Body:
     """One body being read: its bytes so far and when it last made progress."""
 
-    __slots__ = ("content", "last_progress", "released", "size")
+    __slots__ = ("content", "last_progress", "released", "size", "sock")
 
-    def __init__(self, content: object, now: float) -> None:
+    def __init__(self, content: object, sock: socket.socket | None, now: float) -> None:
         self.content = content
+        self.sock = sock
         self.size = 0
         self.last_progress = now
         self.released = False
+
+    def has_unread_bytes(self) -> bool:
+        """Whether bytes of it wait to be read here (in the kernel or aiohttp's buffer):
+        then it is the daemon that is behind (a busy event loop), not the client."""
+        if getattr(self.content, "_size", 0):
+            return True
+        if self.sock is None:
+            return False
+        try:
+            waiting = fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return False
+        return int.from_bytes(waiting, sys.byteorder) > 0
 
 
 class ReadingBodies:
@@ -105,8 +123,8 @@ class ReadingBodies:
         """How long a body must have made no progress to lose its room to another."""
         return min(1.0, self.timeout_s)
 
-    def begin(self, content: object) -> _Body:
-        body = _Body(content, time.monotonic())
+    def begin(self, content: object, sock: socket.socket | None = None) -> _Body:
+        body = _Body(content, sock, time.monotonic())
         self._bodies[body] = None
         return body
 
@@ -136,6 +154,8 @@ class ReadingBodies:
         for body in stalled:
             if self.bytes <= bound or now - body.last_progress < self.stall_s:
                 break
+            if body.has_unread_bytes():
+                continue
             self._release(body)
             self.evicted += 1
             set_exception = getattr(body.content, "set_exception", None)
@@ -205,7 +225,8 @@ async def read_body(
         return error(413, f"body of {request.content_length} bytes is over the limit of {limit}")
     await _expect_continue(request)
     chunks: list[bytes] = []
-    body = reading.begin(request.content)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    body = reading.begin(request.content, sock)
     try:
         # Counted as it arrives: each connection of a flood used to buffer its whole body
         # before any bound was checked, so memory grew with the number of senders.
