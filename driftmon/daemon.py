@@ -69,6 +69,10 @@ class Listener(Protocol):
         """Stop taking requests and let the ones in flight finish."""
         ...
 
+    def connection_figures(self) -> tuple[int, dict[str, int]]:
+        """Connections open now, and those closed by the listener's guard by reason."""
+        ...
+
 
 @dataclass(frozen=True)
 class ReloadOutcome:
@@ -193,6 +197,7 @@ class Daemon:
             self.state_dir = None
         self.registry = new_registry(self.status)
         self._state_lock: StateDirLock | None = None
+        self._listener: Listener | None = None
         # Reloads: one at a time, concurrent callers sharing the next one (reload_coalesced).
         self._reload_lock = threading.Lock()
         self._reload_turn = asyncio.Lock()
@@ -391,6 +396,8 @@ class Daemon:
     def status(self) -> Status:
         """The picture one scrape shows (consistent: taken under the lock)."""
         parsers = self.gate.parsers
+        listener = self._listener
+        connections = None if listener is None else listener.connection_figures()
         with self._lock:
             engine = self.engine
             if engine is None:
@@ -430,6 +437,7 @@ class Daemon:
                 dropped_events=dict(self.gate.dropped_events),
                 files_moved_aside=dict(self._moved_aside),
                 parse_processes=None if parsers is None else parsers.alive,
+                connections=connections,
                 parse_process_jobs=None if parsers is None else self.gate.parse_jobs_in_children,
                 cluster=None if self.cluster is None else self.cluster.status(),
             )
@@ -607,6 +615,7 @@ class Daemon:
                 self.gate.pool.shutdown(wait=False)
                 return 1
         server = self.config.server
+        self._listener = listener
         try:
             url = await listener.start()
         except OSError as exc:

@@ -158,6 +158,8 @@ def test_half_headers_get_408_after_the_header_timeout(quick: DaemonProcess) -> 
     assert closed, data
     assert status_of(data) == 408, data
     assert "server.header_timeout" in json_body(data)["error"]  # type: ignore[index]
+    reason = {"reason": "header_timeout"}
+    assert metric(quick, "driftmon_http_connections_closed_total", **reason) >= 1
 
 
 def test_a_connection_sending_nothing_is_closed(quick: DaemonProcess) -> None:
@@ -225,6 +227,12 @@ def test_idle_connections_beyond_the_bound_are_closed_and_health_answers(
         assert quick.get("/-/healthy").status == 200
         # 16 at most (the idle are closed to make room), not 60.
         assert open_sockets(quick.process.pid) <= baseline + 16
+        assert metric(quick, "driftmon_http_connections") <= 16
+        closed = sum(
+            metric(quick, "driftmon_http_connections_closed_total", reason=reason)
+            for reason in ("evicted", "header_timeout")  # the first may time out on a slow day
+        )
+        assert closed >= 44
     finally:
         for connection in idle:
             connection.close()

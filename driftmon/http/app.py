@@ -177,6 +177,12 @@ class HttpListener:
         shown = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{shown}:{port}"
 
+    def connection_figures(self) -> tuple[int, dict[str, int]]:
+        """Connections open now, and those the guard closed since start by reason."""
+        if self.connections is None:
+            return 0, {}
+        return len(self.connections.open), dict(self.connections.closed)
+
     async def stop(self) -> None:
         """Stop taking requests and let the ones in flight finish."""
         if self._runner is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,9 @@ from driftmon.http.responses import UNSUPPORTED_CODING, error, framing_message
 __all__ = ["ConnectionLimits", "Connections", "GuardedHandler", "GuardedSite", "fd_bounded"]
 
 log = logging.getLogger("driftmon")
+
+CLOSE_REASONS = ("header_timeout", "evicted", "refused")
+"""Why the guard closed a connection early (``driftmon_http_connections_closed_total``)."""
 
 FD_RESERVE = 100
 """File descriptors kept for everything but client connections (files, pipes, the store)."""
@@ -76,17 +80,19 @@ class Connections:
         self.limits = limits
         self.limit = fd_bounded(limits.max_connections)
         self.open: dict[GuardedHandler, None] = {}
-        self.refused = 0
-        self.evicted = 0
+        # Connections closed by the guard, by reason: header_timeout, evicted (idle, to make
+        # room at the bound), refused (503 at the bound with none idle).
+        # Every key from the start: a scrape may copy it from another thread.
+        self.closed: Counter[str] = Counter(dict.fromkeys(CLOSE_REASONS, 0))
 
     def admit(self, handler: GuardedHandler) -> bool:
         """Whether ``handler``'s new connection may stay (closing an idle one if needed)."""
         if len(self.open) >= self.limit:
             idle = next((h for h in self.open if h.idle()), None)
             if idle is None:
-                self.refused += 1
+                self.closed["refused"] += 1
                 return False
-            self.evicted += 1
+            self.closed["evicted"] += 1
             self.open.pop(idle, None)
             idle.force_close()
         self.open[handler] = None
@@ -169,6 +175,7 @@ class GuardedHandler(RequestHandler):
         if not self.idle() or self.transport is None:
             return
         timeout = self._connections.limits.header_timeout_s
+        self._connections.closed["header_timeout"] += 1
         self.transport.write(
             _raw_answer(
                 408,
