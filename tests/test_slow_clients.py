@@ -438,3 +438,18 @@ def test_the_new_server_keys_are_read_checked_and_restart_only(tmp_path: Path) -
     assert "server.header_timeout" in errors
     assert "server.body_timeout" in errors
     assert "server.max_connections" in errors
+
+
+def test_max_connections_stays_under_the_open_file_limit() -> None:
+    """Under a hard limit of 300 descriptors, 1000 connections become 200 (100 kept for
+    files, pipes and the store); with room, the soft limit is raised to fit."""
+    program = (
+        "import resource\n"
+        "from driftmon.http.connections import fd_bounded\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 300))\n"
+        "print(fd_bounded(1000), fd_bounded(150), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert ran.stdout.split() == ["200", "150", "300"], ran.stdout + ran.stderr
