@@ -206,15 +206,21 @@ def http_app(daemon: Daemon) -> web.Application:
         monitor_history=daemon.monitor_history,
         history_series=daemon.history_series,
     )
-    return make_app(daemon.gate, views)
+    return make_app(daemon.gate, views, body_timeout_s=daemon.config.server.body_timeout_s)
 
 
 async def serve_daemon(daemon: Daemon, on_listening: Callable[[str], None] | None = None) -> int:
     """Serve ``daemon``'s HTTP API and run it until TERM/INT; returns the exit status."""
     from driftmon.http.app import HttpListener
+    from driftmon.http.connections import ConnectionLimits
 
     server = daemon.config.server
-    listener = HttpListener(http_app(daemon), server.host, server.port)
+    limits = ConnectionLimits(
+        header_timeout_s=server.header_timeout_s,
+        keepalive_timeout_s=server.keepalive_timeout_s,
+        max_connections=server.max_connections,
+    )
+    listener = HttpListener(http_app(daemon), server.host, server.port, limits)
     return await daemon.serve_forever(on_listening, listener=listener)
 
 

@@ -33,7 +33,7 @@ from driftmon.checkpoint import (
     write_checkpoint,
 )
 from driftmon.clock import SteadyClock, wall_offset_s
-from driftmon.config import Config, ConfigError, describe, load_config
+from driftmon.config import Config, ConfigError, ServerConfig, describe, load_config
 from driftmon.engine import Engine, Evaluation
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.files import StateDirLock, read_regular
@@ -69,6 +69,10 @@ class Listener(Protocol):
         """Stop taking requests and let the ones in flight finish."""
         ...
 
+    def connection_figures(self) -> tuple[int, dict[str, int]]:
+        """Connections open now, and those closed by the listener's guard by reason."""
+        ...
+
 
 @dataclass(frozen=True)
 class ReloadOutcome:
@@ -87,6 +91,20 @@ def restart_only_changes(running: Config, loaded: Config) -> list[str]:
         loaded.server.max_body_bytes,
     ):
         notices.append("server.listen and server.max_body_bytes change only at restart")
+
+    def edge(server: ServerConfig) -> tuple[float, float, float, int]:
+        return (
+            server.header_timeout_s,
+            server.body_timeout_s,
+            server.keepalive_timeout_s,
+            server.max_connections,
+        )
+
+    if edge(running.server) != edge(loaded.server):
+        notices.append(
+            "server.header_timeout, body_timeout, keepalive_timeout and max_connections "
+            "change only at restart"
+        )
     if running.state.dir != loaded.state.dir:
         notices.append(
             f"state.dir changes only at restart: checkpoints still go to {running.state.dir}"
@@ -179,6 +197,7 @@ class Daemon:
             self.state_dir = None
         self.registry = new_registry(self.status)
         self._state_lock: StateDirLock | None = None
+        self._listener: Listener | None = None
         # Reloads: one at a time, concurrent callers sharing the next one (reload_coalesced).
         self._reload_lock = threading.Lock()
         self._reload_turn = asyncio.Lock()
@@ -377,6 +396,8 @@ class Daemon:
     def status(self) -> Status:
         """The picture one scrape shows (consistent: taken under the lock)."""
         parsers = self.gate.parsers
+        listener = self._listener
+        connections = None if listener is None else listener.connection_figures()
         with self._lock:
             engine = self.engine
             if engine is None:
@@ -416,6 +437,7 @@ class Daemon:
                 dropped_events=dict(self.gate.dropped_events),
                 files_moved_aside=dict(self._moved_aside),
                 parse_processes=None if parsers is None else parsers.alive,
+                connections=connections,
                 parse_process_jobs=None if parsers is None else self.gate.parse_jobs_in_children,
                 cluster=None if self.cluster is None else self.cluster.status(),
             )
@@ -593,6 +615,7 @@ class Daemon:
                 self.gate.pool.shutdown(wait=False)
                 return 1
         server = self.config.server
+        self._listener = listener
         try:
             url = await listener.start()
         except OSError as exc:

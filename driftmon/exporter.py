@@ -102,7 +102,7 @@ class Status:
     stream_rows: Mapping[str, int]
     value_kinds: Iterable[tuple[str, str, Mapping[str, float]]]
     unknown_fields: Mapping[str, int]
-    requests_by_code: Mapping[int, int]
+    requests_by_code: Mapping[int | str, int]  # a status code, or "client_closed"
     evaluation_durations: DurationHistogram
     queue_rows: int
     queue_capacity_rows: int
@@ -115,6 +115,12 @@ class Status:
     parse_processes: int | None = None  # alive; None without ingest.processes
     parse_process_jobs: int | None = None  # bodies a parse process binned; idem
     cluster: ClusterStatus | None = None  # cluster.mode: shared only
+    # Connections open, and closed by the listener's guard by reason; None without a listener.
+    connections: tuple[int, Mapping[str, int]] | None = None
+
+
+CONNECTION_CLOSE_REASONS = ("header_timeout", "evicted", "refused")
+"""The ``reason`` values of ``driftmon_http_connections_closed_total`` (each always exported)."""
 
 
 def _float_text(value: float) -> str:
@@ -259,7 +265,7 @@ def _ingest_families(status: Status) -> Iterator[Metric]:
     requests = CounterMetricFamily(
         "driftmon_ingest_requests", "Ingest requests by HTTP status code.", labels=["code"]
     )
-    for code, count in sorted(status.requests_by_code.items()):
+    for code, count in sorted(status.requests_by_code.items(), key=lambda item: str(item[0])):
         requests.add_metric([str(code)], float(count))
     yield requests
     dropped = CounterMetricFamily(
@@ -270,6 +276,22 @@ def _ingest_families(status: Status) -> Iterator[Metric]:
     for reason, count in sorted(status.dropped_events.items()):
         dropped.add_metric([reason], float(count))
     yield dropped
+    if status.connections is not None:
+        open_now, closed = status.connections
+        connections = GaugeMetricFamily(
+            "driftmon_http_connections", "HTTP connections open (server.max_connections bounds)."
+        )
+        connections.add_metric([], float(open_now))
+        yield connections
+        closed_family = CounterMetricFamily(
+            "driftmon_http_connections_closed",
+            "HTTP connections the daemon closed early, by reason: header_timeout, evicted "
+            "(idle, to make room at server.max_connections), refused (503, none idle).",
+            labels=["reason"],
+        )
+        for reason in CONNECTION_CLOSE_REASONS:
+            closed_family.add_metric([reason], float(closed.get(reason, 0)))
+        yield closed_family
     queue = GaugeMetricFamily("driftmon_ingest_queue_rows", "Rows accepted but not yet binned.")
     queue.add_metric([], float(status.queue_rows))
     yield queue

@@ -60,8 +60,7 @@ def check_idempotency_key(key: str | None) -> str | None:
         return None
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
         raise ValueError(
-            f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, "
-            f"got {len(key)}"
+            f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {len(key)}"
         )
     if not (key.isascii() and key.isprintable()):
         raise ValueError("Idempotency-Key: must be printable ASCII")
@@ -125,7 +124,7 @@ class Gate:
         self.ready = False
         # cluster.mode: shared (driftmon/cluster/): counts go to the store, not the window.
         self.cluster: SharedStore | None = None
-        self.requests: Counter[int] = Counter()
+        self.requests: Counter[int | str] = Counter()
         self.dropped_events: Counter[str] = Counter()
         self.queue_rows = 0
         self.parse_jobs_in_children = 0
@@ -159,8 +158,9 @@ class Gate:
         """Whether ``POST /`` takes CloudEvents (``ingest.cloudevents.root``; read per request)."""
         return self.config.ingest.cloudevents_root
 
-    def count_request(self, code: int) -> None:
-        """Count one ingest request answered with ``code``."""
+    def count_request(self, code: int | str) -> None:
+        """Count one ingest request answered with ``code`` (or ``"client_closed"``: the
+        client went away before its body ended)."""
         with self.lock:
             self.requests[code] += 1
 

@@ -531,7 +531,8 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
         "1",
         [
             "server.zzz: unknown key (expected one of: listen, max_body_bytes, "
-            "auth_token_file, external_url)"
+            "auth_token_file, external_url, header_timeout, body_timeout, keepalive_timeout, "
+            "max_connections)"
         ],
     ),
     ("server.max_body_bytes", 0, ["server.max_body_bytes: must be > 0, got 0"]),
@@ -1050,9 +1051,10 @@ def test_awkward_keys_keep_paths_on_one_line(base_dir: Path) -> None:
     document["server"][None] = 1
     assert errors_of(document, base_dir) == [
         'server."two\\nlines": unknown key (expected one of: listen, max_body_bytes, '
-        "auth_token_file, external_url)",
+        "auth_token_file, external_url, header_timeout, body_timeout, keepalive_timeout, "
+        "max_connections)",
         "server.null: unknown key (expected one of: listen, max_body_bytes, auth_token_file, "
-        "external_url)",
+        "external_url, header_timeout, body_timeout, keepalive_timeout, max_connections)",
     ]
 
 

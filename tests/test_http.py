@@ -34,7 +34,7 @@ class FakeGate:
     """What the ingest handlers call, recording it; ``fail`` makes ingest raise."""
 
     def __init__(self) -> None:
-        self.codes: Counter[int] = Counter()
+        self.codes: Counter[int | str] = Counter()
         self.bodies: list[bytes] = []
         self.fail: Exception | None = None
         self.root = False
@@ -53,7 +53,7 @@ class FakeGate:
     def cloudevents_root(self) -> bool:
         return self.root
 
-    def count_request(self, code: int) -> None:
+    def count_request(self, code: int | str) -> None:
         self.codes[code] += 1
 
     async def ingest(

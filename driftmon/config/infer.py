@@ -118,9 +118,7 @@ def _looks_like_rfc3339(column: pa.ChunkedArray) -> bool:
     )
 
 
-def _classify(
-    name: str, column: pa.ChunkedArray, rows: int
-) -> tuple[Kind | None, str]:
+def _classify(name: str, column: pa.ChunkedArray, rows: int) -> tuple[Kind | None, str]:
     """(the feature type, a note) or (None, the reason the column is left out)."""
     arrow_type = column.type
     if pa.types.is_dictionary(arrow_type):

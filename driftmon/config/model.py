@@ -168,6 +168,10 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     auth_token_file: Path | None = None
     external_url: str | None = None  # None: http://<listen address>
+    header_timeout_s: float = 10.0  # connection open or a request's first byte -> end of headers
+    body_timeout_s: float = 30.0  # longest time a request body may make no progress
+    keepalive_timeout_s: float = 30.0  # longest idle time between requests on one connection
+    max_connections: int = 1000  # connections open at once (also bounded by the fd limit)
 
     def base_url(self) -> str:
         """Where users reach the daemon: ``external_url`` (no trailing slash), else the

@@ -34,20 +34,45 @@ from driftmon.config.readers import (
 
 def parse_server(value: object, errs: Errors, base_dir: Path) -> ServerConfig:
     section = open_section(
-        value, "server", errs, ("listen", "max_body_bytes", "auth_token_file", "external_url")
+        value,
+        "server",
+        errs,
+        (
+            "listen",
+            "max_body_bytes",
+            "auth_token_file",
+            "external_url",
+            "header_timeout",
+            "body_timeout",
+            "keepalive_timeout",
+            "max_connections",
+        ),
     )
     defaults = ServerConfig()
     if section is None:
         return defaults
     listen = section.read("listen", read_listen) or (defaults.host, defaults.port)
     max_body_bytes = section.read("max_body_bytes", read_size)
+    timeout = duration_reader(positive=True)
+    header_timeout_s = section.read("header_timeout", timeout)
+    body_timeout_s = section.read("body_timeout", timeout)
+    keepalive_timeout_s = section.read("keepalive_timeout", timeout)
+    max_connections = section.read("max_connections", int_reader(1, MAX_CONNECTIONS))
     return ServerConfig(
         host=listen[0],
         port=listen[1],
         max_body_bytes=max_body_bytes or defaults.max_body_bytes,
         auth_token_file=section.read("auth_token_file", path_reader(base_dir, must_exist=True)),
         external_url=section.read("external_url", _read_external_url),
+        header_timeout_s=header_timeout_s or defaults.header_timeout_s,
+        body_timeout_s=body_timeout_s or defaults.body_timeout_s,
+        keepalive_timeout_s=keepalive_timeout_s or defaults.keepalive_timeout_s,
+        max_connections=max_connections or defaults.max_connections,
     )
+
+
+MAX_CONNECTIONS = 1_000_000
+"""The largest ``server.max_connections`` (the open-file limit bounds it further)."""
 
 
 def _read_external_url(value: object, path: str, errs: Errors) -> str | None:

@@ -17,8 +17,15 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
 from driftmon.http import cloudevents, pages, rows, views
+from driftmon.http.connections import ConnectionLimits, Connections, GuardedSite
 from driftmon.http.interfaces import GATE_KEY, READING_KEY, VIEWS_KEY, IngestGate, Views
-from driftmon.http.responses import ReadingBodies, error, unauthorized
+from driftmon.http.responses import (
+    CLIENT_CLOSED,
+    ReadingBodies,
+    defer_continue,
+    error,
+    unauthorized,
+)
 
 __all__ = ["HttpListener", "Policy", "bearer_matches", "make_app"]
 
@@ -77,7 +84,7 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         # aiohttp answers 500 for it; the counter must see that answer too.
         gate.count_request(500)
         raise
-    gate.count_request(response.status)
+    gate.count_request("client_closed" if response.status == CLIENT_CLOSED else response.status)
     return response
 
 
@@ -87,14 +94,17 @@ async def _authorized(request: web.Request, handler: Handler, policy: Policy) ->
     return await handler(request)
 
 
-def make_app(gate: IngestGate, views_: Views) -> web.Application:
-    """The aiohttp application over ``gate`` and ``views_``."""
+def make_app(gate: IngestGate, views_: Views, body_timeout_s: float = 30.0) -> web.Application:
+    """The aiohttp application over ``gate`` and ``views_``.
+
+    ``body_timeout_s`` is ``server.body_timeout`` (see :class:`ReadingBodies`).
+    """
     # The body limit is enforced by read_body (413 with a message); aiohttp's own
     # limit is set just above it so that it never answers first.
     app = web.Application(client_max_size=gate.max_body_bytes + 1, middlewares=[_edge])
     app[GATE_KEY] = gate
     app[VIEWS_KEY] = views_
-    app[READING_KEY] = ReadingBodies()
+    app[READING_KEY] = ReadingBodies(body_timeout_s)
     policies: dict[AbstractRoute, Policy] = {}
     ingest = Policy(auth=True, counted=True)
 
@@ -106,10 +116,14 @@ def make_app(gate: IngestGate, views_: Views) -> web.Application:
         )
 
     router = app.router
-    policies[router.add_post("/v1/streams/{stream}/rows", rows.ingest_rows)] = ingest
-    policies[router.add_post("/v1/cloudevents", cloudevents.ingest_cloudevents)] = ingest
+    # Ingest answers `Expect: 100-continue` only after the token, stream and size checks.
+    deferred = {"expect_handler": defer_continue}
+    rows_route = router.add_post("/v1/streams/{stream}/rows", rows.ingest_rows, **deferred)
+    policies[rows_route] = ingest
+    ce_route = router.add_post("/v1/cloudevents", cloudevents.ingest_cloudevents, **deferred)
+    policies[ce_route] = ingest
     root = Policy(auth=True, counted=True, enabled=root_off)
-    policies[router.add_post("/", cloudevents.ingest_cloudevents)] = root
+    policies[router.add_post("/", cloudevents.ingest_cloudevents, **deferred)] = root
     router.add_get("/metrics", views.metrics)
     router.add_get("/-/healthy", views.healthy)
     router.add_get("/-/ready", views.ready)
@@ -125,30 +139,49 @@ def make_app(gate: IngestGate, views_: Views) -> web.Application:
 
 
 class HttpListener:
-    """An application served on ``host:port`` (port 0: any free port)."""
+    """An application served on ``host:port`` (port 0: any free port), its connections
+    bounded and timed by ``limits`` (:mod:`driftmon.http.connections`)."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.limits = limits or ConnectionLimits()
+        self.connections: Connections | None = None
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
         """Listen; the URL served. Raises ``OSError`` when the address is not available."""
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.limits.keepalive_timeout_s,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        self.connections = Connections(self.limits)
+        site = GuardedSite(runner, self.host, self.port, self.connections)
         try:
             await site.start()
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        port = sockets[0].getsockname()[1] if sockets else 0
+        port = site.port
         shown = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{shown}:{port}"
+
+    def connection_figures(self) -> tuple[int, dict[str, int]]:
+        """Connections open now, and those the guard closed since start by reason."""
+        if self.connections is None:
+            return 0, {}
+        return len(self.connections.open), dict(self.connections.closed)
 
     async def stop(self) -> None:
         """Stop taking requests and let the ones in flight finish."""

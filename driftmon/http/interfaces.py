@@ -30,7 +30,7 @@ class IngestGate(Protocol):
 
     def cloudevents_root(self) -> bool: ...
 
-    def count_request(self, code: int) -> None: ...
+    def count_request(self, code: int | str) -> None: ...  # a status, or "client_closed"
 
     async def ingest(
         self,
