@@ -215,7 +215,9 @@ async def serve_daemon(daemon: Daemon, on_listening: Callable[[str], None] | Non
     from driftmon.http.app import HttpListener
 
     server = daemon.config.server
-    listener = HttpListener(http_app(daemon), server.host, server.port)
+    listener = HttpListener(
+        http_app(daemon), server.host, server.port, shutdown_grace_s=server.shutdown_grace_s
+    )
     return await daemon.serve_forever(on_listening, listener=listener)
 
 

@@ -81,12 +81,11 @@ class ReloadOutcome:
 def restart_only_changes(running: Config, loaded: Config) -> list[str]:
     """One sentence per setting that differs in ``loaded`` but applies only at restart."""
     notices = []
-    if (running.server.host, running.server.port, running.server.max_body_bytes) != (
-        loaded.server.host,
-        loaded.server.port,
-        loaded.server.max_body_bytes,
-    ):
-        notices.append("server.listen and server.max_body_bytes change only at restart")
+    server_keys = ("host", "port", "max_body_bytes", "shutdown_grace_s")
+    if any(getattr(running.server, k) != getattr(loaded.server, k) for k in server_keys):
+        notices.append(
+            "server.listen, server.max_body_bytes and server.shutdown_grace change only at restart"
+        )
     if running.state.dir != loaded.state.dir:
         notices.append(
             f"state.dir changes only at restart: checkpoints still go to {running.state.dir}"

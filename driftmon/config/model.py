@@ -168,6 +168,8 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     auth_token_file: Path | None = None
     external_url: str | None = None  # None: http://<listen address>
+    # On TERM/INT: how long requests in flight may still take before connections close.
+    shutdown_grace_s: float = 5.0
 
     def base_url(self) -> str:
         """Where users reach the daemon: ``external_url`` (no trailing slash), else the

@@ -34,19 +34,26 @@ from driftmon.config.readers import (
 
 def parse_server(value: object, errs: Errors, base_dir: Path) -> ServerConfig:
     section = open_section(
-        value, "server", errs, ("listen", "max_body_bytes", "auth_token_file", "external_url")
+        value,
+        "server",
+        errs,
+        ("listen", "max_body_bytes", "auth_token_file", "external_url", "shutdown_grace"),
     )
     defaults = ServerConfig()
     if section is None:
         return defaults
     listen = section.read("listen", read_listen) or (defaults.host, defaults.port)
     max_body_bytes = section.read("max_body_bytes", read_size)
+    shutdown_grace_s = section.read("shutdown_grace", duration_reader(positive=False))
     return ServerConfig(
         host=listen[0],
         port=listen[1],
         max_body_bytes=max_body_bytes or defaults.max_body_bytes,
         auth_token_file=section.read("auth_token_file", path_reader(base_dir, must_exist=True)),
         external_url=section.read("external_url", _read_external_url),
+        shutdown_grace_s=defaults.shutdown_grace_s
+        if shutdown_grace_s is None
+        else shutdown_grace_s,
     )
 
 
