@@ -192,14 +192,15 @@ def serve(
 
 def http_app(daemon: Daemon) -> web.Application:
     """The HTTP API of ``daemon``: its gate for ingest, callables for the rest."""
-    from driftmon.exporter import exposition
+    from driftmon.exporter import SharedScrapes
     from driftmon.http.app import bearer_matches, make_app
     from driftmon.http.interfaces import Views
 
+    scrapes = SharedScrapes(daemon.status)
     views = Views(
         authorized=lambda header: bearer_matches(header, daemon.token),
         ready=daemon.is_ready,  # and, in cluster.mode shared, the store answers
-        exposition=lambda accept: exposition(daemon.registry, accept),
+        scrape=scrapes.scrape,  # rendered in a thread, concurrent scrapes sharing one
         reload=daemon.reload_coalesced,
         latest=lambda: daemon.latest,
         config=lambda: daemon.config,
