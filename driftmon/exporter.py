@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import queue
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -592,8 +593,13 @@ def _go_floats(values: np.ndarray) -> list[str]:
     return texts
 
 
-def _series_text(family: SeriesColumns) -> str:
-    """``family`` in the text format 0.0.4, as ``generate_latest`` writes its expansion.
+SLICE_SERIES = 16_384
+"""Series formatted per step: no single call holds the GIL for long, and text is freed early."""
+
+
+def _series_pieces(family: SeriesColumns) -> Iterator[str]:
+    """``family`` in the text format 0.0.4, as ``generate_latest`` writes its expansion,
+    in slices of at most :data:`SLICE_SERIES` lines.
 
     Labels sorted by name, as there: ``feature``, the labels between it and
     ``stream`` (``kind``, ``rule``, ``severity``), ``stream``, then the later
@@ -602,31 +608,34 @@ def _series_text(family: SeriesColumns) -> str:
     """
     name = family.name + "_total" if family.type == "counter" else family.name
     documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-    header = f"# HELP {name} {documentation}\n# TYPE {name} {family.type}\n"
-    kept = family.kept()
-    if kept.size == 0:
-        return header
-    kept_list = kept.tolist()
-    monitors = family.monitors[kept].tolist()
-    texts = _go_floats(family.values[kept])
+    yield f"# HELP {name} {documentation}\n# TYPE {name} {family.type}\n"
     extras = sorted(label for label in family.label_names if label not in ("stream", "feature"))
     if any(label < "feature" for label in extras):
         raise ValueError(f"{family.name}: label {extras[0]!r} sorts before feature")
-    middles = _extra_labels(family, [label for label in extras if label < "stream"], kept_list)
-    ends = _extra_labels(family, [label for label in extras if label > "stream"], kept_list)
     features, streams = family.layout.label_parts()
     head = name + "{"
-    if not extras:
-        lines = [
-            f"{head}{features[m]}{streams[m]}}} {text}\n"
-            for m, text in zip(monitors, texts, strict=True)
-        ]
-    else:
-        lines = [
-            f"{head}{features[m]}{middle}{streams[m]}{end}}} {text}\n"
-            for m, middle, end, text in zip(monitors, middles, ends, texts, strict=True)
-        ]
-    return header + "".join(lines)
+    kept = family.kept()
+    for start in range(0, kept.size, SLICE_SERIES):
+        part = kept[start : start + SLICE_SERIES]
+        part_list = part.tolist()
+        monitors = family.monitors[part].tolist()
+        texts = _go_floats(family.values[part])
+        if not extras:
+            yield "".join(
+                [
+                    f"{head}{features[m]}{streams[m]}}} {text}\n"
+                    for m, text in zip(monitors, texts, strict=True)
+                ]
+            )
+            continue
+        middles = _extra_labels(family, [label for label in extras if label < "stream"], part_list)
+        ends = _extra_labels(family, [label for label in extras if label > "stream"], part_list)
+        yield "".join(
+            [
+                f"{head}{features[m]}{middle}{streams[m]}{end}}} {text}\n"
+                for m, middle, end, text in zip(monitors, middles, ends, texts, strict=True)
+            ]
+        )
 
 
 def _extra_labels(family: SeriesColumns, labels: list[str], kept: list[int]) -> Sequence[str]:
@@ -676,7 +685,8 @@ def render_text(status: Status) -> Iterator[bytes]:
     object per series (the per-monitor families are formatted from their columns)."""
     for family in families(status):
         if isinstance(family, SeriesColumns):
-            yield _series_text(family).encode()
+            for piece in _series_pieces(family):
+                yield piece.encode()
         else:
             yield generate_latest(_OneFamily(family))
 
@@ -700,9 +710,10 @@ def render_scrape(status: Status, accept: str | None, gzip: bool) -> Scrape:
 
     The text format comes from :func:`render_text`; OpenMetrics, asked for by
     ``accept``, from ``prometheus_client``'s own encoder (slower, but only the
-    text format is what Prometheus asks for by default). With ``gzip`` every
-    family is compressed (level 1) as soon as it is rendered, so a scrape holds
-    the compressed body and one family's text at a time.
+    text format is what Prometheus asks for by default). With ``gzip`` each
+    slice is compressed (level 1) by a second thread as soon as it is rendered
+    (zlib lets go of the GIL, so both cores work), and a scrape holds the
+    compressed body and a few slices of text at a time.
     """
     encoder, content_type = choose_encoder(accept or "")
     pieces: Iterable[bytes]
@@ -714,10 +725,29 @@ def render_scrape(status: Status, accept: str | None, gzip: bool) -> Scrape:
         pieces = (encoder(registry),)
     if not gzip:
         return Scrape(tuple(pieces), content_type, None)
+    return Scrape((_gzipped(pieces),), content_type, "gzip")
+
+
+def _gzipped(pieces: Iterable[bytes]) -> bytes:
+    """``pieces`` gzipped at level 1, compressed in a second thread while they are made."""
     compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    compressed = [compressor.compress(piece) for piece in pieces]
+    handed: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+    compressed: list[bytes] = []
+
+    def compress() -> None:
+        while (piece := handed.get()) is not None:
+            compressed.append(compressor.compress(piece))
+
+    worker = threading.Thread(target=compress, name="driftmon-scrape-gzip", daemon=True)
+    worker.start()
+    try:
+        for piece in pieces:
+            handed.put(piece)
+    finally:
+        handed.put(None)
+        worker.join()
     compressed.append(compressor.flush())
-    return Scrape((b"".join(compressed),), content_type, "gzip")
+    return b"".join(compressed)
 
 
 class SharedScrapes:

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from harness import DaemonProcess, parse_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -26,6 +27,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 from test_http import CONFIG, FakeGate, views
 
+from driftmon import exporter
 from driftmon.binning import NumericBinner
 from driftmon.config import (
     AlertRule,
@@ -148,7 +150,11 @@ def status_of(engine: Engine, evaluation: Evaluation | None) -> Status:
     )
 
 
-def test_the_fast_renderer_writes_what_generate_latest_writes() -> None:
+@pytest.mark.parametrize("slice_series", [16_384, 4])
+def test_the_fast_renderer_writes_what_generate_latest_writes(
+    slice_series: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exporter, "SLICE_SERIES", slice_series)  # 4: slices cut families
     engine = hostile_engine()
     evaluation = engine.evaluate(1.0)
     for shown in (evaluation, awkward(evaluation), None):
