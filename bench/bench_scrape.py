@@ -16,7 +16,8 @@ app, plus one route for the baseline:
 During every scrape this process pings ``GET /-/healthy`` every 10 ms and
 posts a 10-row ingest body every 20 ms (each on its own keep-alive
 connection), and samples the server's RSS every 20 ms. Per path, medians
-over ``--rounds`` scrapes (old and new alternate): scrape time, body size
+over ``--rounds`` scrapes (the new path first, on the fresh server, then the
+old one, each after one warm-up scrape): scrape time, body size
 (new: gzipped, and plain once), the longest ``/-/healthy`` answer and the
 longest ingest answer during the scrape, ingest requests answered during
 it, and RSS before, peak during and after. Ratios are old ÷ new. The
@@ -222,22 +223,29 @@ def measure(n_monitors: int, rounds: int) -> dict[str, object]:
         old: list[Round] = []
         new: list[Round] = []
         gzip_headers = {"Accept-Encoding": "gzip"}
-        scrape_round(url, server.pid, "/metrics", gzip_headers)  # warm-up, not counted
-        scrape_round(url, server.pid, "/metrics-old", gzip_headers)  # idem
+        fresh = rss_bytes(server.pid)
+        # The new path first, on the fresh server, so that its RSS is not the old path's
+        # leftovers; the first scrape of each path is a warm-up, not counted.
+        scrape_round(url, server.pid, "/metrics", gzip_headers)
         plain_new, _ = scrape_round(url, server.pid, "/metrics", {})
         for _ in range(rounds):
-            result, _ = scrape_round(url, server.pid, "/metrics-old", gzip_headers)
-            old.append(result)
             result, zipped = scrape_round(url, server.pid, "/metrics", gzip_headers)
             assert gzip.decompress(zipped).startswith(b"# HELP ")
             new.append(result)
+        after_new = rss_bytes(server.pid)
+        scrape_round(url, server.pid, "/metrics-old", gzip_headers)
+        for _ in range(rounds):
+            result, _ = scrape_round(url, server.pid, "/metrics-old", gzip_headers)
+            old.append(result)
+        after_old = rss_bytes(server.pid)
     finally:
         server.stdin.close()
         try:
             server.wait(120)
         except subprocess.TimeoutExpired:
             server.kill()
-    return {"old": old, "new": new, "plain_bytes": plain_new.body_bytes}
+    rss = {"fresh": fresh, "after_new": after_new, "after_old": after_old}
+    return {"old": old, "new": new, "plain_bytes": plain_new.body_bytes, "rss": rss}
 
 
 RATIOS = ("scrape_s", "body_bytes", "health_max_s", "ingest_max_s")
@@ -271,6 +279,11 @@ def report(n_monitors: int, found: dict[str, object]) -> None:
         ratio = f"{a / b:.1f}x" if name in RATIOS and b > 0 and a > 0 else ""
         print(f"  {label:<28} {show(a):>12} {show(b):>12} {ratio:>9}")
     print(f"  new body plain: {mb(found['plain_bytes'])}")  # type: ignore[arg-type]
+    rss: dict[str, int] = found["rss"]  # type: ignore[assignment]
+    print(
+        f"  RSS of the server: fresh {mb(rss['fresh'])}, after {len(new) + 2} new scrapes "
+        f"{mb(rss['after_new'])}, after {len(old) + 1} old ones {mb(rss['after_old'])}"
+    )
     others = [s for r in new for s in r.ingest_other]
     if others:
         print(f"  new: ingest answers other than 200 during scrapes: {sorted(set(others))}")

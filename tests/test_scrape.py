@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import gzip
 import math
+import socket
 import threading
 import urllib.request
 from pathlib import Path
@@ -43,6 +44,7 @@ from driftmon.engine import Engine, Evaluation
 from driftmon.exporter import (
     DIVERGENCE_FAMILIES,
     DurationHistogram,
+    Scrape,
     SharedScrapes,
     Status,
     _go_floats,
@@ -50,7 +52,7 @@ from driftmon.exporter import (
     render_scrape,
     render_text,
 )
-from driftmon.http.app import make_app
+from driftmon.http.app import HttpListener, make_app
 from driftmon.reference import Reference
 
 HOSTILE_STREAMS = ('we"ird\\stream\nname', "plain", "ünïcødé ∑ 🚀")
@@ -323,5 +325,34 @@ def test_concurrent_scrapes_share_one_rendering_and_healthy_answers_meanwhile() 
             again = await client.get("/metrics")
             assert again.status == 200
             assert scrapes.renders == 2
+
+    asyncio.run(main())
+
+
+def test_a_scrape_read_slowly_does_not_hold_a_stop_past_the_grace() -> None:
+    """A scraper that stops reading a big body holds its handler in write(); a stop cuts
+    it off after server.shutdown_grace instead of aiohttp's 60 s."""
+    body = Scrape(tuple(bytes(1 << 20) for _ in range(64)), "text/plain; version=0.0.4", None)
+    served = threading.Event()
+
+    async def scrape(accept: str | None, gzip: bool) -> Scrape:
+        served.set()
+        return body
+
+    async def main() -> None:
+        config = parse_config(CONFIG, base_dir=Path("."))
+        app = make_app(FakeGate(), dataclasses.replace(views([], config), scrape=scrape))
+        listener = HttpListener(app, "127.0.0.1", 0, shutdown_grace_s=0.5)
+        url = await listener.start()
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            await asyncio.to_thread(reader.connect, (host, int(port)))
+            reader.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.to_thread(served.wait, 30.0)
+            await asyncio.wait_for(listener.stop(), 30.0)  # never read: 60 s before the grace
+        finally:
+            reader.close()
 
     asyncio.run(main())
