@@ -13,6 +13,9 @@ app, plus one route for the baseline:
 - **new**: ``GET /metrics`` with ``Accept-Encoding: gzip`` as Prometheus
   sends it: rendered from columns in a thread, gzip level 1.
 
+Both with Prometheus's ``Accept`` header (OpenMetrics first), or text 0.0.4
+with ``--accept text``.
+
 During every scrape this process pings ``GET /-/healthy`` every 10 ms and
 posts a 10-row ingest body every 20 ms (each on its own keep-alive
 connection), and samples the server's RSS every 20 ms. Per path, medians
@@ -23,7 +26,7 @@ longest ingest answer during the scrape, ingest requests answered during
 it, and RSS before, peak during and after. Ratios are old ÷ new. The
 machine may be shared: the load average is printed. Run::
 
-    python bench/bench_scrape.py [--monitors 10000 100000] [--rounds 3]
+    python bench/bench_scrape.py [--monitors 10000 100000] [--rounds 3] [--accept prometheus|text]
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ HEALTH_EVERY_S = 0.010
 INGEST_EVERY_S = 0.020
 RSS_EVERY_S = 0.020
 ROWS_PER_MONITOR = 200
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+"""What Prometheus 2.x sends (OpenMetrics first); ``--accept text`` asks for text 0.0.4."""
 
 
 # --- the server process --------------------------------------------------------------------------
@@ -201,7 +209,7 @@ def median(rounds: list[Round], name: str) -> float:
     return statistics.median(float(getattr(r, name)) for r in rounds)
 
 
-def measure(n_monitors: int, rounds: int) -> dict[str, object]:
+def measure(n_monitors: int, rounds: int, accept: str) -> dict[str, object]:
     started = time.monotonic()
     server = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--serve", str(n_monitors)],
@@ -222,12 +230,12 @@ def measure(n_monitors: int, rounds: int) -> dict[str, object]:
     try:
         old: list[Round] = []
         new: list[Round] = []
-        gzip_headers = {"Accept-Encoding": "gzip"}
+        gzip_headers = {"Accept-Encoding": "gzip", "Accept": accept}
         fresh = rss_bytes(server.pid)
         # The new path first, on the fresh server, so that its RSS is not the old path's
         # leftovers; the first scrape of each path is a warm-up, not counted.
         scrape_round(url, server.pid, "/metrics", gzip_headers)
-        plain_new, _ = scrape_round(url, server.pid, "/metrics", {})
+        plain_new, _ = scrape_round(url, server.pid, "/metrics", {"Accept": accept})
         for _ in range(rounds):
             result, zipped = scrape_round(url, server.pid, "/metrics", gzip_headers)
             assert gzip.decompress(zipped).startswith(b"# HELP ")
@@ -300,6 +308,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--monitors", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--accept",
+        choices=["prometheus", "text"],
+        default="prometheus",
+        help="the Accept header: Prometheus's (OpenMetrics first), or text 0.0.4",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
@@ -309,8 +323,10 @@ def main() -> None:
         f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
         f"({os.cpu_count()} cores)"
     )
+    accept = PROMETHEUS_ACCEPT if args.accept == "prometheus" else "text/plain;version=0.0.4"
+    print(f"Accept: {accept}")
     for n_monitors in args.monitors:
-        found = measure(n_monitors, args.rounds)
+        found = measure(n_monitors, args.rounds, accept)
         report(n_monitors, found)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -29,7 +29,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
@@ -597,7 +597,7 @@ SLICE_SERIES = 16_384
 """Series formatted per step: no single call holds the GIL for long, and text is freed early."""
 
 
-def _series_pieces(family: SeriesColumns) -> Iterator[str]:
+def _series_pieces(family: SeriesColumns, openmetrics: bool = False) -> Iterator[str]:
     """``family`` in the text format 0.0.4, as ``generate_latest`` writes its expansion,
     in slices of at most :data:`SLICE_SERIES` lines.
 
@@ -608,7 +608,11 @@ def _series_pieces(family: SeriesColumns) -> Iterator[str]:
     """
     name = family.name + "_total" if family.type == "counter" else family.name
     documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-    yield f"# HELP {name} {documentation}\n# TYPE {name} {family.type}\n"
+    if openmetrics:  # the family's own name in the header, quotes escaped in the help
+        documentation = documentation.replace('"', r"\"")
+        yield f"# HELP {family.name} {documentation}\n# TYPE {family.name} {family.type}\n"
+    else:
+        yield f"# HELP {name} {documentation}\n# TYPE {name} {family.type}\n"
     extras = sorted(label for label in family.label_names if label not in ("stream", "feature"))
     if any(label < "feature" for label in extras):
         raise ValueError(f"{family.name}: label {extras[0]!r} sorts before feature")
@@ -679,16 +683,27 @@ class _OneFamily:
         return [self._family]
 
 
-def render_text(status: Status) -> Iterator[bytes]:
-    """The text format 0.0.4 of ``status``, family by family: byte for byte what
-    ``generate_latest`` writes for :class:`DriftCollector`, without building a sample
-    object per series (the per-monitor families are formatted from their columns)."""
+OPENMETRICS_EOF = b"# EOF\n"
+
+
+def render_text(status: Status, accept: str | None = None) -> Iterator[bytes]:
+    """``status`` in the format ``accept`` asks for, in pieces: byte for byte what
+    ``prometheus_client``'s encoder for it (``choose_encoder``: text 0.0.4, or
+    OpenMetrics) writes for :class:`DriftCollector`, without building a sample object
+    per series. The per-monitor families are formatted from their columns (sample
+    lines are alike in both formats; the headers differ), the few others by the
+    encoder itself."""
+    encoder, content_type = choose_encoder(accept or "")
+    openmetrics = content_type.startswith("application/openmetrics-text")
     for family in families(status):
         if isinstance(family, SeriesColumns):
-            for piece in _series_pieces(family):
+            for piece in _series_pieces(family, openmetrics):
                 yield piece.encode()
         else:
-            yield generate_latest(_OneFamily(family))
+            text = encoder(_OneFamily(family))
+            yield text.removesuffix(OPENMETRICS_EOF) if openmetrics else text
+    if openmetrics:
+        yield OPENMETRICS_EOF
 
 
 @dataclass(frozen=True)
@@ -708,21 +723,14 @@ class Scrape:
 def render_scrape(status: Status, accept: str | None, gzip: bool) -> Scrape:
     """The body for a scraper sending ``accept`` (and ``Accept-Encoding: gzip`` if ``gzip``).
 
-    The text format comes from :func:`render_text`; OpenMetrics, asked for by
-    ``accept``, from ``prometheus_client``'s own encoder (slower, but only the
-    text format is what Prometheus asks for by default). With ``gzip`` each
+    Text 0.0.4 or OpenMetrics (which Prometheus asks for first), both from
+    :func:`render_text`. With ``gzip`` each
     slice is compressed (level 1) by a second thread as soon as it is rendered
     (zlib lets go of the GIL, so both cores work), and a scrape holds the
     compressed body and a few slices of text at a time.
     """
-    encoder, content_type = choose_encoder(accept or "")
-    pieces: Iterable[bytes]
-    if content_type.startswith("text/plain"):
-        pieces = render_text(status)
-    else:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(DriftCollector(lambda: status))
-        pieces = (encoder(registry),)
+    content_type = choose_encoder(accept or "")[1]
+    pieces = render_text(status, accept)
     if not gzip:
         return Scrape(tuple(pieces), content_type, None)
     return Scrape((_gzipped(pieces),), content_type, "gzip")

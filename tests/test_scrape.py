@@ -24,7 +24,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from harness import DaemonProcess, parse_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import generate_latest
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.utils import floatToGoString
 from test_http import CONFIG, FakeGate, views
 
@@ -172,6 +172,33 @@ def test_the_fast_renderer_writes_what_generate_latest_writes(
     # The hostile names are in there, escaped, and the output parses back to them.
     samples = parse_metrics(expected.decode())
     assert any(("stream", HOSTILE_STREAMS[0]) in labels for _, labels in samples)
+
+
+# What Prometheus 2.42 sends (scrape/scrape.go acceptHeader), then narrower asks.
+OPENMETRICS_ACCEPTS = [
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "application/openmetrics-text",
+    "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8",
+    "text/plain; version=1.0.0; escaping=allow-utf-8",
+]
+
+
+@pytest.mark.parametrize("accept", OPENMETRICS_ACCEPTS)
+def test_openmetrics_and_text_1_0_are_written_as_prometheus_client_writes_them(
+    accept: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exporter, "SLICE_SERIES", 4)
+    engine = hostile_engine()
+    evaluation = engine.evaluate(1.0)
+    encoder, content_type = choose_encoder(accept)
+    for shown in (evaluation, awkward(evaluation), None):
+        status = status_of(engine, shown)
+        expected = encoder(new_registry(lambda status=status: status))
+        assert b"".join(render_text(status, accept)) == expected
+        zipped = render_scrape(status, accept, gzip=True)
+        assert zipped.content_type == content_type
+        assert gzip.decompress(b"".join(zipped.chunks)) == expected
 
 
 def naive_families(status: Status) -> dict[str, list[tuple[tuple[str, ...], float]]]:
