@@ -152,7 +152,7 @@ class SeriesColumns:
         return np.arange(self.values.shape[0])
 
     def expanded(self) -> Metric:
-        """The ``prometheus_client`` family (for OpenMetrics and the reference encoder)."""
+        """The ``prometheus_client`` family (what :class:`DriftCollector` yields)."""
         kind = CounterMetricFamily if self.type == "counter" else GaugeMetricFamily
         family = kind(self.name, self.documentation, labels=list(self.label_names))
         monitors = self.monitors.tolist()
@@ -193,6 +193,23 @@ class MonitorLayout:
                 )
             )
         return self._label_parts[0]
+
+    def gauge(
+        self, name: str, documentation: str, values: np.ndarray, *, skip_nan: bool = True
+    ) -> SeriesColumns:
+        """A gauge of one value per monitor labelled (stream, feature); NaN: no series
+        (unless not ``skip_nan``)."""
+        return SeriesColumns(
+            name=name,
+            documentation=documentation,
+            type="gauge",
+            label_names=("stream", "feature"),
+            layout=self,
+            monitors=self.positions,
+            extra={},
+            values=values,
+            skip_nan=skip_nan,
+        )
 
 
 _layouts: dict[int, tuple[object, MonitorLayout]] = {}
@@ -265,10 +282,7 @@ def _divergence_families(evaluation: Evaluation | None) -> Iterator[Family]:
         if evaluation is None or layout is None:
             yield GaugeMetricFamily(metric, text, labels=list(labels))
             continue
-        yield SeriesColumns(
-            metric, text, "gauge", labels, layout, layout.positions,
-            {}, evaluation.values[name][layout.value_index], skip_nan=True,
-        )  # fmt: skip
+        yield layout.gauge(metric, text, evaluation.values[name][layout.value_index])
     entropy_help = "Entropy of the smoothed reference or live distribution."
     window_help = "Rows in the live window that reached this feature."
     reference_help = "Rows in the reference."
@@ -289,29 +303,42 @@ def _divergence_families(evaluation: Evaluation | None) -> Iterator[Family]:
             evaluation.values["entropy_live"][layout.value_index],
         ]
     ).ravel()
-    n = len(layout.names)
     yield SeriesColumns(
-        "driftmon_entropy", entropy_help, "gauge", ("stream", "feature", "window"), layout,
-        np.repeat(layout.positions, 2), {"window": ("reference", "live") * n}, entropies,
+        name="driftmon_entropy",
+        documentation=entropy_help,
+        type="gauge",
+        label_names=("stream", "feature", "window"),
+        layout=layout,
+        monitors=np.repeat(layout.positions, 2),
+        extra={"window": ("reference", "live") * len(layout.names)},
+        values=entropies,
         skip_nan=True,
-    )  # fmt: skip
-    yield SeriesColumns(
-        "driftmon_window_samples", window_help, "gauge", labels, layout, layout.positions,
-        {}, np.asarray(evaluation.window_samples, dtype=np.float64)[layout.value_index],
-    )  # fmt: skip
-    yield SeriesColumns(
-        "driftmon_reference_samples", reference_help, "gauge", labels, layout,
-        layout.positions, {},
-        np.asarray(evaluation.reference_samples, dtype=np.float64)[layout.value_index],
-    )  # fmt: skip
+    )
+    window_samples = np.asarray(evaluation.window_samples, dtype=np.float64)
+    yield layout.gauge(
+        "driftmon_window_samples", window_help, window_samples[layout.value_index], skip_nan=False
+    )
+    reference_samples = np.asarray(evaluation.reference_samples, dtype=np.float64)
+    yield layout.gauge(
+        "driftmon_reference_samples",
+        reference_help,
+        reference_samples[layout.value_index],
+        skip_nan=False,
+    )
     pairs = evaluation.alert_pairs
     yield SeriesColumns(
-        "driftmon_alert_firing", firing_help, "gauge", firing_labels, layout,
-        np.fromiter((pair.monitor for pair in pairs), dtype=np.int64, count=len(pairs)),
-        {"rule": [pair.rule.name for pair in pairs],
-         "severity": [pair.rule.severity for pair in pairs]},
-        (np.asarray(evaluation.alerts.state) == 2).astype(np.float64),
-    )  # fmt: skip
+        name="driftmon_alert_firing",
+        documentation=firing_help,
+        type="gauge",
+        label_names=firing_labels,
+        layout=layout,
+        monitors=np.fromiter((pair.monitor for pair in pairs), dtype=np.int64, count=len(pairs)),
+        extra={
+            "rule": [pair.rule.name for pair in pairs],
+            "severity": [pair.rule.severity for pair in pairs],
+        },
+        values=(np.asarray(evaluation.alerts.state) == 2).astype(np.float64),
+    )
 
 
 def _stream_families(evaluation: Evaluation | None) -> Iterator[Family]:
@@ -344,12 +371,18 @@ def _stream_families(evaluation: Evaluation | None) -> Iterator[Family]:
         pairs = [evaluation.alert_pairs[i] for i in kept]
         p_values = np.asarray(evaluation.alert_p_values, dtype=np.float64)
         yield SeriesColumns(
-            ALERT_P_VALUE_SERIES, corrected_help, "gauge", corrected_labels, layout,
-            np.fromiter((pair.monitor for pair in pairs), dtype=np.int64, count=len(pairs)),
-            {"rule": [pair.rule.name for pair in pairs]},
-            p_values[np.asarray(kept, dtype=np.int64)],
+            name=ALERT_P_VALUE_SERIES,
+            documentation=corrected_help,
+            type="gauge",
+            label_names=corrected_labels,
+            layout=layout,
+            monitors=np.fromiter(
+                (pair.monitor for pair in pairs), dtype=np.int64, count=len(pairs)
+            ),
+            extra={"rule": [pair.rule.name for pair in pairs]},
+            values=p_values[np.asarray(kept, dtype=np.int64)],
             skip_nan=True,
-        )  # fmt: skip
+        )
         for stream, value in evaluation.stream_p_values.items():
             stream_p.add_metric([stream], value)
         for (stream, rule), count in evaluation.drifting_features().items():
@@ -384,10 +417,15 @@ def _value_kind_family(
     present = kind_index >= 0
     monitor, kind_index = monitor[present], kind_index[present]
     return SeriesColumns(
-        "driftmon_ingest_values", VALUES_HELP, "counter", labels, layout, monitor,
-        {"kind": [VALUE_KINDS[k] for k in kind_index.tolist()]},
-        value_kinds.sums[monitor, kind_index],
-    )  # fmt: skip
+        name="driftmon_ingest_values",
+        documentation=VALUES_HELP,
+        type="counter",
+        label_names=labels,
+        layout=layout,
+        monitors=monitor,
+        extra={"kind": [VALUE_KINDS[k] for k in kind_index.tolist()]},
+        values=value_kinds.sums[monitor, kind_index],
+    )
 
 
 def _ingest_families(status: Status) -> Iterator[Family]:

@@ -129,7 +129,7 @@ def awkward(evaluation: Evaluation) -> Evaluation:
             changed[i] = AWKWARD_VALUES[(i + offset) % len(AWKWARD_VALUES)]
         values[name] = changed
     samples = np.array(evaluation.window_samples, dtype=np.float64)
-    samples[: min(3, samples.shape[0])] = [2_000_000.0, 12345678901.0, 0.0][: samples.shape[0]]
+    samples[:4] = [2_000_000.0, 12345678901.0, 0.0, math.nan]  # NaN: still a series
     return dataclasses.replace(evaluation, values=values, window_samples=samples)
 
 
