@@ -383,3 +383,24 @@ def test_a_scrape_read_slowly_does_not_hold_a_stop_past_the_grace() -> None:
             reader.close()
 
     asyncio.run(main())
+
+
+def test_head_metrics_sends_the_headers_only_and_the_connection_stays_usable() -> None:
+    body = Scrape((b"x 1\n" * 100_000,), "text/plain; version=0.0.4", None)
+
+    async def scrape(accept: str | None, gzip: bool) -> Scrape:
+        return body
+
+    async def main() -> None:
+        config = parse_config(CONFIG, base_dir=Path("."))
+        app = make_app(FakeGate(), dataclasses.replace(views([], config), scrape=scrape))
+        async with TestClient(TestServer(app)) as client:
+            head = await client.head("/metrics")
+            assert head.status == 200
+            assert head.headers["Content-Length"] == str(len(body.chunks[0]))
+            assert await head.read() == b""
+            after = await client.get("/metrics")  # the same keep-alive connection
+            assert after.status == 200
+            assert await after.read() == body.chunks[0]
+
+    asyncio.run(main())

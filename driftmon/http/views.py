@@ -49,6 +49,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         response.headers["Content-Encoding"] = scrape.content_encoding
     response.content_length = sum(len(chunk) for chunk in scrape.chunks)
     await response.prepare(request)
+    if request.method == "HEAD":  # the headers only: a body here would corrupt the connection
+        await response.write_eof()
+        return response
     for chunk in scrape.chunks:
         view = memoryview(chunk)
         for start in range(0, len(view), SCRAPE_SLICE_BYTES):
