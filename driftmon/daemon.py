@@ -66,7 +66,8 @@ class Listener(Protocol):
         ...
 
     async def stop(self) -> None:
-        """Stop taking requests and let the ones in flight finish."""
+        """Stop taking requests, let the ones in flight finish within a bounded grace
+        (``server.shutdown_grace``), then close every connection."""
         ...
 
 
@@ -650,7 +651,8 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self.ready = False
-            # Stop taking requests, let the ones in flight finish, then drain the pool.
+            # Stop taking requests, give the ones in flight server.shutdown_grace at most
+            # (a stalled upload or a slow scrape is cut off), then drain the pool.
             await listener.stop()
             await asyncio.to_thread(self.gate.close)
             if self.cluster is not None:
