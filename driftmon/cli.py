@@ -191,14 +191,15 @@ def serve(
 
 def http_app(daemon: Daemon) -> web.Application:
     """The HTTP API of ``daemon``: its gate for ingest, callables for the rest."""
-    from driftmon.exporter import exposition
+    from driftmon.exporter import SharedScrapes
     from driftmon.http.app import bearer_matches, make_app
     from driftmon.http.interfaces import Views
 
+    scrapes = SharedScrapes(daemon.status)
     views = Views(
         authorized=lambda header: bearer_matches(header, daemon.token),
         ready=daemon.is_ready,  # and, in cluster.mode shared, the store answers
-        exposition=lambda accept: exposition(daemon.registry, accept),
+        scrape=scrapes.scrape,  # rendered in a thread, concurrent scrapes sharing one
         reload=daemon.reload_coalesced,
         latest=lambda: daemon.latest,
         config=lambda: daemon.config,
@@ -220,7 +221,13 @@ async def serve_daemon(daemon: Daemon, on_listening: Callable[[str], None] | Non
         keepalive_timeout_s=server.keepalive_timeout_s,
         max_connections=server.max_connections,
     )
-    listener = HttpListener(http_app(daemon), server.host, server.port, limits)
+    listener = HttpListener(
+        http_app(daemon),
+        server.host,
+        server.port,
+        limits,
+        shutdown_grace_s=server.shutdown_grace_s,
+    )
     return await daemon.serve_forever(on_listening, listener=listener)
 
 

@@ -66,7 +66,8 @@ class Listener(Protocol):
         ...
 
     async def stop(self) -> None:
-        """Stop taking requests and let the ones in flight finish."""
+        """Stop taking requests, let the ones in flight finish within a bounded grace
+        (``server.shutdown_grace``), then close every connection."""
         ...
 
     def connection_figures(self) -> tuple[int, dict[str, int]]:
@@ -92,18 +93,19 @@ def restart_only_changes(running: Config, loaded: Config) -> list[str]:
     ):
         notices.append("server.listen and server.max_body_bytes change only at restart")
 
-    def edge(server: ServerConfig) -> tuple[float, float, float, int]:
+    def edge(server: ServerConfig) -> tuple[float, float, float, int, float]:
         return (
             server.header_timeout_s,
             server.body_timeout_s,
             server.keepalive_timeout_s,
             server.max_connections,
+            server.shutdown_grace_s,
         )
 
     if edge(running.server) != edge(loaded.server):
         notices.append(
-            "server.header_timeout, body_timeout, keepalive_timeout and max_connections "
-            "change only at restart"
+            "server.header_timeout, body_timeout, keepalive_timeout, max_connections and "
+            "shutdown_grace change only at restart"
         )
     if running.state.dir != loaded.state.dir:
         notices.append(
@@ -674,7 +676,8 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self.ready = False
-            # Stop taking requests, let the ones in flight finish, then drain the pool.
+            # Stop taking requests, give the ones in flight server.shutdown_grace at most
+            # (a stalled upload or a slow scrape is cut off), then drain the pool.
             await listener.stop()
             await asyncio.to_thread(self.gate.close)
             if self.cluster is not None:

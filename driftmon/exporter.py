@@ -13,11 +13,16 @@ The registry is a parameter: the daemon passes its own
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import queue
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -26,10 +31,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from driftmon import __version__
 from driftmon.cluster.status import ClusterStatus
-from driftmon.engine import Evaluation
+from driftmon.engine import Evaluation, Monitor
+from driftmon.kinds import CATEGORICAL_KINDS, NUMERIC_KINDS, ValueKindTotals
 from driftmon.kinds import VALUE_KINDS as VALUE_KINDS
 from driftmon.names import (
     ALERT_P_VALUE_SERIES,
@@ -123,6 +130,126 @@ CONNECTION_CLOSE_REASONS = ("header_timeout", "evicted", "refused")
 """The ``reason`` values of ``driftmon_http_connections_closed_total`` (each always exported)."""
 
 
+@dataclass(frozen=True)
+class SeriesColumns:
+    """A per-monitor family as columns: series ``j`` is monitor ``monitors[j]``'s.
+
+    ``label_names`` are in the collector's order; ``stream`` and ``feature``
+    come from ``layout.names[monitors[j]]``, every other label from ``extra[label][j]``.
+    A NaN value has no series when ``skip_nan``. :meth:`expanded` gives the
+    ``prometheus_client`` family the collector always built;
+    :func:`render_text` writes the same bytes without building it.
+    """
+
+    name: str
+    documentation: str
+    type: str  # "gauge" or "counter"
+    label_names: tuple[str, ...]
+    layout: MonitorLayout  # (stream, feature) by monitor position
+    monitors: np.ndarray  # int64[series]: position in ``names``
+    extra: Mapping[str, Sequence[str]]
+    values: np.ndarray  # float64[series]
+    skip_nan: bool = False
+
+    def kept(self) -> np.ndarray:
+        """Positions of the series that exist (all, or the non-NaN ones)."""
+        if self.skip_nan:
+            return np.flatnonzero(~np.isnan(self.values))
+        return np.arange(self.values.shape[0])
+
+    def expanded(self) -> Metric:
+        """The ``prometheus_client`` family (what :class:`DriftCollector` yields)."""
+        kind = CounterMetricFamily if self.type == "counter" else GaugeMetricFamily
+        family = kind(self.name, self.documentation, labels=list(self.label_names))
+        monitors = self.monitors.tolist()
+        values = self.values.tolist()
+        for j in self.kept().tolist():
+            stream, feature = self.layout.names[monitors[j]]
+            own = {"stream": stream, "feature": feature}
+            family.add_metric(
+                [own[n] if n in own else self.extra[n][j] for n in self.label_names], values[j]
+            )
+        return family
+
+
+Family = Metric | SeriesColumns
+
+
+@dataclass(frozen=True)
+class MonitorLayout:
+    """The monitors of one packing: names, and their label values escaped for the text format."""
+
+    names: tuple[tuple[str, str], ...]  # (stream, feature) by position
+    positions: np.ndarray  # int64: 0..M-1
+    value_index: np.ndarray  # int64: the position's index in Evaluation arrays
+    escaped_streams: list[str]
+    escaped_features: list[str]
+    _label_parts: list[tuple[list[str], list[str]]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+
+    def label_parts(self) -> tuple[list[str], list[str]]:
+        """``feature="…",`` and ``stream="…"`` of every monitor (escaped), made once."""
+        if not self._label_parts:
+            streams: dict[str, str] = {}
+            self._label_parts.append(
+                (
+                    [f'feature="{feature}",' for feature in self.escaped_features],
+                    [streams.setdefault(s, f'stream="{s}"') for s in self.escaped_streams],
+                )
+            )
+        return self._label_parts[0]
+
+    def gauge(
+        self, name: str, documentation: str, values: np.ndarray, *, skip_nan: bool = True
+    ) -> SeriesColumns:
+        """A gauge of one value per monitor labelled (stream, feature); NaN: no series
+        (unless not ``skip_nan``)."""
+        return SeriesColumns(
+            name=name,
+            documentation=documentation,
+            type="gauge",
+            label_names=("stream", "feature"),
+            layout=self,
+            monitors=self.positions,
+            extra={},
+            values=values,
+            skip_nan=skip_nan,
+        )
+
+
+_layouts: dict[int, tuple[object, MonitorLayout]] = {}
+_layouts_lock = threading.Lock()
+
+
+def _monitor_layout(monitors: Sequence[Monitor] | Sequence[tuple[str, str]]) -> MonitorLayout:
+    """The names of ``monitors`` (an engine's tuple, fixed per packing), cached by identity."""
+    with _layouts_lock:
+        found = _layouts.get(id(monitors))
+        if found is not None and found[0] is monitors:
+            return found[1]
+    if monitors and isinstance(monitors[0], Monitor):
+        typed = [m for m in monitors if isinstance(m, Monitor)]
+        names = tuple((m.stream, m.feature) for m in typed)
+        index = np.fromiter((m.index for m in typed), dtype=np.int64, count=len(typed))
+    else:
+        names = tuple((str(s), str(f)) for s, f in monitors)  # type: ignore[misc]
+        index = np.arange(len(names), dtype=np.int64)
+    streams: dict[str, str] = {}
+    layout = MonitorLayout(
+        names,
+        np.arange(len(names), dtype=np.int64),
+        index,
+        [streams.setdefault(s, _escape_label(s)) for s, _ in names],
+        [_escape_label(f) for _, f in names],
+    )
+    with _layouts_lock:
+        if len(_layouts) >= 4:  # an engine's monitors and its kind layout, and the previous pair
+            _layouts.pop(next(iter(_layouts)))
+        _layouts[id(monitors)] = (monitors, layout)  # the reference keeps the id unique
+    return layout
+
+
 def _float_text(value: float) -> str:
     text = repr(float(value))
     return text[:-2] if text.endswith(".0") else text
@@ -140,75 +267,93 @@ class DriftCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Fresh families from the status of this instant."""
-        status = self._status()
-        yield from _divergence_families(status.evaluation)
-        yield from _stream_families(status.evaluation)
-        yield from _ingest_families(status)
-        yield from _daemon_families(status)
-        if status.cluster is not None:
-            yield from _cluster_families(status.cluster)
+        for family in families(self._status()):
+            yield family.expanded() if isinstance(family, SeriesColumns) else family
 
 
-def _divergence_families(evaluation: Evaluation | None) -> Iterator[Metric]:
-    monitors = evaluation.monitors if evaluation is not None else ()
-    labels = ["stream", "feature"]
-    families = {
-        name: GaugeMetricFamily(metric, text, labels=labels)
-        for name, metric, text in DIVERGENCE_FAMILIES
-    }
-    entropy = GaugeMetricFamily(
-        "driftmon_entropy",
-        "Entropy of the smoothed reference or live distribution.",
-        labels=["stream", "feature", "window"],
-    )
-    window_samples = GaugeMetricFamily(
-        "driftmon_window_samples",
-        "Rows in the live window that reached this feature.",
-        labels=labels,
-    )
-    reference_samples = GaugeMetricFamily(
-        "driftmon_reference_samples", "Rows in the reference.", labels=labels
-    )
-    firing = GaugeMetricFamily(
-        "driftmon_alert_firing",
-        "1 while the alert rule fires for this monitor, 0 otherwise.",
-        labels=["stream", "feature", "rule", "severity"],
-    )
-    if evaluation is not None:
-        for monitor in monitors:
-            i = monitor.index
-            key = [monitor.stream, monitor.feature]
-            for name, family in families.items():
-                value = float(evaluation.values[name][i])
-                if not math.isnan(value):
-                    family.add_metric(key, value)
-            for window, name in (("reference", "entropy_reference"), ("live", "entropy_live")):
-                value = float(evaluation.values[name][i])
-                if not math.isnan(value):
-                    entropy.add_metric([*key, window], value)
-            window_samples.add_metric(key, float(evaluation.window_samples[i]))
-            reference_samples.add_metric(key, float(evaluation.reference_samples[i]))
-        for pair, state in zip(evaluation.alert_pairs, evaluation.alerts.state, strict=True):
-            monitor = monitors[pair.monitor]
-            firing.add_metric(
-                [monitor.stream, monitor.feature, pair.rule.name, pair.rule.severity],
-                1.0 if state == 2 else 0.0,
-            )
-    yield from families.values()
-    yield entropy
-    yield window_samples
-    yield reference_samples
-    yield firing
+def families(status: Status) -> Iterator[Family]:
+    """Every family of ``status``, in exposition order (per-monitor ones as columns)."""
+    yield from _divergence_families(status.evaluation)
+    yield from _stream_families(status.evaluation)
+    yield from _ingest_families(status)
+    yield from _daemon_families(status)
+    if status.cluster is not None:
+        yield from _cluster_families(status.cluster)
 
 
-def _stream_families(evaluation: Evaluation | None) -> Iterator[Metric]:
+def _divergence_families(evaluation: Evaluation | None) -> Iterator[Family]:
+    labels = ("stream", "feature")
+    layout = None if evaluation is None else _monitor_layout(evaluation.monitors)
+    for name, metric, text in DIVERGENCE_FAMILIES:
+        if evaluation is None or layout is None:
+            yield GaugeMetricFamily(metric, text, labels=list(labels))
+            continue
+        yield layout.gauge(metric, text, evaluation.values[name][layout.value_index])
+    entropy_help = "Entropy of the smoothed reference or live distribution."
+    window_help = "Rows in the live window that reached this feature."
+    reference_help = "Rows in the reference."
+    firing_help = "1 while the alert rule fires for this monitor, 0 otherwise."
+    firing_labels = ("stream", "feature", "rule", "severity")
+    if evaluation is None or layout is None:
+        yield GaugeMetricFamily(
+            "driftmon_entropy", entropy_help, labels=["stream", "feature", "window"]
+        )
+        yield GaugeMetricFamily("driftmon_window_samples", window_help, labels=list(labels))
+        yield GaugeMetricFamily("driftmon_reference_samples", reference_help, labels=list(labels))
+        yield GaugeMetricFamily("driftmon_alert_firing", firing_help, labels=list(firing_labels))
+        return
+    # Per monitor the reference entropy, then the live one (the order of the series).
+    entropies = np.column_stack(
+        [
+            evaluation.values["entropy_reference"][layout.value_index],
+            evaluation.values["entropy_live"][layout.value_index],
+        ]
+    ).ravel()
+    yield SeriesColumns(
+        name="driftmon_entropy",
+        documentation=entropy_help,
+        type="gauge",
+        label_names=("stream", "feature", "window"),
+        layout=layout,
+        monitors=np.repeat(layout.positions, 2),
+        extra={"window": ("reference", "live") * len(layout.names)},
+        values=entropies,
+        skip_nan=True,
+    )
+    window_samples = np.asarray(evaluation.window_samples, dtype=np.float64)
+    yield layout.gauge(
+        "driftmon_window_samples", window_help, window_samples[layout.value_index], skip_nan=False
+    )
+    reference_samples = np.asarray(evaluation.reference_samples, dtype=np.float64)
+    yield layout.gauge(
+        "driftmon_reference_samples",
+        reference_help,
+        reference_samples[layout.value_index],
+        skip_nan=False,
+    )
+    pairs = evaluation.alert_pairs
+    yield SeriesColumns(
+        name="driftmon_alert_firing",
+        documentation=firing_help,
+        type="gauge",
+        label_names=firing_labels,
+        layout=layout,
+        monitors=np.fromiter((pair.monitor for pair in pairs), dtype=np.int64, count=len(pairs)),
+        extra={
+            "rule": [pair.rule.name for pair in pairs],
+            "severity": [pair.rule.severity for pair in pairs],
+        },
+        values=(np.asarray(evaluation.alerts.state) == 2).astype(np.float64),
+    )
+
+
+def _stream_families(evaluation: Evaluation | None) -> Iterator[Family]:
     """Stream-level drift and the corrected p-values of rules with ``p_value_correction``."""
-    corrected = GaugeMetricFamily(
-        ALERT_P_VALUE_SERIES,
+    corrected_help = (
         "The p-value a rule with p_value_correction compares with max_p_value: the "
-        "monitor's p-value corrected over the monitors the rule matches in its stream.",
-        labels=["stream", "feature", "rule"],
+        "monitor's p-value corrected over the monitors the rule matches in its stream."
     )
+    corrected_labels = ("stream", "feature", "rule")
     stream_p = GaugeMetricFamily(
         STREAM_P_VALUE_SERIES,
         "Smallest Holm-adjusted p-value of the stream's monitors, min(1, m * min p): "
@@ -220,40 +365,83 @@ def _stream_families(evaluation: Evaluation | None) -> Iterator[Metric]:
         "Monitors of the stream for which the alert rule fires.",
         labels=["stream", "rule"],
     )
-    if evaluation is not None:
-        monitors = evaluation.monitors
-        for pair, p_value in zip(evaluation.alert_pairs, evaluation.alert_p_values, strict=True):
-            if pair.rule.p_value_correction != "none" and not math.isnan(p_value):
-                monitor = monitors[pair.monitor]
-                corrected.add_metric(
-                    [monitor.stream, monitor.feature, pair.rule.name], float(p_value)
-                )
+    if evaluation is None:
+        yield GaugeMetricFamily(ALERT_P_VALUE_SERIES, corrected_help, labels=list(corrected_labels))
+    else:
+        layout = _monitor_layout(evaluation.monitors)
+        kept = [
+            i
+            for i, pair in enumerate(evaluation.alert_pairs)
+            if pair.rule.p_value_correction != "none"
+        ]
+        pairs = [evaluation.alert_pairs[i] for i in kept]
+        p_values = np.asarray(evaluation.alert_p_values, dtype=np.float64)
+        yield SeriesColumns(
+            name=ALERT_P_VALUE_SERIES,
+            documentation=corrected_help,
+            type="gauge",
+            label_names=corrected_labels,
+            layout=layout,
+            monitors=np.fromiter(
+                (pair.monitor for pair in pairs), dtype=np.int64, count=len(pairs)
+            ),
+            extra={"rule": [pair.rule.name for pair in pairs]},
+            values=p_values[np.asarray(kept, dtype=np.int64)],
+            skip_nan=True,
+        )
         for stream, value in evaluation.stream_p_values.items():
             stream_p.add_metric([stream], value)
         for (stream, rule), count in evaluation.drifting_features().items():
             drifting.add_metric([stream, rule], float(count))
-    yield corrected
     yield stream_p
     yield drifting
 
 
-def _ingest_families(status: Status) -> Iterator[Metric]:
+VALUES_HELP = (
+    "Values binned, by stream, feature and kind (ok, missing, invalid, other, underflow, overflow)."
+)
+
+
+def _value_kind_family(
+    value_kinds: Iterable[tuple[str, str, Mapping[str, float]]],
+) -> Family:
+    """``driftmon_ingest_values_total``: one array op over :class:`ValueKindTotals`."""
+    labels = ("stream", "feature", "kind")
+    if not isinstance(value_kinds, ValueKindTotals):
+        values = CounterMetricFamily("driftmon_ingest_values", VALUES_HELP, labels=list(labels))
+        for stream, feature, kinds in value_kinds:
+            for kind, kind_count in kinds.items():
+                values.add_metric([stream, feature, kind], float(kind_count))
+        return values
+    layout = _monitor_layout(value_kinds.layout.names)
+    # Per monitor its kinds in listing order (kinds.py): numeric monitors five, categorical four.
+    numeric_row = np.asarray(NUMERIC_KINDS, dtype=np.int64)
+    categorical_row = np.asarray((*CATEGORICAL_KINDS, -1), dtype=np.int64)
+    table = np.where(value_kinds.layout.numeric[:, None], numeric_row, categorical_row)
+    monitor = np.repeat(np.arange(table.shape[0], dtype=np.int64), table.shape[1])
+    kind_index = table.ravel()
+    present = kind_index >= 0
+    monitor, kind_index = monitor[present], kind_index[present]
+    return SeriesColumns(
+        name="driftmon_ingest_values",
+        documentation=VALUES_HELP,
+        type="counter",
+        label_names=labels,
+        layout=layout,
+        monitors=monitor,
+        extra={"kind": [VALUE_KINDS[k] for k in kind_index.tolist()]},
+        values=value_kinds.sums[monitor, kind_index],
+    )
+
+
+def _ingest_families(status: Status) -> Iterator[Family]:
     rows = CounterMetricFamily(
         "driftmon_ingest_rows", "Rows accepted, by stream.", labels=["stream"]
     )
     for stream, count in status.stream_rows.items():
         rows.add_metric([stream], float(count))
     yield rows
-    values = CounterMetricFamily(
-        "driftmon_ingest_values",
-        "Values binned, by stream, feature and kind (ok, missing, invalid, other, underflow, "
-        "overflow).",
-        labels=["stream", "feature", "kind"],
-    )
-    for stream, feature, kinds in status.value_kinds:
-        for kind, kind_count in kinds.items():
-            values.add_metric([stream, feature, kind], float(kind_count))
-    yield values
+    yield _value_kind_family(status.value_kinds)
     unknown = CounterMetricFamily(
         "driftmon_ingest_unknown_fields",
         "Values under fields that no feature monitors (ignored), by stream.",
@@ -430,3 +618,261 @@ def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, 
     """The scrape body and its Content-Type: OpenMetrics when ``accept`` asks for it."""
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
+
+
+# --- the scrape: text rendered from columns, in a thread, shared by concurrent scrapers ------
+
+
+def _escape_label(value: str) -> str:
+    """A label value as the text format quotes it (what ``prometheus_client`` does)."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _go_floats(values: np.ndarray) -> list[str]:
+    """``floatToGoString`` of every value, in bulk.
+
+    orjson writes the shortest round-trip digits as ``repr`` does, four times
+    faster; the two differ only in exponent notation, so the values where
+    ``repr`` or Go use it (below 1e-4, from 1e6 on) and the non-finite ones
+    go through ``floatToGoString`` itself.
+    """
+    if values.size == 0:
+        return []
+    texts = orjson.dumps(values.tolist()).decode()[1:-1].split(",")
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(values)
+        special = np.flatnonzero(
+            ~np.isfinite(values) | (magnitude >= 1e6) | ((magnitude < 1e-4) & (magnitude > 0.0))
+        )
+    for j in special.tolist():
+        value = float(values[j])
+        # Below 1e-4 Go and repr agree (floatToGoString returns repr); the rest is rare.
+        texts[j] = (
+            repr(value) if math.isfinite(value) and abs(value) < 1e-4 else (floatToGoString(value))
+        )
+    return texts
+
+
+SLICE_SERIES = 16_384
+"""Series formatted per step: no single call holds the GIL for long, and text is freed early."""
+
+
+def _series_pieces(family: SeriesColumns, openmetrics: bool = False) -> Iterator[str]:
+    """``family`` in the text format 0.0.4, as ``generate_latest`` writes its expansion,
+    in slices of at most :data:`SLICE_SERIES` lines.
+
+    Labels sorted by name, as there: ``feature``, the labels between it and
+    ``stream`` (``kind``, ``rule``, ``severity``), ``stream``, then the later
+    ones (``window``). The escaped ``feature="…",`` and ``stream="…"`` of each
+    monitor are made once per packing (:class:`MonitorLayout`).
+    """
+    name = family.name + "_total" if family.type == "counter" else family.name
+    documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    if openmetrics:  # the family's own name in the header, quotes escaped in the help
+        documentation = documentation.replace('"', r"\"")
+        yield f"# HELP {family.name} {documentation}\n# TYPE {family.name} {family.type}\n"
+    else:
+        yield f"# HELP {name} {documentation}\n# TYPE {name} {family.type}\n"
+    extras = sorted(label for label in family.label_names if label not in ("stream", "feature"))
+    if any(label < "feature" for label in extras):
+        raise ValueError(f"{family.name}: label {extras[0]!r} sorts before feature")
+    features, streams = family.layout.label_parts()
+    head = name + "{"
+    kept = family.kept()
+    for start in range(0, kept.size, SLICE_SERIES):
+        part = kept[start : start + SLICE_SERIES]
+        part_list = part.tolist()
+        monitors = family.monitors[part].tolist()
+        texts = _go_floats(family.values[part])
+        if not extras:
+            yield "".join(
+                [
+                    f"{head}{features[m]}{streams[m]}}} {text}\n"
+                    for m, text in zip(monitors, texts, strict=True)
+                ]
+            )
+            continue
+        middles = _extra_labels(family, [label for label in extras if label < "stream"], part_list)
+        ends = _extra_labels(family, [label for label in extras if label > "stream"], part_list)
+        yield "".join(
+            [
+                f"{head}{features[m]}{middle}{streams[m]}{end}}} {text}\n"
+                for m, middle, end, text in zip(monitors, middles, ends, texts, strict=True)
+            ]
+        )
+
+
+def _extra_labels(family: SeriesColumns, labels: list[str], kept: list[int]) -> Sequence[str]:
+    """Per kept series, ``a="…",`` for each of ``labels`` (joined; before ``stream``), or
+    ``,a="…"`` (after it): made once per distinct combination of values."""
+    if not labels:
+        return [""] * len(kept)
+    after = labels[0] > "stream"
+    if len(labels) == 1:  # one label (kind, window): a lookup per series
+        column = family.extra[labels[0]]
+        texts = {}
+        for value in set(column):
+            pair = f'{labels[0]}="{_escape_label(value)}"'
+            texts[value] = "," + pair if after else pair + ","
+        if len(kept) == len(column):
+            return list(map(texts.__getitem__, column))
+        return [texts[column[j]] for j in kept]
+    made: dict[tuple[str, ...], str] = {}
+    result = []
+    columns = [family.extra[label] for label in labels]
+    for j in kept:
+        values = tuple(column[j] for column in columns)
+        text = made.get(values)
+        if text is None:
+            pairs = [f'{n}="{_escape_label(v)}"' for n, v in zip(labels, values, strict=True)]
+            text = (
+                "".join("," + pair for pair in pairs)
+                if after
+                else "".join(pair + "," for pair in pairs)
+            )
+            made[values] = text
+        result.append(text)
+    return result
+
+
+class _OneFamily:
+    def __init__(self, family: Metric) -> None:
+        self._family = family
+
+    def collect(self) -> list[Metric]:
+        return [self._family]
+
+
+OPENMETRICS_EOF = b"# EOF\n"
+
+
+def render_text(status: Status, accept: str | None = None) -> Iterator[bytes]:
+    """``status`` in the format ``accept`` asks for, in pieces: byte for byte what
+    ``prometheus_client``'s encoder for it (``choose_encoder``: text 0.0.4, or
+    OpenMetrics) writes for :class:`DriftCollector`, without building a sample object
+    per series. The per-monitor families are formatted from their columns (sample
+    lines are alike in both formats; the headers differ), the few others by the
+    encoder itself."""
+    encoder, content_type = choose_encoder(accept or "")
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    for family in families(status):
+        if isinstance(family, SeriesColumns):
+            for piece in _series_pieces(family, openmetrics):
+                yield piece.encode()
+        else:
+            text = encoder(_OneFamily(family))
+            yield text.removesuffix(OPENMETRICS_EOF) if openmetrics else text
+    if openmetrics:
+        yield OPENMETRICS_EOF
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One rendered ``/metrics`` body, in slices."""
+
+    chunks: tuple[bytes, ...]
+    content_type: str
+    content_encoding: str | None  # "gzip", or None for the identity
+
+    @property
+    def size_bytes(self) -> int:
+        """The length of the body."""
+        return sum(len(chunk) for chunk in self.chunks)
+
+
+def render_scrape(status: Status, accept: str | None, gzip: bool) -> Scrape:
+    """The body for a scraper sending ``accept`` (and ``Accept-Encoding: gzip`` if ``gzip``).
+
+    Text 0.0.4 or OpenMetrics (which Prometheus asks for first), both from
+    :func:`render_text`. With ``gzip`` each
+    slice is compressed (level 1) by a second thread as soon as it is rendered
+    (zlib lets go of the GIL, so both cores work), and a scrape holds the
+    compressed body and a few slices of text at a time.
+    """
+    content_type = choose_encoder(accept or "")[1]
+    pieces = render_text(status, accept)
+    if not gzip:
+        return Scrape(tuple(pieces), content_type, None)
+    return Scrape((_gzipped(pieces),), content_type, "gzip")
+
+
+def _gzipped(pieces: Iterable[bytes]) -> bytes:
+    """``pieces`` gzipped at level 1, compressed in a second thread while they are made."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    handed: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+    compressed: list[bytes] = []
+
+    def compress() -> None:
+        while (piece := handed.get()) is not None:
+            compressed.append(compressor.compress(piece))
+
+    worker = threading.Thread(target=compress, name="driftmon-scrape-gzip", daemon=True)
+    worker.start()
+    try:
+        for piece in pieces:
+            handed.put(piece)
+    finally:
+        handed.put(None)
+        worker.join()
+    compressed.append(compressor.flush())
+    return b"".join(compressed)
+
+
+class SharedScrapes:
+    """Scrapes rendered off the event loop; scrapes asking at once share one rendering.
+
+    :meth:`scrape` takes the status (a short hold of the daemon's lock) and
+    renders it in a thread, so ``/-/healthy`` and ingest go on meanwhile. A
+    scrape that arrives while one of the same kind (format, gzip) renders
+    gets that body, at most one rendering old; each kind has at most one
+    rendering at a time, so N concurrent scrapers cost one render, not N
+    side by side. The thread is a daemon thread: a stop never waits for it.
+    """
+
+    def __init__(self, status: Callable[[], Status]) -> None:
+        self._status = status
+        self._rendering: dict[tuple[str, bool], asyncio.Future[Scrape]] = {}
+        self.renders = 0  # renderings started (tests count coalesced scrapes with it)
+
+    async def scrape(self, accept: str | None, gzip: bool) -> Scrape:
+        """The body for ``accept`` (gzipped if ``gzip``), rendered in a thread."""
+        key = (choose_encoder(accept or "")[1], gzip)
+        future = self._rendering.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            self._rendering[key] = future
+            self.renders += 1
+            future.add_done_callback(self._forget(key))
+
+            def render(done: asyncio.Future[Scrape] = future) -> None:
+                try:
+                    result = render_scrape(self._status(), accept, gzip)
+                except BaseException as exc:  # handed to the loop, raised to the scrapers
+                    loop.call_soon_threadsafe(_settle_scrape, done, None, exc)
+                else:
+                    loop.call_soon_threadsafe(_settle_scrape, done, result, None)
+
+            threading.Thread(target=render, name="driftmon-scrape", daemon=True).start()
+        return await asyncio.shield(future)
+
+    def _forget(self, key: tuple[str, bool]) -> Callable[[asyncio.Future[Scrape]], None]:
+        def forget(done: asyncio.Future[Scrape]) -> None:
+            if self._rendering.get(key) is done:
+                del self._rendering[key]
+            if not done.cancelled():
+                done.exception()  # retrieved: scrapers that left do not leave it unread
+
+        return forget
+
+
+def _settle_scrape(
+    future: asyncio.Future[Scrape], result: Scrape | None, error: BaseException | None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)

@@ -20,9 +20,9 @@ VALUE_KINDS: tuple[str, ...] = ("ok", "missing", "invalid", "other", "underflow"
 """Every kind, in the order of a slot's columns."""
 
 _OK, _MISSING, _INVALID, _OTHER, _UNDERFLOW, _OVERFLOW = range(len(VALUE_KINDS))
-# The kinds each monitor type has, in the order its totals are listed.
-_NUMERIC_KINDS = (_OK, _UNDERFLOW, _OVERFLOW, _MISSING, _INVALID)
-_CATEGORICAL_KINDS = (_OK, _OTHER, _MISSING, _INVALID)
+# The kinds each monitor type has, in the order its totals are listed (and exported).
+NUMERIC_KINDS = (_OK, _UNDERFLOW, _OVERFLOW, _MISSING, _INVALID)
+CATEGORICAL_KINDS = (_OK, _OTHER, _MISSING, _INVALID)
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class ValueKindTotals:
         for (stream, feature), numeric, row in zip(
             self.layout.names, self.layout.numeric.tolist(), rows, strict=True
         ):
-            kinds = _NUMERIC_KINDS if numeric else _CATEGORICAL_KINDS
+            kinds = NUMERIC_KINDS if numeric else CATEGORICAL_KINDS
             yield stream, feature, {VALUE_KINDS[k]: row[k] for k in kinds}
 
     def __len__(self) -> int:

@@ -61,7 +61,7 @@ def base_dir(tmp_path: Path) -> Path:
 def valid_document() -> dict[str, Any]:
     """A small valid document using every section; tests change one thing in a copy."""
     return {
-        "server": {"listen": "127.0.0.1:0", "max_body_bytes": "1MiB"},
+        "server": {"listen": "127.0.0.1:0", "max_body_bytes": "1MiB", "shutdown_grace": "1500ms"},
         "ingest": {"workers": 2, "queue_rows": 1000},
         "engine": {"evaluate_every": "5s", "log_base": "e"},
         "state": {"dir": "state", "checkpoint_every": "1m"},
@@ -226,6 +226,7 @@ def test_valid_document_parses_into_typed_objects(base_dir: Path) -> None:
     assert config.source == base_dir / "c.yaml"
     assert (config.server.host, config.server.port) == ("127.0.0.1", 0)
     assert config.server.max_body_bytes == 1024**2
+    assert config.server.shutdown_grace_s == 1.5
     assert config.server.auth_token_file is None
     assert config.ingest == IngestConfig(workers=2, queue_rows=1000, cloudevents_root=False)
     assert (config.engine.evaluate_every_s, config.engine.log_base) == (5.0, "e")
@@ -265,6 +266,7 @@ def test_minimal_document_takes_every_default(base_dir: Path) -> None:
     config = parse_config(document, base_dir=base_dir)
     assert (config.server.host, config.server.port) == ("127.0.0.1", 9108)
     assert config.server.max_body_bytes == 16 * 1024**2
+    assert config.server.shutdown_grace_s == 5.0
     assert config.ingest.workers == 0  # 0: the core count
     assert config.ingest.worker_count >= 1
     assert config.ingest.queue_rows == 1_000_000
@@ -532,10 +534,20 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
         [
             "server.zzz: unknown key (expected one of: listen, max_body_bytes, "
             "auth_token_file, external_url, header_timeout, body_timeout, keepalive_timeout, "
-            "max_connections)"
+            "max_connections, shutdown_grace)"
         ],
     ),
     ("server.max_body_bytes", 0, ["server.max_body_bytes: must be > 0, got 0"]),
+    (
+        "server.shutdown_grace",
+        "soon",
+        ['server.shutdown_grace: expected a duration like "15s", got "soon"'],
+    ),
+    (
+        "server.shutdown_grace",
+        True,
+        ['server.shutdown_grace: expected a duration like "15s", got true'],
+    ),
     (
         "server.max_body_bytes",
         "16 megs",
@@ -876,9 +888,7 @@ BAD_CASES: list[tuple[object, object, list[str]]] = [
     (
         "alerts[0].p_value_correction",
         True,
-        [
-            "alerts[0].p_value_correction: expected one of none, bonferroni, holm, bh, got true"
-        ],
+        ["alerts[0].p_value_correction: expected one of none, bonferroni, holm, bh, got true"],
     ),
     (
         "alerts[0].p_value_correction",
@@ -1052,9 +1062,10 @@ def test_awkward_keys_keep_paths_on_one_line(base_dir: Path) -> None:
     assert errors_of(document, base_dir) == [
         'server."two\\nlines": unknown key (expected one of: listen, max_body_bytes, '
         "auth_token_file, external_url, header_timeout, body_timeout, keepalive_timeout, "
-        "max_connections)",
+        "max_connections, shutdown_grace)",
         "server.null: unknown key (expected one of: listen, max_body_bytes, auth_token_file, "
-        "external_url, header_timeout, body_timeout, keepalive_timeout, max_connections)",
+        "external_url, header_timeout, body_timeout, keepalive_timeout, max_connections, "
+        "shutdown_grace)",
     ]
 
 

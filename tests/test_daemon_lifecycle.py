@@ -613,6 +613,41 @@ def test_sigterm_drains_requests_in_flight(durable: Path) -> None:
         assert second.stop() == 0
 
 
+def test_sigterm_with_a_stalled_upload_exits_within_the_grace_and_keeps_every_row(
+    one_stream: Path,
+) -> None:
+    """An upload that stalls mid-body holds a stop for server.shutdown_grace (5 s by
+    default) at most, not aiohttp's 60 s: the process exits 0 well before a supervisor's
+    kill, and the checkpoint it writes on the way out holds every acknowledged row."""
+    with DaemonProcess(one_stream) as first:
+        for seed in range(10):
+            post(first, "a", rows(100 + seed, 100, drifted=False))
+        host, port = first.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as stalled:
+            head = (
+                "POST /v1/streams/a/rows HTTP/1.1\r\n"
+                f"Host: {host}\r\nContent-Type: {JSON_TYPE}\r\n"
+                "Content-Length: 1000000\r\n\r\n"
+            )
+            stalled.sendall(head.encode() + b'[{"x": 1, "c": "red"}, ')
+            # A round trip on another connection: the daemon has read the stalled head.
+            assert first.get("/-/healthy").status == 200
+            assert first.process is not None
+            started = time.monotonic()
+            first.send_signal(signal.SIGTERM)
+            try:
+                code = first.process.wait(timeout=5.0 + 8.0)
+            except subprocess.TimeoutExpired:
+                pytest.fail("SIGTERM waited for the stalled upload (aiohttp's 60 s timeout)")
+            elapsed_s = time.monotonic() - started
+        assert code == 0, first.log_text()
+    assert elapsed_s < 13.0
+    assert "stopped" in first.log_text()
+    with DaemonProcess(one_stream) as second:
+        assert sum(second.monitor("a", "x")["live_counts"]) == 1000
+        assert second.stop() == 0
+
+
 # --- starts that cannot serve -------------------------------------------------------------------
 
 

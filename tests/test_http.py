@@ -21,6 +21,7 @@ from harness import DaemonProcess, sample
 
 from driftmon.config import Config, parse_config
 from driftmon.daemon import ReloadOutcome
+from driftmon.exporter import Scrape
 from driftmon.http.app import bearer_matches, make_app
 from driftmon.http.interfaces import Views
 from driftmon.ingest import CloudEventsResult, IngestResult, NotReady, QueueFull, body_bound_bytes
@@ -82,10 +83,13 @@ def views(reloads: list[int], config: Config) -> Views:
         reloads.append(1)
         return ReloadOutcome([], [])
 
+    async def scrape(accept: str | None, gzip: bool) -> Scrape:
+        return Scrape((b"# nothing\n",), "text/plain; version=0.0.4", None)
+
     return Views(
         authorized=lambda header: bearer_matches(header, TOKEN),
         ready=lambda: True,
-        exposition=lambda accept: (b"# nothing\n", "text/plain; version=0.0.4"),
+        scrape=scrape,
         reload=reload,
         latest=lambda: None,
         config=lambda: config,

@@ -172,6 +172,8 @@ class ServerConfig:
     body_timeout_s: float = 30.0  # longest time a request body may make no progress
     keepalive_timeout_s: float = 30.0  # longest idle time between requests on one connection
     max_connections: int = 1000  # connections open at once (also bounded by the fd limit)
+    # On TERM/INT: how long requests in flight may still take before connections close.
+    shutdown_grace_s: float = 5.0
 
     def base_url(self) -> str:
         """Where users reach the daemon: ``external_url`` (no trailing slash), else the

@@ -46,6 +46,7 @@ def parse_server(value: object, errs: Errors, base_dir: Path) -> ServerConfig:
             "body_timeout",
             "keepalive_timeout",
             "max_connections",
+            "shutdown_grace",
         ),
     )
     defaults = ServerConfig()
@@ -58,6 +59,7 @@ def parse_server(value: object, errs: Errors, base_dir: Path) -> ServerConfig:
     body_timeout_s = section.read("body_timeout", timeout)
     keepalive_timeout_s = section.read("keepalive_timeout", timeout)
     max_connections = section.read("max_connections", int_reader(1, MAX_CONNECTIONS))
+    shutdown_grace_s = section.read("shutdown_grace", duration_reader(positive=False))
     return ServerConfig(
         host=listen[0],
         port=listen[1],
@@ -68,6 +70,9 @@ def parse_server(value: object, errs: Errors, base_dir: Path) -> ServerConfig:
         body_timeout_s=body_timeout_s or defaults.body_timeout_s,
         keepalive_timeout_s=keepalive_timeout_s or defaults.keepalive_timeout_s,
         max_connections=max_connections or defaults.max_connections,
+        shutdown_grace_s=defaults.shutdown_grace_s
+        if shutdown_grace_s is None
+        else shutdown_grace_s,
     )
 
 

@@ -9,7 +9,9 @@ counter are middleware, applied per route (:class:`Policy`).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -30,6 +32,11 @@ from driftmon.http.responses import (
 __all__ = ["HttpListener", "Policy", "bearer_matches", "make_app"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger("driftmon")
+
+CLOSE_AFTER_GRACE_S = 1.0
+"""After the shutdown grace, how long cancelled handlers get to unwind before stop() returns."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,14 @@ def make_app(gate: IngestGate, views_: Views, body_timeout_s: float = 30.0) -> w
 
 class HttpListener:
     """An application served on ``host:port`` (port 0: any free port), its connections
-    bounded and timed by ``limits`` (:mod:`driftmon.http.connections`)."""
+    bounded and timed by ``limits`` (:mod:`driftmon.http.connections`).
+
+    :meth:`stop` stops accepting, gives requests in flight at most
+    ``shutdown_grace_s`` (``server.shutdown_grace``), then cancels their
+    handlers and closes every connection: a stalled upload or a scrape read
+    slowly cannot hold a stop for longer (aiohttp's own default is 60 s, as
+    long as the kill timeout of the shipped systemd unit and StatefulSet).
+    """
 
     def __init__(
         self,
@@ -148,12 +162,15 @@ class HttpListener:
         host: str,
         port: int,
         limits: ConnectionLimits | None = None,
+        *,
+        shutdown_grace_s: float = 5.0,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.limits = limits or ConnectionLimits()
         self.connections: Connections | None = None
+        self.shutdown_grace_s = shutdown_grace_s
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
@@ -163,6 +180,7 @@ class HttpListener:
             access_log=None,
             handle_signals=False,
             keepalive_timeout=self.limits.keepalive_timeout_s,
+            shutdown_timeout=self.shutdown_grace_s,
         )
         await runner.setup()
         self.connections = Connections(self.limits)
@@ -184,7 +202,16 @@ class HttpListener:
         return len(self.connections.open), dict(self.connections.closed)
 
     async def stop(self) -> None:
-        """Stop taking requests and let the ones in flight finish."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        """Stop taking requests, let the ones in flight finish within the grace, then close."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        # aiohttp waits up to the timeout for handlers, then again for the cancelled ones
+        # to unwind: bound the whole of it, so that the grace is what a stop costs.
+        try:
+            await asyncio.wait_for(runner.cleanup(), self.shutdown_grace_s + CLOSE_AFTER_GRACE_S)
+        except TimeoutError:
+            log.warning(
+                "requests still in flight after the %.1f s shutdown grace: connections closed",
+                self.shutdown_grace_s,
+            )

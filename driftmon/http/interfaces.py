@@ -14,7 +14,15 @@ from driftmon.history import MonitorHistory
 from driftmon.http.responses import ReadingBodies
 from driftmon.ingest import CloudEventsResult, IngestResult
 
-__all__ = ["GATE_KEY", "READING_KEY", "VIEWS_KEY", "IngestGate", "ReloadResult", "Views"]
+__all__ = [
+    "GATE_KEY",
+    "READING_KEY",
+    "VIEWS_KEY",
+    "IngestGate",
+    "ReloadResult",
+    "ScrapeBody",
+    "Views",
+]
 
 
 class IngestGate(Protocol):
@@ -55,13 +63,27 @@ class ReloadResult(Protocol):
     def notices(self) -> list[str]: ...  # settings that apply only at restart
 
 
+class ScrapeBody(Protocol):
+    """A rendered ``/metrics`` body (:class:`driftmon.exporter.Scrape` is one)."""
+
+    @property
+    def chunks(self) -> tuple[bytes, ...]: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    @property
+    def content_encoding(self) -> str | None: ...  # "gzip", or None
+
+
 @dataclass(frozen=True)
 class Views:
     """What the other endpoints read and do; each a callable, read at every request."""
 
     authorized: Callable[[str | None], bool]  # the Authorization header passes
     ready: Callable[[], bool]
-    exposition: Callable[[str | None], tuple[bytes, str]]  # Accept → body, Content-Type
+    # (Accept, gzip accepted) → the body, rendered off the event loop
+    scrape: Callable[[str | None, bool], Awaitable[ScrapeBody]]
     reload: Callable[[], Awaitable[ReloadResult]]  # one at a time, coalesced
     latest: Callable[[], Evaluation | None]
     config: Callable[[], Config]  # the config running now

@@ -13,12 +13,50 @@ from driftmon.engine import ALL_METRICS, Evaluation
 from driftmon.http.interfaces import VIEWS_KEY
 from driftmon.http.responses import error, json_response, unavailable
 
+SCRAPE_SLICE_BYTES = 1 << 20
+"""A scrape body is written in slices of this size (the loop serves others in between)."""
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header takes gzip (``gzip`` or ``*``, q not 0)."""
+    for item in (accept_encoding or "").split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        quality = params.strip().lower()
+        if quality.startswith("q="):
+            try:
+                if float(quality[2:]) <= 0.0:
+                    continue
+            except ValueError:
+                continue
+        return True
+    return False
+
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    """``GET /metrics``: text 0.0.4, or OpenMetrics when the Accept header asks for it."""
-    body, content_type = request.app[VIEWS_KEY].exposition(request.headers.get("Accept"))
-    response = web.Response(body=body)
-    response.headers["Content-Type"] = content_type
+    """``GET /metrics``: text 0.0.4, or OpenMetrics when the Accept header asks for it.
+
+    Rendered off the event loop (``Views.scrape``), gzipped when the scraper
+    accepts it (Prometheus does), and written in slices.
+    """
+    gzip = accepts_gzip(request.headers.get("Accept-Encoding"))
+    scrape = await request.app[VIEWS_KEY].scrape(request.headers.get("Accept"), gzip)
+    response = web.StreamResponse()
+    response.headers["Content-Type"] = scrape.content_type
+    response.headers["Vary"] = "Accept-Encoding"
+    if scrape.content_encoding is not None:
+        response.headers["Content-Encoding"] = scrape.content_encoding
+    response.content_length = sum(len(chunk) for chunk in scrape.chunks)
+    await response.prepare(request)
+    if request.method == "HEAD":  # the headers only: a body here would corrupt the connection
+        await response.write_eof()
+        return response
+    for chunk in scrape.chunks:
+        view = memoryview(chunk)
+        for start in range(0, len(view), SCRAPE_SLICE_BYTES):
+            await response.write(view[start : start + SCRAPE_SLICE_BYTES])
+    await response.write_eof()
     return response
 
 
