@@ -9,12 +9,14 @@ configured at about a second here; the bounds the tests wait for are generous.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -266,6 +268,43 @@ def test_stalled_senders_do_not_lock_others_out(patient: DaemonProcess, path: st
         for connection in stalled:
             connection.close()
 
+
+
+def test_trickling_senders_do_not_lock_others_out(patient: DaemonProcess) -> None:
+    """Four bodies that fill the read bound but for 4 000 bytes, then send a byte every
+    0.3 s: never stalled for a second, far slower than 16 KiB/s. A normal body of 8 KB
+    takes the room of the slowest."""
+    chunk = b" " * 2**20
+    rows = json.dumps([{"x": 1.5, "c": "red"}] * 400).encode()
+    assert len(rows) > 8000
+    trickling = [connect(patient.url) for _ in range(4)]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.3):
+            for connection in trickling:
+                with contextlib.suppress(OSError):
+                    connection.sendall(b" ")
+
+    for connection in trickling:
+        connection.sendall(post_head(ROWS_PATH, MAX_BODY_BYTES, **AUTH))
+        for _ in range(15):
+            connection.sendall(chunk)
+        connection.sendall(chunk[:-1000])
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    try:
+        time.sleep(1.5)  # a full rate window of trickling
+        headers = {"Content-Type": "application/json", **AUTH}
+        wait_for(lambda: patient.post(ROWS_PATH, rows, headers).status == 200, 20.0, "a post")
+        stop.set()
+        sender.join()
+        statuses = [status_of(read_until_closed(c, 5.0)[0]) for c in trickling]
+        assert 408 in statuses, statuses
+    finally:
+        stop.set()
+        for connection in trickling:
+            connection.close()
 
 # --- Expect: 100-continue -------------------------------------------------------------------
 

@@ -73,14 +73,31 @@ def unauthorized() -> web.Response:
     )
 
 
+RATE_WINDOW_S = 1.0
+"""How long a body's arrival rate is measured over."""
+
+MIN_BODY_RATE = 16 * 1024
+"""Bytes per second below which a body trickling in loses its room when others need it."""
+
+
 class BodyEvicted(Exception):
     """A stalled body lost its room in the read bound to a body that progresses."""
 
 
 class _Body:
-    """One body being read: its bytes so far and when it last made progress."""
+    """One body being read: its bytes so far, when it last made progress, and how fast
+    it arrived over the last second or so."""
 
-    __slots__ = ("content", "last_progress", "released", "size", "sock")
+    __slots__ = (
+        "content",
+        "last_progress",
+        "released",
+        "size",
+        "sock",
+        "window_bytes",
+        "window_rate",
+        "window_start",
+    )
 
     def __init__(self, content: object, sock: socket.socket | None, now: float) -> None:
         self.content = content
@@ -88,6 +105,24 @@ class _Body:
         self.size = 0
         self.last_progress = now
         self.released = False
+        self.window_start = now
+        self.window_bytes = 0
+        self.window_rate: float | None = None  # bytes/s over the last full window
+
+    def grew(self, size: int, now: float) -> None:
+        self.size += size
+        self.last_progress = now
+        if now - self.window_start >= RATE_WINDOW_S:
+            self.window_rate = self.window_bytes / (now - self.window_start)
+            self.window_start, self.window_bytes = now, 0
+        self.window_bytes += size
+
+    def rate(self, now: float) -> float | None:
+        """Bytes per second lately; ``None`` for a body younger than one window."""
+        elapsed = now - self.window_start
+        if elapsed >= RATE_WINDOW_S:
+            return self.window_bytes / elapsed
+        return self.window_rate
 
     def has_unread_bytes(self) -> bool:
         """Whether bytes of it wait to be read here (in the kernel or aiohttp's buffer):
@@ -108,8 +143,10 @@ class ReadingBodies:
 
     ``timeout_s`` is ``server.body_timeout``: a body that makes no progress for that
     long gets 408. When the bytes held reach the read bound, bodies stalled for
-    :attr:`stall_s` or more lose their room (408, connection closed) before a body
-    that progresses is refused: a few stalled senders cannot lock everyone out.
+    :attr:`stall_s` or more, then bodies trickling in slower than
+    :data:`MIN_BODY_RATE`, lose their room (408, connection closed) before a body
+    that progresses is refused: a few stalled or trickling senders cannot lock
+    everyone out.
     """
 
     def __init__(self, timeout_s: float = 30.0) -> None:
@@ -129,8 +166,7 @@ class ReadingBodies:
         return body
 
     def grow(self, body: _Body, size: int) -> None:
-        body.size += size
-        body.last_progress = time.monotonic()
+        body.grew(size, time.monotonic())
         if not body.released:
             self.bytes += size
 
@@ -144,15 +180,24 @@ class ReadingBodies:
             self.bytes -= body.size
 
     def make_room(self, bound: int, keep: _Body) -> None:
-        """Free the room of bodies stalled for :attr:`stall_s`, most stalled first, until the
-        bytes held are within ``bound``."""
+        """Free the room of other bodies until the bytes held are within ``bound``: first
+        those stalled for :attr:`stall_s`, most stalled first, then those trickling in
+        slower than :data:`MIN_BODY_RATE` (bytes per second), slowest first. A body
+        whose bytes wait unread here is spared (then the daemon is behind, not the client).
+        """
         now = time.monotonic()
+        others = [b for b in self._bodies if b is not keep and not b.released]
         stalled = sorted(
-            (b for b in self._bodies if b is not keep and not b.released),
+            (b for b in others if now - b.last_progress >= self.stall_s),
             key=lambda b: b.last_progress,
         )
-        for body in stalled:
-            if self.bytes <= bound or now - body.last_progress < self.stall_s:
+        rates = {b: b.rate(now) for b in others if b not in stalled}
+        slow = sorted(
+            (b for b, rate in rates.items() if rate is not None and rate < MIN_BODY_RATE),
+            key=lambda b: rates[b] or 0.0,
+        )
+        for body in (*stalled, *slow):
+            if self.bytes <= bound:
                 break
             if body.has_unread_bytes():
                 continue
@@ -245,7 +290,7 @@ async def read_body(
                 return await drop(
                     request,
                     408,
-                    "request body stalled while other bodies waited for room; retry",
+                    "request body stalled or trickled in while other bodies waited for room; retry",
                 )
             except ConnectionError:
                 return client_closed(request, body.size)
