@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from driftmon.alerting import AlertTable, RuleParams, advance
+from driftmon.alerting import AlertState, AlertTable, RuleParams, advance
 from driftmon.binning import (
     MAX_KEPT_CATEGORY_CHARS,
     NumericBinner,
@@ -156,7 +156,7 @@ class Evaluation:
         return [
             pair.rule.name
             for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True)
-            if pair.monitor == monitor and state == 2
+            if pair.monitor == monitor and state == AlertState.FIRING
         ]
 
     def drifting_features(self) -> dict[tuple[str, str], int]:
@@ -168,7 +168,7 @@ class Evaluation:
         counts: dict[tuple[str, str], int] = {}
         for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True):
             key = (self.monitors[pair.monitor].stream, pair.rule.name)
-            counts[key] = counts.get(key, 0) + (1 if state == 2 else 0)
+            counts[key] = counts.get(key, 0) + (1 if state == AlertState.FIRING else 0)
         return counts
 
 
@@ -600,26 +600,15 @@ class Engine:
 
     # --- reload and checkpoints ------------------------------------------------
 
-    def reconfigure(self, config: Config, now: float) -> Engine:
-        """A new engine for ``config`` that keeps this one's state where it still applies.
-
-        A stream whose reference spec and features are unchanged keeps its
-        reference (no file is read again) or its warmup progress; every
-        monitor whose bin layout and window are unchanged keeps its window
-        contents; every (rule, monitor) pair whose rule is unchanged keeps its
-        alert state. Raises :class:`~driftmon.reference.ReferenceError` (and
-        leaves this engine untouched) when a new reference cannot be loaded.
-        """
-        engine = self.successor(config, now)
-        engine.take_over(self, now)
-        return engine
-
     def successor(self, config: Config, now: float) -> Engine:
         """A new, empty engine for ``config`` reusing this one's unchanged references.
 
-        The slow half of :meth:`reconfigure` (it may read reference files);
-        it does not touch this engine's windows, so it can run while ingest
-        goes on. :meth:`take_over` then moves the state across.
+        The slow half of a reload (it may read reference files; raises
+        :class:`~driftmon.reference.ReferenceError` when a new one cannot be
+        loaded); it does not touch this engine's windows, so it can run while
+        ingest goes on. :meth:`take_over` then moves the state across: every
+        monitor whose bin layout and window are unchanged keeps its window
+        contents, every (rule, monitor) pair whose rule is unchanged its alert state.
         """
         return Engine(config, now=now, references=reusable_references(self, config))
 
@@ -760,7 +749,7 @@ class Engine:
         firing = np.zeros(m, dtype=np.int64)
         if self.alert_pairs:
             firing = np.bincount(
-                self._alert_monitors[self.alerts.state == 2], minlength=m
+                self._alert_monitors[self.alerts.state == AlertState.FIRING], minlength=m
             ).astype(np.int64)
         self.history.record(now, values, window_samples, firing)
         live_counts = self.live.copy()

@@ -28,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from driftmon import __version__
+from driftmon.alerting import AlertState
 from driftmon.cluster.status import ClusterStatus
 from driftmon.engine import Evaluation
 from driftmon.kinds import VALUE_KINDS as VALUE_KINDS
@@ -186,7 +187,7 @@ def _divergence_families(evaluation: Evaluation | None) -> Iterator[Metric]:
             monitor = monitors[pair.monitor]
             firing.add_metric(
                 [monitor.stream, monitor.feature, pair.rule.name, pair.rule.severity],
-                1.0 if state == 2 else 0.0,
+                1.0 if state == AlertState.FIRING else 0.0,
             )
     yield from families.values()
     yield entropy

@@ -65,9 +65,6 @@ from grafana_foundation_sdk.models import text as text_models
 from driftmon.config import AlertRule, Config
 from driftmon.names import ALERT_SERIES, MONITOR_METRIC
 
-SCHEMA_VERSION = 41
-"""The dashboard JSON schema version that grafana-foundation-sdk 11.6 writes (Grafana 11.6)."""
-
 DATASOURCE = dashboard_models.DataSourceRef(type_val="prometheus", uid="${datasource}")
 """Every panel, query and variable reads the data source the ``datasource`` variable picks."""
 
