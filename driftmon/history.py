@@ -212,6 +212,27 @@ class HistoryRing:
             for k in range(columns.size)
         ]
 
+    def inserted(self, at: int, count: int) -> HistoryRing:
+        """A copy with ``count`` monitors without entries (NaN) inserted before monitor ``at``.
+
+        Copies the filled slots only (slots ``[0, size)``: the ring fills from slot 0).
+        """
+        n_monitors = self.values.shape[1]
+        ring = HistoryRing(self.capacity, n_monitors + count, self.every_s, self.tolerance_s)
+        ring.head, ring.size = self.head, self.size
+        filled = slice(0, self.size)
+        ring.times[filled] = self.times[filled]
+        arrays: list[tuple[np.ndarray, np.ndarray, float]] = [
+            (ring.values, self.values, np.nan),
+            (ring.samples, self.samples, 0.0),
+            (ring.firing, self.firing, 0),
+        ]
+        for new, old, blank in arrays:
+            new[filled, :at] = old[filled, :at]
+            new[filled, at : at + count] = blank
+            new[filled, at + count :] = old[filled, at:]
+        return ring
+
     def export(self, monitors: Sequence[MonitorKey]) -> HistoryState:
         """Copies of the entries, oldest first, for the ring's monitors named ``monitors``."""
         order = self._order()
