@@ -247,8 +247,6 @@ class _Packing:
 
 def _build_packing(config: Config, references: Sequence[Reference | None]) -> _Packing:
     """Pack ``config``'s streams (``references[i]`` is stream ``i``'s; ``None``: no monitors)."""
-    from fnmatch import fnmatchcase
-
     monitors: list[Monitor] = []
     offset = 0
     reference_parts: list[np.ndarray] = []
@@ -287,9 +285,7 @@ def _build_packing(config: Config, references: Sequence[Reference | None]) -> _P
     pair_rules: list[int] = []
     for r, rule in enumerate(config.alerts):
         for monitor in monitors:
-            if not fnmatchcase(monitor.stream, rule.stream_pattern):
-                continue
-            if not fnmatchcase(monitor.feature, rule.feature_pattern):
+            if not rule.selects(monitor.stream, monitor.feature):
                 continue
             if rule.metric == "wasserstein" and monitor.type != "numeric":
                 continue

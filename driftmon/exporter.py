@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from driftmon import __version__
 from driftmon.alerting import AlertState
 from driftmon.cluster.status import ClusterStatus
+from driftmon.config.errors import exact_number
 from driftmon.engine import Evaluation
 from driftmon.kinds import VALUE_KINDS as VALUE_KINDS
 from driftmon.names import (
@@ -85,7 +86,7 @@ class DurationHistogram:
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative ``(le, count)`` pairs ending with ``+Inf``."""
         cumulative = np.cumsum(self.counts).tolist()
-        labels = [_float_text(b) for b in self.bounds] + ["+Inf"]
+        labels = [exact_number(b) for b in self.bounds] + ["+Inf"]
         return list(zip(labels, cumulative, strict=True))
 
 
@@ -116,11 +117,6 @@ class Status:
     parse_processes: int | None = None  # alive; None without ingest.processes
     parse_process_jobs: int | None = None  # bodies a parse process binned; idem
     cluster: ClusterStatus | None = None  # cluster.mode: shared only
-
-
-def _float_text(value: float) -> str:
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
 
 
 class DriftCollector(Collector):

@@ -69,13 +69,14 @@ class MonitorHistory:
             "samples": [int(s) for s in self.samples],
             "firing": [int(f) for f in self.firing],
             "values": {
-                name: [_json_number(float(v)) for v in self.values[name]]
+                name: [json_number(float(v)) for v in self.values[name]]
                 for name in HISTORY_METRICS
             },
         }
 
 
-def _json_number(value: float) -> float | str | None:
+def json_number(value: float) -> float | str | None:
+    """A float for JSON: NaN as ``null``, infinities as ``\"+Inf\"``/``\"-Inf\"``."""
     if math.isnan(value):
         return None
     if math.isinf(value):
