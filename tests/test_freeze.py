@@ -31,8 +31,10 @@ from test_engine import (
 from driftmon.alerting import AlertState
 from driftmon.checkpoint import read_checkpoint, write_checkpoint
 from driftmon.config import Config
-from driftmon.engine import ALL_METRICS, Engine
+from driftmon.engine import ALL_METRICS, Engine, FreezePlan
+from driftmon.ingest import Gate
 from driftmon.reference import build_reference
+from driftmon.sources import Batch
 
 N = 40  # warmup rows
 WARM_FEATURES = (UNIFORM, EDGES, QUANTILE, CATEGORIES, TOP_K)
@@ -291,6 +293,87 @@ def test_a_warmup_that_defines_no_layout_starts_again_with_the_held_rows() -> No
     engine.ingest("w", 2, {"t": ["x", "z"]}, 2.0)
     assert engine.monitor("w", "t").binner.categories == ("x", "y")  # type: ignore[union-attr]
     assert engine.live.sum() == 1  # "z", past the new warmup's 3 rows
+
+
+# --- through the ingest gate -----------------------------------------------------------------
+
+
+def gate_over(engine: Engine, clock: list[float]) -> Gate:
+    gate = Gate(engine.config, lambda: clock[0], threading.Lock())
+    gate.engine = engine
+    gate.ready = True
+    return gate
+
+
+def during_the_plan(engine: Engine, action: Any) -> list[FreezePlan | None]:
+    """Make ``engine.plan_freeze`` run ``action`` in another thread (once) after planning,
+    and wait for it: a plan made under the gate's lock would never see it finish."""
+    plans: list[FreezePlan | None] = []
+    plan = engine.plan_freeze
+    acted: list[bool] = []
+
+    def planning(name: str) -> FreezePlan | None:
+        planned = plan(name)
+        if not acted:
+            acted.append(True)
+            other = threading.Thread(target=action)
+            other.start()
+            other.join(30.0)
+            assert not other.is_alive(), "the plan holds the ingest lock"
+        plans.append(planned)
+        return planned
+
+    engine.plan_freeze = planning  # type: ignore[method-assign]
+    return plans
+
+
+def test_the_gate_plans_without_the_lock_and_counts_the_rows_posted_meanwhile() -> None:
+    cfg = config({"length": "60s", "panes": 6})
+    warm, later = after_the_warmup(13)
+    engine, clock = started(cfg), [4.0]
+    gate = gate_over(engine, clock)
+
+    def post_more() -> None:
+        for columns, n, now in later[1:]:
+            clock[0] = now
+            gate.ingest_batch("w", Batch(n, columns, 0))
+            assert engine.freeze_due("w")  # held: the freeze is not committed yet
+
+    plans = during_the_plan(engine, post_more)
+    result = gate.ingest_batch("w", Batch(N + 5, part(warm, 0, N + 5), 0))
+    assert result.rows == N + 5 and len(plans) == 1
+    assert not engine.freeze_due("w") and engine.warmup_progress("w") is None
+    assert_same_counts(engine, one_shot(cfg, warm, later), 15.0)
+
+
+def test_the_gate_drops_its_plan_when_a_reload_took_over_meanwhile() -> None:
+    cfg = config({"length": "60s", "panes": 6})
+    warm, later = after_the_warmup(15)
+    engine, clock = started(cfg), [4.0]
+    gate = gate_over(engine, clock)
+    reloaded: list[Engine] = []
+
+    def reload() -> None:  # what Daemon.reload does
+        new = engine.successor(cfg, 4.5)
+        with gate.lock:
+            new.take_over(engine, 4.5)
+            gate.engine = new
+        reloaded.append(new)
+
+    plans = during_the_plan(engine, reload)
+    gate.ingest_batch("w", Batch(N + 5, part(warm, 0, N + 5), 0))
+    # The gate's plan (the last one: the reload froze the warmup itself meanwhile) is stale.
+    stale = plans[-1]
+    assert stale is not None and not engine.commit_freeze(stale)
+    new = reloaded[0]
+    assert gate.engine is new and new.warmup_progress("w") is None
+    for columns, n, now in later[1:]:
+        clock[0] = now
+        gate.ingest_batch("w", Batch(n, columns, 0))
+    expected = one_shot(cfg, warm, later)
+    np.testing.assert_array_equal(new.reference, expected.reference)
+    np.testing.assert_array_equal(new.live, expected.live)
+    np.testing.assert_array_equal(new.ingested, with_warmup_ingested(expected))
 
 
 # --- through the daemon -------------------------------------------------------------------
