@@ -584,9 +584,24 @@ class Engine:
                 return False
             if defer_freeze:
                 return True
+            # Frozen here: this batch's rows past the N-th are binned into it below, so
+            # that the caller gets their counts (shared mode sends them to the store).
+            assert stream.backlog is not None
+            rest = stream.backlog.pop() if stream.backlog else None
             self.freeze(stream.name)
-            return False
-        if batch.generation != self.generation or batch.counts is None:
+            while stream.reference is None and rest is not None:
+                # The warmup defined no layout: the rest of the batch starts the next one.
+                if not self._take_rows(
+                    stream, batch.columns, batch.n_rows, rest.first_row, now, window
+                ):
+                    return False
+                assert stream.backlog is not None
+                rest = stream.backlog.pop() if stream.backlog else None
+                self.freeze(stream.name)
+            if rest is None or stream.reference is None:
+                return False
+            self._bin_into(stream, batch, rest.first_row)
+        elif batch.generation != self.generation or batch.counts is None:
             self._bin_into(stream, batch, 0)
         assert batch.counts is not None and stream.window is not None
         self.ingested[stream.start : stream.stop] += batch.counts

@@ -188,6 +188,25 @@ def test_the_freeze_in_apply_equals_plan_and_commit() -> None:
     assert_same_counts(engine, one_shot(cfg, warm, later), 15.0)
 
 
+def test_a_freeze_in_apply_gives_the_batch_the_counts_of_its_rows_past_the_warmup() -> None:
+    """Shared mode (``window=False``) sends ``batch.counts`` to the store: the rows of the
+    batch that completes the warmup past the N-th must be in them."""
+    cfg = config({"length": "60s", "panes": 6})
+    warm, later = after_the_warmup(17)
+    engine = started(cfg)
+    live = engine.live.copy()
+    batch = engine.bin_batch("w", N + 5, part(warm, 0, N + 5))
+    assert not engine.apply(batch, 4.0, window=False)
+    expected = one_shot(cfg, warm, later[:1])
+    stream_bins = [m for m in expected.monitors if m.stream == "w"]
+    w = slice(stream_bins[0].offset, stream_bins[-1].offset + stream_bins[-1].n_bins)
+    assert batch.counts is not None
+    np.testing.assert_array_equal(batch.counts, expected.live[w])
+    np.testing.assert_array_equal(engine.ingested, with_warmup_ingested(expected))
+    assert not engine.live[w].any()  # the window is left alone
+    np.testing.assert_array_equal(np.delete(engine.live, np.arange(w.start, w.stop)), live)
+
+
 def test_a_stale_plan_is_refused_and_changes_nothing() -> None:
     cfg = make_config(
         [
