@@ -36,7 +36,7 @@ import numpy as np
 from bench_engine import build_engine, fill
 
 from driftmon.config import FeatureConfig, ReferenceConfig, StreamConfig, TimeWindow, UniformBins
-from driftmon.engine import Engine
+from driftmon.engine import Engine, reusable_references
 
 WINDOW = TimeWindow(length_s=900.0, panes=15)
 WARMUP_FEATURES = 10
@@ -59,9 +59,7 @@ def with_warmup_stream(engine: Engine) -> Engine:
     streams = list(engine.config.streams)
     streams.insert(len(streams) // 2, stream)
     config = dataclasses.replace(engine.config, streams=tuple(streams))
-    exported = engine.export_state().streams
-    references = {name: exported[name].reference for name in engine.stream_names()}
-    warming = Engine(config, now=0.0, references={**references, "warming": None})
+    warming = Engine(config, now=0.0, references=reusable_references(engine, config))
     fill_others(warming)
     return warming
 
