@@ -344,6 +344,11 @@ class FreezePlan:
     monitor_at: int = 0  # ... and its monitors at this index
     n_monitors: int = 0
     pair_source: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # The history ring with the new monitors' columns, copied from ``history_base``
+    # when its ``recorded`` was ``history_since`` (the commit adds what came after).
+    history_base: HistoryRing | None = None
+    history_since: int = 0
+    history: HistoryRing | None = None
 
 
 def stream_fingerprint(stream: StreamConfig) -> str:
@@ -716,6 +721,8 @@ class Engine:
         if old_keys.size:
             matched &= old_keys[found] == new_keys
         pair_source = np.where(matched, found, -1).astype(np.int64)
+        history = self.history
+        since = history.recorded  # before the copy: a record during it is copied again
         return FreezePlan(
             name,
             packing.generation,
@@ -727,6 +734,9 @@ class Engine:
             monitor_at=monitor_at,
             n_monitors=n_monitors,
             pair_source=pair_source,
+            history_base=history,
+            history_since=since,
+            history=history.inserted(monitor_at, n_monitors),
         )
 
     def commit_freeze(self, plan: FreezePlan) -> bool:
@@ -769,7 +779,12 @@ class Engine:
         stream.reference = plan.reference
         stream.warmup_columns = {}
         stream.window = self._new_window(stream)
-        self.history = self.history.inserted(plan.monitor_at, plan.n_monitors)
+        if plan.history is not None and plan.history_base is self.history:
+            self.history = plan.history.caught_up(
+                self.history, plan.monitor_at, plan.n_monitors, plan.history_since
+            )
+        else:
+            self.history = self.history.inserted(plan.monitor_at, plan.n_monitors)
         source = plan.pair_source
         kept = source >= 0
         fresh = AlertTable.empty(source.size)

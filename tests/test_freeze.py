@@ -177,6 +177,38 @@ def test_a_freeze_with_rows_in_between_counts_as_a_one_shot_build(
     assert np.isnan(engine.history.monitor(engine.monitor("w", "u").index).values["js"]).all()
 
 
+def test_history_recorded_between_the_plan_and_the_commit_is_kept() -> None:
+    docs = [
+        stream_doc("a", features=(UNIFORM, CATEGORIES), reference={"warmup": 3}),
+        stream_doc("w", features=WARM_FEATURES, reference={"warmup": N}),
+        stream_doc("b", features=(UNIFORM, CATEGORIES), reference={"warmup": 3}),
+    ]
+    cfg = make_config(
+        docs, RULES, engine={"evaluate_every": "1s", "history": {"length": "6s", "every": "1s"}}
+    )
+    engine = Engine(cfg, now=0.0)
+    for name, seed in (("a", 1), ("b", 2)):
+        engine.ingest(name, 10, part(rows(seed, 10), 0, 10), 1.0)
+    for t in (1.0, 2.0, 3.0):
+        engine.evaluate(t)
+    engine.apply(engine.bin_batch("w", N, part(rows(3, N), 0, N)), 3.5, defer_freeze=True)
+    plan = engine.plan_freeze("w")
+    assert plan is not None
+    meanwhile = [engine.evaluate(t) for t in (4.0, 5.0)]
+    assert engine.commit_freeze(plan)
+    engine.ingest("w", 5, part(rows(4, 5), 0, 5), 5.5)
+    for t in (6.0, 7.0, 8.0):  # the ring (6 entries) wraps around
+        engine.evaluate(t)
+    b_u = engine.monitor("b", "u")
+    history = engine.history.monitor(b_u.index)
+    assert history.times.tolist() == [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    for evaluation, value in zip(meanwhile, history.values["js"][1:3], strict=True):
+        before = [m for m in evaluation.monitors if (m.stream, m.feature) == ("b", "u")][0]
+        assert value == pytest.approx(evaluation.values["js"][before.index], rel=1e-6)
+    w_u = engine.history.monitor(engine.monitor("w", "u").index)
+    assert np.isnan(w_u.values["js"][:3]).all() and not np.isnan(w_u.values["js"][3:]).any()
+
+
 def test_the_freeze_in_apply_equals_plan_and_commit() -> None:
     cfg = config({"length": "60s", "panes": 6})
     warm, later = after_the_warmup(6)
