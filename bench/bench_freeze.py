@@ -105,12 +105,16 @@ def bench(n_monitors: int, rounds: int) -> str:
         deferred.append(held + time.perf_counter() - started)
         assert engine.warmup_progress("warming") is None
     locked_s = statistics.median(locked)
-    line = f"freeze M={n_monitors:>7}: in one go {locked_s * 1e3:8.1f} ms"
+    line = (
+        f"freeze M={n_monitors:>7}: in one go {locked_s * 1e3:8.1f} ms "
+        f"(slowest {max(locked) * 1e3:8.1f})"
+    )
     if deferred:
         deferred_s, planned_s = statistics.median(deferred), statistics.median(planned)
         line += (
             f" | plan (no lock) {planned_s * 1e3:8.1f} ms, under the lock "
-            f"{deferred_s * 1e3:7.2f} ms ({locked_s / deferred_s:6.0f}x less)"
+            f"{deferred_s * 1e3:7.2f} ms (slowest {max(deferred) * 1e3:7.2f}; "
+            f"{locked_s / deferred_s:6.0f}x less)"
         )
     return line
 
