@@ -28,9 +28,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from driftmon import __version__
-from driftmon.alerting import AlertState
 from driftmon.cluster.status import ClusterStatus
-from driftmon.config.errors import exact_number
 from driftmon.engine import Evaluation
 from driftmon.kinds import VALUE_KINDS as VALUE_KINDS
 from driftmon.names import (
@@ -86,7 +84,7 @@ class DurationHistogram:
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative ``(le, count)`` pairs ending with ``+Inf``."""
         cumulative = np.cumsum(self.counts).tolist()
-        labels = [exact_number(b) for b in self.bounds] + ["+Inf"]
+        labels = [_float_text(b) for b in self.bounds] + ["+Inf"]
         return list(zip(labels, cumulative, strict=True))
 
 
@@ -117,6 +115,11 @@ class Status:
     parse_processes: int | None = None  # alive; None without ingest.processes
     parse_process_jobs: int | None = None  # bodies a parse process binned; idem
     cluster: ClusterStatus | None = None  # cluster.mode: shared only
+
+
+def _float_text(value: float) -> str:
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 class DriftCollector(Collector):
@@ -183,7 +186,7 @@ def _divergence_families(evaluation: Evaluation | None) -> Iterator[Metric]:
             monitor = monitors[pair.monitor]
             firing.add_metric(
                 [monitor.stream, monitor.feature, pair.rule.name, pair.rule.severity],
-                1.0 if state == AlertState.FIRING else 0.0,
+                1.0 if state == 2 else 0.0,
             )
     yield from families.values()
     yield entropy
