@@ -33,7 +33,7 @@ from bench_engine import build_engine, fill, median_s  # noqa: E402
 
 from driftmon.checkpoint import write_checkpoint  # noqa: E402
 from driftmon.config import EngineConfig, SampleWindow  # noqa: E402
-from driftmon.engine import Engine  # noqa: E402
+from driftmon.engine import Engine, reusable_references  # noqa: E402
 
 CASES = {
     "off (length 0s)": EngineConfig(evaluate_every_s=15.0, history_length_s=0.0),
@@ -55,7 +55,7 @@ def engine_with(n_monitors: int, engine_config: EngineConfig) -> Engine:
     engine = build_engine(n_monitors, SampleWindow(samples=1000))
     config = dataclasses.replace(engine.config, engine=engine_config)
     # Same references, new engine config: a fresh engine sized by it.
-    return Engine(config, now=0.0, references=engine.references())
+    return Engine(config, now=0.0, references=reusable_references(engine, config))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

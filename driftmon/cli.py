@@ -273,6 +273,7 @@ async def _demo_main(
     import asyncio
     import time
 
+    from driftmon.alerting import AlertState
     from driftmon.daemon import Daemon
     from driftmon.tools.demo import DemoTimings, ProducerStats, produce, status_line
 
@@ -290,7 +291,7 @@ async def _demo_main(
         firing: dict[str, None] = {}
         if evaluation is not None:
             for pair, state in zip(evaluation.alert_pairs, evaluation.alerts.state, strict=True):
-                if state == 2:  # firing
+                if state == AlertState.FIRING:
                     monitor = evaluation.monitors[pair.monitor]
                     firing[f"{monitor.stream}/{monitor.feature}"] = None
         return status_line(stats, list(firing), time.monotonic() - started)

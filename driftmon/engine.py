@@ -15,7 +15,10 @@ that buffer to the window; callers serialise it, it costs O(bins)).
 A stream with a ``warmup`` reference collects its first N rows as raw values
 (layouts such as quantile edges may need them whole), then learns its
 layouts, freezes the reference and packs its monitors; rows after the N-th
-feed the live window.
+feed the live window. The freeze is split like ingest: :meth:`Engine.plan_freeze`
+learns the layout and builds the new packing touching no shared state, and
+:meth:`Engine.commit_freeze` swaps it in (O(bins) copies); rows that arrive
+in between are held and binned at the commit.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from driftmon.alerting import AlertTable, RuleParams, advance
+from driftmon.alerting import AlertState, AlertTable, RuleParams, advance
 from driftmon.binning import (
     MAX_KEPT_CATEGORY_CHARS,
     NumericBinner,
@@ -156,7 +159,7 @@ class Evaluation:
         return [
             pair.rule.name
             for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True)
-            if pair.monitor == monitor and state == 2
+            if pair.monitor == monitor and state == AlertState.FIRING
         ]
 
     def drifting_features(self) -> dict[tuple[str, str], int]:
@@ -168,7 +171,7 @@ class Evaluation:
         counts: dict[tuple[str, str], int] = {}
         for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True):
             key = (self.monitors[pair.monitor].stream, pair.rule.name)
-            counts[key] = counts.get(key, 0) + (1 if state == 2 else 0)
+            counts[key] = counts.get(key, 0) + (1 if state == AlertState.FIRING else 0)
         return counts
 
 
@@ -184,6 +187,17 @@ class BinnedBatch:
     indices: np.ndarray | None = None  # int32 [rows, features] (sample windows)
 
 
+@dataclass(frozen=True)
+class _Held:
+    """Rows ``first_row:`` of a batch that came while its stream's freeze was planned."""
+
+    columns: Mapping[str, Sequence[object] | np.ndarray]
+    n_rows: int
+    first_row: int
+    now: float
+    window: bool
+
+
 @dataclass
 class _Stream:
     """Runtime state of one stream."""
@@ -196,12 +210,145 @@ class _Stream:
     window: LiveWindow | None = None
     warmup_rows: int = 0
     warmup_columns: dict[str, list[object]] = field(default_factory=dict)
+    # Not None once the warmup has its N rows and until its freeze is committed: the
+    # rows that came after the N-th meanwhile, binned at the commit.
+    backlog: list[_Held] | None = None
     rows_total: int = 0
     unknown_fields_total: int = 0
 
     @property
     def name(self) -> str:
         return self.config.name
+
+
+@dataclass(frozen=True)
+class _Packing:
+    """What one packing derives from the streams' layouts: monitors, offsets, reference
+    counts, kernels and alert pairs; no live counts, so it is built without the lock."""
+
+    generation: int
+    slices: tuple[tuple[int, int, tuple[Monitor, ...]], ...]  # per stream: start, stop, monitors
+    monitors: tuple[Monitor, ...]
+    n_bins: int
+    reference: np.ndarray
+    bin_offsets: np.ndarray
+    reference_samples: np.ndarray
+    divergence: PackedDivergence
+    kind_layout: KindLayout
+    numeric_index: np.ndarray
+    wasserstein: PackedWasserstein
+    alert_pairs: tuple[AlertPair, ...]
+    pair_rules: np.ndarray  # each pair's rule, as its index in ``config.alerts``
+    alert_params: RuleParams
+    alert_metric_rows: np.ndarray
+    alert_monitors: np.ndarray
+    p_value_families: PValueFamilies
+
+
+def _build_packing(config: Config, references: Sequence[Reference | None]) -> _Packing:
+    """Pack ``config``'s streams (``references[i]`` is stream ``i``'s; ``None``: no monitors)."""
+    monitors: list[Monitor] = []
+    offset = 0
+    reference_parts: list[np.ndarray] = []
+    slices: list[tuple[int, int, tuple[Monitor, ...]]] = []
+    for stream_config, stream_reference in zip(config.streams, references, strict=True):
+        start = offset
+        stream_monitors: list[Monitor] = []
+        if stream_reference is not None:
+            for feature, binner, counts in zip(
+                stream_config.features,
+                stream_reference.binners,
+                stream_reference.counts,
+                strict=True,
+            ):
+                monitor = Monitor(
+                    stream=stream_config.name,
+                    feature=feature.name,
+                    type=feature.type,
+                    index=len(monitors),
+                    offset=offset,
+                    binner=binner,
+                    smoothing=feature.smoothing,
+                )
+                monitors.append(monitor)
+                stream_monitors.append(monitor)
+                reference_parts.append(counts)
+                offset += binner.n_bins
+        slices.append((start, offset, tuple(stream_monitors)))
+    reference = (
+        np.concatenate(reference_parts) if reference_parts else np.zeros(0, dtype=np.float64)
+    )
+    bin_offsets = np.array([m.offset for m in monitors] + [offset], dtype=np.int64)
+    smoothing = np.array([m.smoothing for m in monitors], dtype=np.float64)
+    numeric = [m for m in monitors if isinstance(m.binner, NumericBinner)]
+    pairs: list[AlertPair] = []
+    pair_rules: list[int] = []
+    for r, rule in enumerate(config.alerts):
+        for monitor in monitors:
+            if not rule.selects(monitor.stream, monitor.feature):
+                continue
+            if rule.metric == "wasserstein" and monitor.type != "numeric":
+                continue
+            pairs.append(AlertPair(rule, monitor.index))
+            pair_rules.append(r)
+    return _Packing(
+        generation=next(_GENERATIONS),
+        slices=tuple(slices),
+        monitors=tuple(monitors),
+        n_bins=offset,
+        reference=reference,
+        bin_offsets=bin_offsets,
+        reference_samples=(
+            np.add.reduceat(reference, bin_offsets[:-1])
+            if monitors
+            else np.zeros(0, dtype=np.float64)
+        ),
+        divergence=PackedDivergence(reference, bin_offsets, smoothing, base=config.engine.log_base),
+        kind_layout=KindLayout.build(
+            [(m.stream, m.feature) for m in monitors],
+            [m.n_bins for m in monitors],
+            [isinstance(m.binner, NumericBinner) for m in monitors],
+        ),
+        numeric_index=np.array([m.index for m in numeric], dtype=np.int64),
+        wasserstein=PackedWasserstein(
+            reference,
+            np.array([m.offset for m in numeric], dtype=np.int64),
+            [np.asarray(m.binner.edges, dtype=np.float64) for m in numeric],  # type: ignore[union-attr]
+        ),
+        alert_pairs=tuple(pairs),
+        pair_rules=np.array(pair_rules, dtype=np.int64),
+        alert_params=RuleParams.from_rules([p.rule for p in pairs]),
+        alert_metric_rows=np.array(
+            [ALL_METRICS.index(p.rule.metric) for p in pairs], dtype=np.int64
+        ),
+        alert_monitors=np.array([p.monitor for p in pairs], dtype=np.int64),
+        p_value_families=_families(pairs, monitors),
+    )
+
+
+@dataclass(frozen=True)
+class FreezePlan:
+    """A warmup freeze learnt without the ingest lock (:meth:`Engine.plan_freeze`).
+
+    ``reference`` is ``None`` when the warmup rows define no layout (e.g. no
+    valid category at all): the commit then starts a fresh warmup.
+    """
+
+    stream: str
+    base_generation: int  # the packing it was planned against
+    backlog: list[_Held]  # identifies the warmup it freezes
+    reference: Reference | None
+    packing: _Packing | None = None
+    bin_at: int = 0  # the stream's bins go in at this offset ...
+    n_bins: int = 0
+    monitor_at: int = 0  # ... and its monitors at this index
+    n_monitors: int = 0
+    pair_source: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # The history ring with the new monitors' columns, copied from ``history_base``
+    # when its ``recorded`` was ``history_since`` (the commit adds what came after).
+    history_base: HistoryRing | None = None
+    history_since: int = 0
+    history: HistoryRing | None = None
 
 
 def stream_fingerprint(stream: StreamConfig) -> str:
@@ -265,74 +412,42 @@ class Engine:
 
     def _pack(self) -> None:
         """(Re)build the packed arrays from the streams' layouts; windows start empty."""
-        monitors: list[Monitor] = []
-        offset = 0
-        reference_parts: list[np.ndarray] = []
-        for stream in self._streams.values():
-            stream.start = offset
-            stream_monitors: list[Monitor] = []
-            if stream.reference is not None:
-                for feature, binner, counts in zip(
-                    stream.config.features,
-                    stream.reference.binners,
-                    stream.reference.counts,
-                    strict=True,
-                ):
-                    monitor = Monitor(
-                        stream=stream.name,
-                        feature=feature.name,
-                        type=feature.type,
-                        index=len(monitors),
-                        offset=offset,
-                        binner=binner,
-                        smoothing=feature.smoothing,
-                    )
-                    monitors.append(monitor)
-                    stream_monitors.append(monitor)
-                    reference_parts.append(counts)
-                    offset += binner.n_bins
-            stream.monitors = tuple(stream_monitors)
-            stream.stop = offset
-        self.monitors: tuple[Monitor, ...] = tuple(monitors)
-        self.n_bins = offset
-        self.reference = (
-            np.concatenate(reference_parts) if reference_parts else np.zeros(0, dtype=np.float64)
-        )
-        self.live = np.zeros(offset, dtype=np.float64)
-        self.ingested = np.zeros(offset, dtype=np.float64)
+        self._install(_build_packing(self.config, [s.reference for s in self._streams.values()]))
+        self.live = np.zeros(self.n_bins, dtype=np.float64)
+        self.ingested = np.zeros(self.n_bins, dtype=np.float64)
         for stream in self._streams.values():
             stream.window = self._new_window(stream)
-        self.bin_offsets = np.array([m.offset for m in monitors] + [offset], dtype=np.int64)
-        self.reference_samples = (
-            np.add.reduceat(self.reference, self.bin_offsets[:-1])
-            if monitors
-            else np.zeros(0, dtype=np.float64)
-        )
-        smoothing = np.array([m.smoothing for m in monitors], dtype=np.float64)
-        self._divergence = PackedDivergence(
-            self.reference, self.bin_offsets, smoothing, base=self.log_base
-        )
-        numeric = [m for m in monitors if isinstance(m.binner, NumericBinner)]
-        self._kind_layout = KindLayout.build(
-            [(m.stream, m.feature) for m in monitors],
-            [m.n_bins for m in monitors],
-            [isinstance(m.binner, NumericBinner) for m in monitors],
-        )
-        self._numeric_index = np.array([m.index for m in numeric], dtype=np.int64)
-        self._wasserstein = PackedWasserstein(
-            self.reference,
-            np.array([m.offset for m in numeric], dtype=np.int64),
-            [np.asarray(m.binner.edges, dtype=np.float64) for m in numeric],  # type: ignore[union-attr]
-        )
-        self._build_alert_pairs(previous=None)
+        self._set_alerts(previous=None)
         engine_config = self.config.engine
         self.history = HistoryRing(
             engine_config.history_capacity,
-            len(monitors),
+            len(self.monitors),
             max(engine_config.history_every_s, engine_config.evaluate_every_s),
             tolerance_s=engine_config.evaluate_every_s / 2,
         )
-        self.generation = next(_GENERATIONS)
+
+    def _install(self, packing: _Packing) -> None:
+        """Take ``packing``'s layout (not its counts: the caller sets those)."""
+        for stream, (start, stop, monitors) in zip(
+            self._streams.values(), packing.slices, strict=True
+        ):
+            stream.start, stream.stop, stream.monitors = start, stop, monitors
+        self._packing = packing
+        self.monitors: tuple[Monitor, ...] = packing.monitors
+        self.n_bins = packing.n_bins
+        self.reference = packing.reference
+        self.bin_offsets = packing.bin_offsets
+        self.reference_samples = packing.reference_samples
+        self._divergence = packing.divergence
+        self._kind_layout = packing.kind_layout
+        self._numeric_index = packing.numeric_index
+        self._wasserstein = packing.wasserstein
+        self.alert_pairs: tuple[AlertPair, ...] = packing.alert_pairs
+        self._alert_params = packing.alert_params
+        self._alert_metric_rows = packing.alert_metric_rows
+        self._alert_monitors = packing.alert_monitors
+        self._p_value_families = packing.p_value_families
+        self.generation = packing.generation
 
     def history_keys(self) -> list[MonitorKey]:
         """(stream, feature, layout key) of every monitor, in monitor order."""
@@ -348,26 +463,9 @@ class Engine:
         assert isinstance(window, SampleWindow)
         return SampleRing(live, window.samples, len(stream.monitors))
 
-    def _build_alert_pairs(self, previous: Mapping[tuple[str, str, str], tuple] | None) -> None:
-        from fnmatch import fnmatchcase
-
-        pairs: list[AlertPair] = []
-        for rule in self.config.alerts:
-            for monitor in self.monitors:
-                if not fnmatchcase(monitor.stream, rule.stream_pattern):
-                    continue
-                if not fnmatchcase(monitor.feature, rule.feature_pattern):
-                    continue
-                if rule.metric == "wasserstein" and monitor.type != "numeric":
-                    continue
-                pairs.append(AlertPair(rule, monitor.index))
-        self.alert_pairs: tuple[AlertPair, ...] = tuple(pairs)
-        self._alert_params = RuleParams.from_rules([p.rule for p in pairs])
-        self._alert_metric_rows = np.array(
-            [ALL_METRICS.index(p.rule.metric) for p in pairs], dtype=np.int64
-        )
-        self._alert_monitors = np.array([p.monitor for p in pairs], dtype=np.int64)
-        self._p_value_families = _families(pairs, self.monitors)
+    def _set_alerts(self, previous: Mapping[tuple[str, str, str], tuple] | None) -> None:
+        """Alert states of this packing's pairs: ``previous``'s for unchanged rules, else empty."""
+        pairs = self.alert_pairs
         table = AlertTable.empty(len(pairs))
         if previous:
             state = table.state.copy()
@@ -456,14 +554,25 @@ class Engine:
         return self._layout_of(stream)
 
     def apply(
-        self, batch: BinnedBatch, now: float, *, unknown_fields: int = 0, window: bool = True
-    ) -> None:
+        self,
+        batch: BinnedBatch,
+        now: float,
+        *,
+        unknown_fields: int = 0,
+        window: bool = True,
+        defer_freeze: bool = False,
+    ) -> bool:
         """Add a binned batch to its stream's window at time ``now``.
 
         A batch binned against an older packing (a reload or a frozen warmup
         happened in between) is binned again first. With ``window=False`` the
         batch is binned and counted but its window is left alone: in
         ``cluster.mode: shared`` the counts go to the store (driftmon/cluster/).
+
+        When the batch completes a warmup, the freeze happens here, unless
+        ``defer_freeze``: then the rows past the N-th are held, and so are the
+        rows of later batches, until the caller commits a plan
+        (:meth:`plan_freeze`, :meth:`commit_freeze`); returns ``True`` then.
         """
         stream = self._streams.get(batch.stream)
         if stream is None:
@@ -471,23 +580,39 @@ class Engine:
         self.now = max(self.now, now)
         stream.rows_total += batch.n_rows
         stream.unknown_fields_total += unknown_fields
-        first_row = 0
         if stream.reference is None and stream.config.reference.kind != "warmup":
             # A reference that could not be loaded at start (see `Engine`): no
             # monitor, no window; the rows are counted and nothing else.
-            return
+            return False
         if stream.reference is None:
-            first_row = self._feed_warmup(stream, batch)
-            if stream.reference is None or first_row >= batch.n_rows:
-                return
-            self._bin_into(stream, batch, first_row)
+            if not self._take_rows(stream, batch.columns, batch.n_rows, 0, now, window):
+                return False
+            if defer_freeze:
+                return True
+            # Frozen here: this batch's rows past the N-th are binned into it below, so
+            # that the caller gets their counts (shared mode sends them to the store).
+            assert stream.backlog is not None
+            rest = stream.backlog.pop() if stream.backlog else None
+            self.freeze(stream.name)
+            while stream.reference is None and rest is not None:
+                # The warmup defined no layout: the rest of the batch starts the next one.
+                if not self._take_rows(
+                    stream, batch.columns, batch.n_rows, rest.first_row, now, window
+                ):
+                    return False
+                assert stream.backlog is not None
+                rest = stream.backlog.pop() if stream.backlog else None
+                self.freeze(stream.name)
+            if rest is None or stream.reference is None:
+                return False
+            self._bin_into(stream, batch, rest.first_row)
         elif batch.generation != self.generation or batch.counts is None:
             self._bin_into(stream, batch, 0)
         assert batch.counts is not None and stream.window is not None
         self.ingested[stream.start : stream.stop] += batch.counts
-        if not window:
-            return
-        stream.window.add(batch.counts, now, batch.indices)
+        if window:
+            stream.window.add(batch.counts, now, batch.indices)
+        return False
 
     def ingest(
         self,
@@ -501,60 +626,183 @@ class Engine:
         """Bin and apply one batch (single-threaded use: replay, tests)."""
         self.apply(self.bin_batch(stream_name, n_rows, columns), now, unknown_fields=unknown_fields)
 
-    def _feed_warmup(self, stream: _Stream, batch: BinnedBatch) -> int:
-        """Take the batch's first rows into the warmup; returns how many rows it took."""
+    def _take_rows(
+        self,
+        stream: _Stream,
+        columns: Mapping[str, Sequence[object] | np.ndarray],
+        n_rows: int,
+        first_row: int,
+        now: float,
+        window: bool,
+    ) -> bool:
+        """Rows ``first_row:`` of a stream without a reference yet: into its warmup, then
+        its backlog. Returns whether they completed the warmup (its freeze is due)."""
+        if stream.backlog is not None:
+            if first_row < n_rows:
+                stream.backlog.append(_Held(columns, n_rows, first_row, now, window))
+            return False
         spec = stream.config.reference
         assert spec.warmup_rows is not None
-        take = min(batch.n_rows, spec.warmup_rows - stream.warmup_rows)
+        take = min(n_rows - first_row, spec.warmup_rows - stream.warmup_rows)
         for feature in stream.config.features:
-            values = batch.columns.get(feature.name)
+            values = columns.get(feature.name)
             column = stream.warmup_columns.setdefault(feature.name, [])
             # Rows that do not reach a feature are left out of its reference, as
             # they are left out of its live window (they are not `missing`).
             if values is not None:
-                column.extend(_kept_for_warmup(feature, values[:take]))
+                column.extend(_kept_for_warmup(feature, values[first_row : first_row + take]))
         stream.warmup_rows += take
-        if stream.warmup_rows >= spec.warmup_rows:
-            self._freeze(stream)
-        return take
+        if stream.warmup_rows < spec.warmup_rows:
+            return False
+        stream.backlog = []
+        if first_row + take < n_rows:
+            stream.backlog.append(_Held(columns, n_rows, first_row + take, now, window))
+        return True
 
-    def _freeze(self, stream: _Stream) -> None:
-        """Turn the collected warmup rows into the stream's frozen reference."""
+    def freeze_due(self, name: str) -> bool:
+        """Whether ``name``'s warmup has its rows and waits for its freeze."""
+        stream = self._streams.get(name)
+        return stream is not None and stream.backlog is not None
+
+    def freeze(self, name: str) -> None:
+        """Freeze ``name``'s completed warmup now: plan and commit in one go."""
+        while (plan := self.plan_freeze(name)) is not None:
+            committed = self.commit_freeze(plan)
+            assert committed, "nothing else changes the engine meanwhile"
+
+    def finish_freezes(self) -> None:
+        """Freeze every completed warmup whose freeze is still due (before an export)."""
+        for name, stream in self._streams.items():
+            if stream.backlog is not None:
+                self.freeze(name)
+
+    def plan_freeze(self, name: str) -> FreezePlan | None:
+        """Learn ``name``'s layout from its warmup and build the packing that includes it.
+
+        Reads only state that does not change until a commit, so it needs no lock
+        (the slow part of a freeze: O(monitors) Python). ``None``: no freeze is due.
+        """
+        stream = self._streams.get(name)
+        if stream is None:
+            raise UnknownStreamError(name)
+        packing = self._packing
+        backlog = stream.backlog
+        if backlog is None:
+            return None
+        rows, columns = stream.warmup_rows, stream.warmup_columns
+        if stream.backlog is not backlog or packing is not self._packing:
+            return None  # a commit came in between: nothing of ours to plan now
         try:
-            stream.reference = build_reference(
-                stream.config, stream.warmup_rows, stream.warmup_columns
-            )
+            reference = build_reference(stream.config, rows, columns)
         except ReferenceError:
+            return FreezePlan(name, packing.generation, backlog, None)
+        k = list(self._streams).index(name)
+        references = [s.reference for s in self._streams.values()]
+        references[k] = reference
+        new = _build_packing(self.config, references)
+        start, stop, monitors = new.slices[k]
+        monitor_at = monitors[0].index
+        n_monitors = len(monitors)
+        # Pairs are (rule, monitor) in rule-major, monitor order in both packings:
+        # each new pair finds its old one by one search over sorted keys.
+        width = len(packing.monitors) + 1
+        old_keys = packing.pair_rules * width + packing.alert_monitors
+        shifted = np.where(
+            new.alert_monitors >= monitor_at + n_monitors,
+            new.alert_monitors - n_monitors,
+            new.alert_monitors,
+        )
+        new_keys = new.pair_rules * width + shifted
+        found = np.minimum(np.searchsorted(old_keys, new_keys), max(old_keys.size - 1, 0))
+        inserted = (new.alert_monitors >= monitor_at) & (
+            new.alert_monitors < monitor_at + n_monitors
+        )
+        matched = ~inserted & (old_keys.size > 0)
+        if old_keys.size:
+            matched &= old_keys[found] == new_keys
+        pair_source = np.where(matched, found, -1).astype(np.int64)
+        history = self.history
+        since = history.recorded  # before the copy: a record during it is copied again
+        return FreezePlan(
+            name,
+            packing.generation,
+            backlog,
+            reference,
+            new,
+            bin_at=start,
+            n_bins=stop - start,
+            monitor_at=monitor_at,
+            n_monitors=n_monitors,
+            pair_source=pair_source,
+            history_base=history,
+            history_since=since,
+            history=history.inserted(monitor_at, n_monitors),
+        )
+
+    def commit_freeze(self, plan: FreezePlan) -> bool:
+        """Swap in a planned freeze: O(bins) copies, then the held rows are binned.
+
+        ``False`` (nothing changed) when the plan is stale: the engine was
+        re-packed, or that warmup was frozen, since it was planned. Every other
+        monitor keeps its window, ingest counts, alert states and history.
+        """
+        stream = self._streams.get(plan.stream)
+        if (
+            stream is None
+            or stream.backlog is None
+            or stream.backlog is not plan.backlog
+            or plan.base_generation != self.generation
+        ):
+            return False
+        backlog = stream.backlog
+        stream.backlog = None  # before the columns: plan_freeze reads them in that order
+        if plan.reference is None or plan.packing is None:
             # The warmup rows cannot define a layout (e.g. no valid category at
-            # all): keep collecting a fresh warmup rather than fail ingest.
+            # all): collect a fresh warmup rather than fail ingest.
             stream.warmup_rows = 0
             stream.warmup_columns = {}
-            return
-        stream.warmup_columns = {}
-        self._repack()
+            for held in backlog:
+                self._take_rows(
+                    stream, held.columns, held.n_rows, held.first_row, held.now, held.window
+                )
+            return True
+        at, width = plan.bin_at, plan.n_bins
+        live = _widened(self.live, at, width)
+        ingested = _widened(self.ingested, at, width)
         # The warmup rows were ingested values too: count them by kind.
-        for monitor, counts in zip(stream.monitors, stream.reference.counts, strict=True):
-            self.ingested[monitor.bins] += counts
-
-    def _repack(self) -> None:
-        """Re-pack after a layout change, keeping every unchanged monitor's state."""
-        kept_windows = {name: self.export_window(name) for name in self._streams}
-        kept_ingested = {
-            (m.stream, m.feature): (layout_key(m.binner), self.ingested[m.bins].copy())
-            for m in self.monitors
-        }
-        kept_alerts = self.alert_states()
-        kept_history = self.history.export(self.history_keys())
-        self._pack()
-        self.history.restore(kept_history, self.history_keys())
-        for name, exported in kept_windows.items():
-            if exported is not None:
-                self.restore_window(name, exported, self.now)
-        for monitor in self.monitors:
-            kept = kept_ingested.get((monitor.stream, monitor.feature))
-            if kept is not None and kept[0] == layout_key(monitor.binner):
-                self.ingested[monitor.bins] = kept[1]
-        self._build_alert_pairs(previous=kept_alerts)
+        ingested[at : at + width] = plan.packing.reference[at : at + width]
+        self._install(plan.packing)
+        self.live, self.ingested = live, ingested
+        for other in self._streams.values():
+            if other.window is not None:
+                other.window.live = live[other.start : other.stop]  # its counts, moved over
+        stream.reference = plan.reference
+        stream.warmup_columns = {}
+        stream.window = self._new_window(stream)
+        if plan.history is not None and plan.history_base is self.history:
+            self.history = plan.history.caught_up(
+                self.history, plan.monitor_at, plan.n_monitors, plan.history_since
+            )
+        else:
+            self.history = self.history.inserted(plan.monitor_at, plan.n_monitors)
+        source = plan.pair_source
+        kept = source >= 0
+        fresh = AlertTable.empty(source.size)
+        columns = {}
+        for name in ("state", "active_at", "fired_at", "cleared_at"):
+            column = getattr(fresh, name).copy()
+            column[kept] = getattr(self.alerts, name)[source[kept]]
+            columns[name] = column
+        self.alerts = AlertTable(**columns)
+        for held in backlog:
+            counts, indices = bin_rows(
+                self._layout_of(stream), held.columns, held.n_rows, held.first_row
+            )
+            self.ingested[stream.start : stream.stop] += counts
+            if held.window:
+                assert stream.window is not None
+                stream.window.add(counts, held.now, indices)
+        return True
 
     # --- window state (reload and checkpoints) --------------------------------
 
@@ -600,26 +848,15 @@ class Engine:
 
     # --- reload and checkpoints ------------------------------------------------
 
-    def reconfigure(self, config: Config, now: float) -> Engine:
-        """A new engine for ``config`` that keeps this one's state where it still applies.
-
-        A stream whose reference spec and features are unchanged keeps its
-        reference (no file is read again) or its warmup progress; every
-        monitor whose bin layout and window are unchanged keeps its window
-        contents; every (rule, monitor) pair whose rule is unchanged keeps its
-        alert state. Raises :class:`~driftmon.reference.ReferenceError` (and
-        leaves this engine untouched) when a new reference cannot be loaded.
-        """
-        engine = self.successor(config, now)
-        engine.take_over(self, now)
-        return engine
-
     def successor(self, config: Config, now: float) -> Engine:
         """A new, empty engine for ``config`` reusing this one's unchanged references.
 
-        The slow half of :meth:`reconfigure` (it may read reference files);
-        it does not touch this engine's windows, so it can run while ingest
-        goes on. :meth:`take_over` then moves the state across.
+        The slow half of a reload (it may read reference files; raises
+        :class:`~driftmon.reference.ReferenceError` when a new one cannot be
+        loaded); it does not touch this engine's windows, so it can run while
+        ingest goes on. :meth:`take_over` then moves the state across: every
+        monitor whose bin layout and window are unchanged keeps its window
+        contents, every (rule, monitor) pair whose rule is unchanged its alert state.
         """
         return Engine(config, now=now, references=reusable_references(self, config))
 
@@ -648,7 +885,12 @@ class Engine:
                 self.ingested[monitor.bins] = previous.ingested[old_monitor.bins]
 
     def export_state(self) -> EngineState:
-        """Everything a restart or reload must keep, independent of the packing."""
+        """Everything a restart or reload must keep, independent of the packing.
+
+        A freeze still due is done first (here, under the caller's lock): the
+        checkpoint format has no place for rows held past a full warmup.
+        """
+        self.finish_freezes()
         streams = {}
         for name, stream in self._streams.items():
             streams[name] = StreamState(
@@ -694,7 +936,7 @@ class Engine:
             if name in self._streams and kept.window is not None:
                 self.restore_window(name, kept.window, now)
         self.advance_windows(now)
-        self._build_alert_pairs(previous=self._alerts_of_unchanged_monitors(state))
+        self._set_alerts(previous=self._alerts_of_unchanged_monitors(state))
         if state.history is not None:
             # Keyed by layout too: a monitor whose layout changed starts a fresh history.
             self.history.restore(state.history, self.history_keys())
@@ -760,13 +1002,17 @@ class Engine:
         firing = np.zeros(m, dtype=np.int64)
         if self.alert_pairs:
             firing = np.bincount(
-                self._alert_monitors[self.alerts.state == 2], minlength=m
+                self._alert_monitors[self.alerts.state == AlertState.FIRING], minlength=m
             ).astype(np.int64)
         self.history.record(now, values, window_samples, firing)
         live_counts = self.live.copy()
         reference_counts = self.reference.view()
         for array in (
-            *values.values(), window_samples, alert_p_values, live_counts, reference_counts
+            *values.values(),
+            window_samples,
+            alert_p_values,
+            live_counts,
+            reference_counts,
         ):
             array.flags.writeable = False
         return Evaluation(
@@ -892,6 +1138,15 @@ def _families(pairs: Sequence[AlertPair], monitors: Sequence[Monitor]) -> PValue
         members.setdefault(key, []).append(i)
         methods[key] = pair.rule.p_value_correction
     return PValueFamilies(list(members.values()), [methods[key] for key in members], len(pairs))
+
+
+def _widened(counts: np.ndarray, at: int, width: int) -> np.ndarray:
+    """A copy of ``counts`` with ``width`` zeros inserted at ``at``."""
+    widened = np.empty(counts.size + width, dtype=counts.dtype)
+    widened[:at] = counts[:at]
+    widened[at : at + width] = 0.0
+    widened[at + width :] = counts[at:]
+    return widened
 
 
 def _kept_for_warmup(feature: FeatureConfig, values: Sequence[object] | np.ndarray) -> list[object]:

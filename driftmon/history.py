@@ -69,13 +69,13 @@ class MonitorHistory:
             "samples": [int(s) for s in self.samples],
             "firing": [int(f) for f in self.firing],
             "values": {
-                name: [_json_number(float(v)) for v in self.values[name]]
-                for name in HISTORY_METRICS
+                name: [json_number(float(v)) for v in self.values[name]] for name in HISTORY_METRICS
             },
         }
 
 
-def _json_number(value: float) -> float | str | None:
+def json_number(value: float) -> float | str | None:
+    """A float for JSON: NaN as ``null``, infinities as ``\"+Inf\"``/``\"-Inf\"``."""
     if math.isnan(value):
         return None
     if math.isinf(value):
@@ -133,6 +133,7 @@ class HistoryRing:
         self.firing = np.empty((capacity, n_monitors), dtype=np.uint8)
         self.head = 0  # the slot the next entry goes to
         self.size = 0
+        self.recorded = 0  # grows with every change of the entries (see :meth:`caught_up`)
 
     @property
     def nbytes(self) -> int:
@@ -175,6 +176,7 @@ class HistoryRing:
         self.firing[slot] = np.minimum(firing, 255)
         self.head = (self.head + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        self.recorded += 1  # last: a reader without the lock compares it before and after
         return True
 
     def _order(self) -> np.ndarray:
@@ -212,6 +214,54 @@ class HistoryRing:
             for k in range(columns.size)
         ]
 
+    def inserted(self, at: int, count: int) -> HistoryRing:
+        """A copy with ``count`` monitors without entries (NaN) inserted before monitor ``at``.
+
+        Copies the filled slots only (slots ``[0, size)``: the ring fills from slot 0).
+        """
+        n_monitors = self.values.shape[1]
+        ring = HistoryRing(self.capacity, n_monitors + count, self.every_s, self.tolerance_s)
+        ring.head, ring.size, ring.recorded = self.head, self.size, self.recorded
+        filled = slice(0, self.size)
+        ring.times[filled] = self.times[filled]
+        arrays: list[tuple[np.ndarray, np.ndarray, float]] = [
+            (ring.values, self.values, np.nan),
+            (ring.samples, self.samples, 0.0),
+            (ring.firing, self.firing, 0),
+        ]
+        for new, old, blank in arrays:
+            new[filled, :at] = old[filled, :at]
+            new[filled, at : at + count] = blank
+            new[filled, at + count :] = old[filled, at:]
+        return ring
+
+    def caught_up(self, source: HistoryRing, at: int, count: int, since: int) -> HistoryRing:
+        """This ring, made by ``source.inserted(at, count)`` when ``source.recorded`` was
+        ``since``, with the entries ``source`` recorded since then copied in too.
+
+        So the big copy can be made without the engine's lock (a slot being
+        written meanwhile is copied again here); returns a fresh
+        :meth:`inserted` copy when more than the ring's capacity changed.
+        """
+        changed = source.recorded - since
+        if changed == 0:
+            return self
+        if changed >= self.capacity:
+            return source.inserted(at, count)
+        slots = (source.head - 1 - np.arange(changed)) % self.capacity
+        self.times[slots] = source.times[slots]
+        arrays: list[tuple[np.ndarray, np.ndarray, float]] = [
+            (self.values, source.values, np.nan),
+            (self.samples, source.samples, 0.0),
+            (self.firing, source.firing, 0),
+        ]
+        for new, old, blank in arrays:
+            new[slots, :at] = old[slots, :at]
+            new[slots, at : at + count] = blank
+            new[slots, at + count :] = old[slots, at:]
+        self.head, self.size, self.recorded = source.head, source.size, source.recorded
+        return self
+
     def export(self, monitors: Sequence[MonitorKey]) -> HistoryState:
         """Copies of the entries, oldest first, for the ring's monitors named ``monitors``."""
         order = self._order()
@@ -236,6 +286,7 @@ class HistoryRing:
         self.samples[:n] = 0
         self.firing[:n] = 0
         self.head = n % max(self.capacity, 1)
+        self.recorded += self.capacity + 1  # every slot changed
         self.size = n
         if n == 0:
             return 0

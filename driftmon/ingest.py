@@ -53,6 +53,9 @@ class NotReady(Exception):
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 
+FREEZE_TRIES = 3
+"""Plans a worker makes for one warmup freeze before it freezes under the lock."""
+
 
 def check_idempotency_key(key: str | None) -> str | None:
     """The key, or ``ValueError`` naming what is wrong with it (printable ASCII, <= 200)."""
@@ -211,11 +214,31 @@ class Gate:
             await self.cluster.wait_stored(acks)
 
     def _apply(
-        self, engine: Engine, batch: BinnedBatch, now: float, unknown_fields: int, key: str | None
+        self,
+        engine: Engine,
+        batch: BinnedBatch,
+        now: float,
+        unknown_fields: int,
+        key: str | None,
+        freezes: list[str] | None = None,
     ) -> Future[Any] | None:
         """Apply a binned batch (hold ``lock``): to the window, or in shared mode to the
-        next flush to the store (the returned future resolves once it is stored)."""
-        engine.apply(batch, now, unknown_fields=unknown_fields, window=self.cluster is None)
+        next flush to the store (the returned future resolves once it is stored).
+
+        A warmup this batch completes is appended to ``freezes``: the caller freezes
+        it after the lock (:meth:`_freeze`). Without ``freezes``, and in shared mode
+        (the store must get the counts of the rows past the warmup now), it freezes here.
+        """
+        deferred = engine.apply(
+            batch,
+            now,
+            unknown_fields=unknown_fields,
+            window=self.cluster is None,
+            defer_freeze=freezes is not None and self.cluster is None,
+        )
+        if deferred:
+            assert freezes is not None
+            freezes.append(batch.stream)
         if self.cluster is None or batch.counts is None or batch.n_rows == 0:
             return None
         return self.cluster.submit(engine, batch.stream, batch.counts, batch.n_rows, key)
@@ -378,6 +401,7 @@ class Gate:
         with self.lock:
             self._check_queue_room(rows)
             self.queue_rows += rows
+        freezes: list[str] = []
         try:
             binned = [engine.bin_batch(s, b.n_rows, b.columns) for s, b in batches]
             results: list[IngestResult | None] = []
@@ -395,12 +419,36 @@ class Gate:
                         except UnknownStreamError:
                             results.append(None)
                             continue
-                    ack = self._apply(current, done, now, batch.unknown_fields, key)
+                    ack = self._apply(current, done, now, batch.unknown_fields, key, freezes)
                     results.append(IngestResult(batch.n_rows, batch.unknown_fields, ack))
         finally:
             with self.lock:
                 self.queue_rows -= rows
+        for stream in freezes:
+            self._freeze(current, stream)
         return results
+
+    def _freeze(self, engine: Engine, stream: str) -> None:
+        """Freeze the warmup this worker completed: the layout and the new packing are
+        learnt without the lock, then swapped in under it (rows that came meanwhile
+        are held by the engine and binned at the commit).
+
+        Replans when another freeze was committed meanwhile; after
+        :data:`FREEZE_TRIES` plans it freezes under the lock. A reload that took
+        the engine over froze the warmup itself (:meth:`Engine.export_state`).
+        """
+        try:
+            for _ in range(FREEZE_TRIES):
+                plan = engine.plan_freeze(stream)
+                with self.lock:
+                    if engine is not self.engine or plan is None:
+                        return
+                    if engine.commit_freeze(plan) and not engine.freeze_due(stream):
+                        return
+        finally:
+            with self.lock:
+                if engine is self.engine and engine.freeze_due(stream):
+                    engine.freeze(stream)
 
     def close(self) -> None:
         """Let the jobs in flight finish and stop the worker threads (blocking)."""

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 
+from driftmon.alerting import AlertState
 from driftmon.engine import Evaluation
 
 __all__ = ["WarmupLog", "configure_logging", "log_transitions", "monitor_url"]
@@ -63,7 +64,7 @@ def log_transitions(
         m = current.monitors[pair.monitor]
         key = (pair.rule.name, m.stream, m.feature)
         was = before.get(key, 0)
-        if state == 2 and was != 2:
+        if state == AlertState.FIRING and was != AlertState.FIRING:
             value = float(current.values[pair.rule.metric][pair.monitor])
             url = monitor_url(base_url, m.stream, m.feature)
             log.warning(
@@ -71,7 +72,7 @@ def log_transitions(
                 *key, pair.rule.metric, value, url,
             )
             fired.append((*key, url))
-        elif was == 2 and state != 2:
+        elif was == AlertState.FIRING and state != AlertState.FIRING:
             log.info(
                 "alert %s resolved for %s/%s; see %s",
                 *key, monitor_url(base_url, m.stream, m.feature),

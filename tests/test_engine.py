@@ -786,7 +786,14 @@ def test_rules_pair_with_every_matching_monitor_but_wasserstein_skips_categorica
     assert pairs == [("any-psi", "c"), ("any-psi", "u"), ("w", "u")]
 
 
-# --- reload: reconfigure, export_state, adopt --------------------------------------------
+# --- reload: successor + take_over, export_state, adopt ----------------------------------
+
+
+def _reload(engine: Engine, config: Config, now: float) -> Engine:
+    """What the daemon's reload does: a successor engine, then the state moved across."""
+    new = engine.successor(config, now)
+    new.take_over(engine, now)
+    return new
 
 
 def _reload_fixture(tmp_path: Path) -> tuple[Engine, dict[str, Any]]:
@@ -811,13 +818,13 @@ def _reload_fixture(tmp_path: Path) -> tuple[Engine, dict[str, Any]]:
     return engine, docs
 
 
-def test_reconfigure_keeps_unchanged_monitors_and_resets_changed_ones(tmp_path: Path) -> None:
+def test_reload_keeps_unchanged_monitors_and_resets_changed_ones(tmp_path: Path) -> None:
     engine, docs = _reload_fixture(tmp_path)
     before = {(m.stream, m.feature): engine.live[m.bins].copy() for m in engine.monitors}
     new_uniform = {**UNIFORM, "bins": {"kind": "uniform", "lo": 0, "hi": 10, "count": 4}}
     s_changed = {**docs["s"], "features": [new_uniform, CATEGORIES]}
     rules = docs["rules"] + [{"name": "js-new", "metric": "js", "threshold": 0.01}]
-    new = engine.reconfigure(make_config([s_changed], rules), now=7.0)
+    new = _reload(engine, make_config([s_changed], rules), now=7.0)
 
     assert new.stream_names() == ["s"]  # w was removed
     with pytest.raises(UnknownStreamError):
@@ -847,7 +854,7 @@ def test_reconfigure_keeps_unchanged_monitors_and_resets_changed_ones(tmp_path: 
     np.testing.assert_array_equal(engine.live[engine.monitor("s", "u").bins], before[("s", "u")])
 
 
-def test_reconfigure_reuses_references_instead_of_reading_files_again(tmp_path: Path) -> None:
+def test_reload_reuses_references_instead_of_reading_files_again(tmp_path: Path) -> None:
     engine, docs = _reload_fixture(tmp_path)
     reference_before = engine.reference.copy()
     # Only smoothing and the alert rules change: no file is read again, and w
@@ -857,20 +864,20 @@ def test_reconfigure_reuses_references_instead_of_reading_files_again(tmp_path: 
     s_changed = {**docs["s"], "features": [UNIFORM, {**CATEGORIES, "categories": ["a"]}]}
     feature_changed = make_config([s_changed, docs["w"]])
     (tmp_path / "reference.csv").unlink()
-    new = engine.reconfigure(smoothing_only, now=7.0)
+    new = _reload(engine, smoothing_only, now=7.0)
     np.testing.assert_array_equal(new.reference, reference_before)
     assert new.warmup_progress("w") is None
     assert new.monitor("s", "u").smoothing == 1.0
     # A changed feature needs the file again: the reload fails and nothing changes.
     with pytest.raises(ReferenceError, match="reference.csv"):
-        engine.reconfigure(feature_changed, now=7.0)
+        _reload(engine, feature_changed, now=7.0)
     np.testing.assert_array_equal(engine.reference, reference_before)
 
 
-def test_reconfigure_of_a_changed_window_starts_it_empty(tmp_path: Path) -> None:
+def test_reload_of_a_changed_window_starts_it_empty(tmp_path: Path) -> None:
     engine, docs = _reload_fixture(tmp_path)
     longer = {**docs["s"], "window": {"length": "120s", "panes": 6}}
-    new = engine.reconfigure(make_config([longer, docs["w"]], docs["rules"]), now=7.0)
+    new = _reload(engine, make_config([longer, docs["w"]], docs["rules"]), now=7.0)
     assert not new.live[new.monitor("s", "u").bins].any()
     np.testing.assert_array_equal(
         new.live[new.monitor("w", "u").bins], engine.live[engine.monitor("w", "u").bins]
@@ -889,7 +896,7 @@ def test_export_state_then_adopt_restores_everything_in_a_fresh_engine(tmp_path:
     engine, docs = _reload_fixture(tmp_path)
     half = stream_doc("h", features=(UNIFORM, TOP_K), window=SAMPLES, reference={"warmup": 5})
     config = make_config([docs["s"], docs["w"], half], docs["rules"])
-    engine = engine.reconfigure(config, now=7.0)
+    engine = _reload(engine, config, now=7.0)
     engine.ingest("h", 3, {"u": [1.0, 2.0, 3.0], "t": ["x", "y", "x"]}, 7.0)  # mid-warmup
     engine.evaluate(8.0)
     state = engine.export_state()
@@ -941,7 +948,7 @@ def test_a_batch_binned_before_a_reload_is_binned_again_by_the_new_engine(
     # ... a reload changes u's bins to count 5 over [0, 5) (same number of bins) ...
     narrow = {**UNIFORM, "bins": {"kind": "uniform", "lo": 0, "hi": 5, "count": 5}}
     new_config = make_config([stream_doc(features=(narrow, CATEGORIES), reference=reference)])
-    new = engine.reconfigure(new_config, now=1.0)
+    new = _reload(engine, new_config, now=1.0)
     # ... and the batch is applied to the new engine: it must be binned again.
     new.apply(batch, 1.5)
     np.testing.assert_array_equal(new.live[new.monitor("s", "u").bins], [0, 1, 0, 0, 0, 0, 2, 0, 0])

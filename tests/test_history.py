@@ -156,7 +156,8 @@ def test_reload_keeps_history(tmp_path: Path) -> None:
     engine = Engine(config, now=T0)
     feed(engine, T0, 0.0)
     engine.evaluate(T0)
-    reloaded = engine.reconfigure(dataclasses.replace(config, alerts=()), T0 + 5)
+    reloaded = engine.successor(dataclasses.replace(config, alerts=()), T0 + 5)
+    reloaded.take_over(engine, T0 + 5)
     assert reloaded.history.monitor(0).times.tolist() == [T0]
 
 

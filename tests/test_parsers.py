@@ -99,7 +99,11 @@ def children(pid: int) -> list[int]:
     """The daemon's parse processes (spawned children; not multiprocessing's tracker)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+        try:
+            listed = (task / "children").read_text().split()
+        except OSError:
+            continue  # the thread ended after the listing: it has no children
+        for child in listed:
             try:
                 command = Path(f"/proc/{child}/cmdline").read_bytes()
             except OSError:

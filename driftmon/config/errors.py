@@ -108,6 +108,13 @@ def format_number(value: float) -> str:
     return repr(value)
 
 
+def exact_number(value: float) -> str:
+    """The shortest text that reads back as ``value`` exactly, without a trailing ``.0``:
+    PromQL literals and ``le`` labels (``5`` for 5.0, ``1e+20``, ``0.1``)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if close:

@@ -5,11 +5,10 @@ The endpoints and their answers: docs/http-api.md.
 
 from __future__ import annotations
 
-import math
-
 from aiohttp import web
 
 from driftmon.engine import ALL_METRICS, Evaluation
+from driftmon.history import json_number
 from driftmon.http.interfaces import VIEWS_KEY
 from driftmon.http.responses import error, json_response, unavailable
 
@@ -86,14 +85,6 @@ async def reload(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "reloaded", "notices": outcome.notices})
 
 
-def _number(value: float) -> float | str | None:
-    if math.isnan(value):
-        return None
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return value
-
-
 def monitors_payload(
     evaluation: Evaluation | None, only: tuple[str, str] | None = None
 ) -> list[dict[str, object]]:
@@ -111,14 +102,14 @@ def monitors_payload(
                 "metric": pair.rule.metric,
                 "severity": pair.rule.severity,
                 "state": states[int(table.state[i])],
-                "active_at": _number(float(table.active_at[i])),
-                "fired_at": _number(float(table.fired_at[i])),
+                "active_at": json_number(float(table.active_at[i])),
+                "fired_at": json_number(float(table.fired_at[i])),
                 # The raw G-test p-value, and the one max_p_value judged (corrected
                 # over the rule's family when it has p_value_correction; null when
                 # the pair got no verdict at this evaluation).
-                "p_value": _number(float(p_values[pair.monitor])),
+                "p_value": json_number(float(p_values[pair.monitor])),
                 "p_value_correction": pair.rule.p_value_correction,
-                "p_value_corrected": _number(float(evaluation.alert_p_values[i])),
+                "p_value_corrected": json_number(float(evaluation.alert_p_values[i])),
             }
         )
     result = []
@@ -135,7 +126,7 @@ def monitors_payload(
                 "reference_samples": int(evaluation.reference_samples[i]),
                 "evaluated_at": evaluation.time,
                 "divergences": {
-                    name: _number(float(evaluation.values[name][i])) for name in ALL_METRICS
+                    name: json_number(float(evaluation.values[name][i])) for name in ALL_METRICS
                 },
                 "alerts": alerts.get(i, []),
             }
@@ -152,7 +143,7 @@ def streams_payload(evaluation: Evaluation | None) -> dict[str, dict[str, object
         for monitor in evaluation.monitors
     }
     for stream, value in evaluation.stream_p_values.items():
-        streams[stream]["drift_p_value"] = _number(value)
+        streams[stream]["drift_p_value"] = json_number(value)
     for (stream, rule), count in evaluation.drifting_features().items():
         drifting = streams[stream]["drifting_features"]
         assert isinstance(drifting, dict)

@@ -63,10 +63,9 @@ from grafana_foundation_sdk.models import prometheus as prometheus_models
 from grafana_foundation_sdk.models import text as text_models
 
 from driftmon.config import AlertRule, Config
+from driftmon.config.errors import format_number
 from driftmon.names import ALERT_SERIES, MONITOR_METRIC
-
-SCHEMA_VERSION = 41
-"""The dashboard JSON schema version that grafana-foundation-sdk 11.6 writes (Grafana 11.6)."""
+from driftmon.tools.rules import prometheus_duration
 
 DATASOURCE = dashboard_models.DataSourceRef(type_val="prometheus", uid="${datasource}")
 """Every panel, query and variable reads the data source the ``datasource`` variable picks."""
@@ -315,28 +314,6 @@ def _severity_colour(severity: str) -> tuple[str, int]:
     return _OTHER_SEVERITY_COLOUR
 
 
-def _number(value: float) -> str:
-    """``0.1`` for 0.1, ``5`` for 5.0: numbers as the config has them."""
-    if math.isfinite(value) and value.is_integer():
-        return str(int(value))
-    return repr(value)
-
-
-def _duration(seconds: float) -> str:
-    """Seconds as a config duration: ``90`` -> ``1m30s``, ``0.5`` -> ``500ms``."""
-    if seconds == 0:
-        return "0s"
-    parts = []
-    remaining_ms = round(seconds * 1000)
-    for unit, size_ms in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        count, remaining_ms = divmod(remaining_ms, size_ms)
-        if count:
-            parts.append(f"{count}{unit}")
-    if remaining_ms:
-        parts.append(f"{remaining_ms}ms")
-    return "".join(parts)
-
-
 def _query(expr: str, legend: str = "", ref_id: str = "A") -> prometheus_builders.Dataquery:
     query = prometheus_builders.Dataquery().expr(expr).ref_id(ref_id).datasource(DATASOURCE)
     return query.legend_format(legend) if legend else query
@@ -455,7 +432,7 @@ def _stat(
 def _lines_text(lines: Sequence[ThresholdLine], what: str) -> str:
     if not lines:
         return f"No alert rule in the config sets a {what} here."
-    parts = [f"{_number(line.value)} ({', '.join(line.rules)})" for line in lines]
+    parts = [f"{format_number(line.value)} ({', '.join(line.rules)})" for line in lines]
     return f"Dashed lines: the {what} of the config's alert rules: " + "; ".join(parts) + "."
 
 
@@ -610,20 +587,20 @@ def _rules_markdown(config: Config) -> str:
     )
     rows = []
     for rule in config.alerts:
-        condition = f"{rule.metric} > {_number(rule.threshold)}"
+        condition = f"{rule.metric} > {format_number(rule.threshold)}"
         if rule.max_p_value is not None:
             corrected = "" if rule.p_value_correction == "none" else f" ({rule.p_value_correction})"
-            condition += f" and p_value{corrected} < {_number(rule.max_p_value)}"
+            condition += f" and p_value{corrected} < {format_number(rule.max_p_value)}"
         rows.append(
             "| "
             + " | ".join(
                 [
                     f"`{rule.name}`",
                     condition,
-                    _duration(rule.for_s),
-                    _number(rule.clear_threshold),
+                    prometheus_duration(rule.for_s),
+                    format_number(rule.clear_threshold),
                     str(rule.min_samples),
-                    _duration(rule.keep_firing_for_s),
+                    prometheus_duration(rule.keep_firing_for_s),
                     rule.severity,
                     f"`{rule.stream_pattern}`",
                     f"`{rule.feature_pattern}`",
@@ -942,7 +919,7 @@ def _daemon_row(board: _Board, config: Config) -> None:
         _stat(
             "Last evaluation age",
             f"Seconds since the last evaluation ended; evaluations run every "
-            f"{_duration(every_s)}: orange after 2 periods, red after 5.",
+            f"{prometheus_duration(every_s)}: orange after 2 periods, red after 5.",
             _query("time() - driftmon_last_evaluation_timestamp_seconds", "{{instance}}"),
             unit="s",
             lines=[
@@ -959,7 +936,7 @@ def _daemon_row(board: _Board, config: Config) -> None:
             _stat(
                 "Last checkpoint age",
                 f"Seconds since the last good checkpoint; checkpoints are written every "
-                f"{_duration(checkpoint_s)}: orange after 2 periods, red after 5.",
+                f"{prometheus_duration(checkpoint_s)}: orange after 2 periods, red after 5.",
                 _query(
                     "time() - driftmon_checkpoint_last_success_timestamp_seconds", "{{instance}}"
                 ),

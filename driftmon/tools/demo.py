@@ -36,18 +36,19 @@ seed send the same distributions, not the same bytes.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import aiohttp
 import numpy as np
 import orjson
+
+from driftmon.client_wire import retry_after_s
 
 __all__ = [
     "FRAUD_STREAM",
@@ -228,27 +229,10 @@ def _fraud_columns(rng: np.random.Generator, n_rows: int, drifted: bool) -> dict
 
 
 def _retry_after_s(header: str | None, now: datetime | None = None) -> float:
-    """Seconds to wait for a ``Retry-After`` header value, in ``[0, 30]``.
-
-    Takes delay-seconds (fractions accepted too) or an HTTP-date (RFC 9110
-    §10.2.3); an absent or unreadable value means 1 s.
-    """
-    if header is None:
-        return _DEFAULT_RETRY_AFTER_S
-    text = header.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return _DEFAULT_RETRY_AFTER_S
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)  # HTTP-dates are GMT
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if math.isnan(seconds):
-        return _DEFAULT_RETRY_AFTER_S
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
+    """Seconds to wait for a ``Retry-After`` header value (:func:`driftmon.client.retry_after_s`),
+    at most 30 s; an absent or unreadable value means 1 s."""
+    seconds = retry_after_s(header, None if now is None else now.timestamp())
+    return _DEFAULT_RETRY_AFTER_S if seconds is None else min(seconds, _MAX_RETRY_AFTER_S)
 
 
 class _Producer:

@@ -90,6 +90,7 @@ import yaml
 
 from driftmon import __version__
 from driftmon.config import AlertRule, Config
+from driftmon.config.errors import exact_number
 from driftmon.names import (
     ALERT_P_VALUE_SERIES,
     ALERT_SERIES,
@@ -253,12 +254,6 @@ def _selector(metric: str, matchers: Sequence[str]) -> str:
     return f"{metric}{{{', '.join(matchers)}}}" if matchers else metric
 
 
-def _number(value: float) -> str:
-    """A PromQL number literal for a finite float, exact (shortest round-trip digits)."""
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
-
-
 def prometheus_duration(seconds: float) -> str:
     """A Prometheus duration string for ``seconds``: ``0s``, ``500ms``, ``1m30s``, ``2d3h``.
 
@@ -303,13 +298,13 @@ def rule_expression(rule: AlertRule, alert: str, *, shared: bool = False) -> str
     firing = _selector("ALERTS", [f"alertname={promql_string(alert)}", 'alertstate="firing"'])
     samples = series(SAMPLES_SERIES)
     on = "and on(stream, feature)"
-    condition = f"({metric} > {_number(rule.threshold)})"
+    condition = f"({metric} > {exact_number(rule.threshold)})"
     if rule.clear_threshold < rule.threshold:
         condition = (
             "(\n"
             f"  {condition}\n"
             "  or\n"
-            f"  ({metric} > {_number(rule.clear_threshold)} {on} {firing})\n"
+            f"  ({metric} > {exact_number(rule.clear_threshold)} {on} {firing})\n"
             ")"
         )
     lines = [condition]
@@ -319,7 +314,7 @@ def rule_expression(rule: AlertRule, alert: str, *, shared: bool = False) -> str
         p_value = _p_value_selector(rule, matchers)
         if shared:
             p_value = f"max without (instance, pod) ({p_value})"
-        lines.append(f"{on} ({p_value} < {_number(rule.max_p_value)})")
+        lines.append(f"{on} ({p_value} < {exact_number(rule.max_p_value)})")
     if rule.min_samples > 0:
         lines += [
             "or",
@@ -354,19 +349,20 @@ def _template_text(text: str) -> str:
 
 def _description(rule: AlertRule) -> str:
     series = METRIC_SERIES[rule.metric]
-    text = f'driftmon alert rule "{rule.name}": fires when {series} > {_number(rule.threshold)}'
+    threshold = exact_number(rule.threshold)
+    text = f'driftmon alert rule "{rule.name}": fires when {series} > {threshold}'
     if rule.max_p_value is not None and rule.p_value_correction == "none":
-        text += f" and {P_VALUE_SERIES} < {_number(rule.max_p_value)}"
+        text += f" and {P_VALUE_SERIES} < {exact_number(rule.max_p_value)}"
     elif rule.max_p_value is not None:
         text += (
             f" and {CORRECTED_P_VALUE_SERIES} ({rule.p_value_correction}-corrected over the "
-            f"features it checks in the stream) < {_number(rule.max_p_value)}"
+            f"features it checks in the stream) < {exact_number(rule.max_p_value)}"
         )
     if rule.for_s > 0:
         text += f" for {prometheus_duration(rule.for_s)}"
     if rule.min_samples > 0:
         text += f", once the live window holds at least {rule.min_samples} rows"
-    text += f"; resolves at or below {_number(rule.clear_threshold)}"
+    text += f"; resolves at or below {exact_number(rule.clear_threshold)}"
     if rule.max_p_value is not None:
         text += " or when the drift stops being significant"
     if rule.keep_firing_for_s > 0:
