@@ -34,7 +34,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from driftmon import __version__
+from driftmon.alerting import AlertState
 from driftmon.cluster.status import ClusterStatus
+from driftmon.config.errors import exact_number
 from driftmon.engine import Evaluation, Monitor
 from driftmon.kinds import CATEGORICAL_KINDS, NUMERIC_KINDS, ValueKindTotals
 from driftmon.kinds import VALUE_KINDS as VALUE_KINDS
@@ -91,7 +93,7 @@ class DurationHistogram:
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative ``(le, count)`` pairs ending with ``+Inf``."""
         cumulative = np.cumsum(self.counts).tolist()
-        labels = [_float_text(b) for b in self.bounds] + ["+Inf"]
+        labels = [exact_number(b) for b in self.bounds] + ["+Inf"]
         return list(zip(labels, cumulative, strict=True))
 
 
@@ -250,11 +252,6 @@ def _monitor_layout(monitors: Sequence[Monitor] | Sequence[tuple[str, str]]) -> 
     return layout
 
 
-def _float_text(value: float) -> str:
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
-
-
 class DriftCollector(Collector):
     """A ``prometheus_client`` collector over the daemon's latest :class:`Status`."""
 
@@ -343,7 +340,7 @@ def _divergence_families(evaluation: Evaluation | None) -> Iterator[Family]:
             "rule": [pair.rule.name for pair in pairs],
             "severity": [pair.rule.severity for pair in pairs],
         },
-        values=(np.asarray(evaluation.alerts.state) == 2).astype(np.float64),
+        values=(np.asarray(evaluation.alerts.state) == AlertState.FIRING).astype(np.float64),
     )
 
 
