@@ -34,7 +34,8 @@ from driftmon.checkpoint import (
 )
 from driftmon.clock import SteadyClock, wall_offset_s
 from driftmon.config import Config, ConfigError, ServerConfig, describe, load_config
-from driftmon.engine import Engine, Evaluation
+from driftmon.engine import Engine
+from driftmon.evaluation import Evaluation
 from driftmon.exporter import DurationHistogram, Status, new_registry
 from driftmon.files import StateDirLock, read_regular
 from driftmon.history import MonitorHistory

@@ -19,13 +19,19 @@ feed the live window. The freeze is split like ingest: :meth:`Engine.plan_freeze
 learns the layout and builds the new packing touching no shared state, and
 :meth:`Engine.commit_freeze` swaps it in (O(bins) copies); rows that arrive
 in between are held and binned at the commit.
+
+What an evaluation publishes is :mod:`driftmon.evaluation`; how monitors lie
+in the arrays, and rows binned into a stream's slice, :mod:`driftmon.packing`.
+What stays here (about 950 lines) is the one class that changes the live
+arrays: every such method sits beside the others so that which of them run
+under the ingest lock (``apply``, ``commit_freeze``, ``evaluate``...) and
+which must not (``bin_batch``, ``plan_freeze``, ``successor``) reads in one
+place.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -33,27 +39,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from driftmon.alerting import AlertState, AlertTable, RuleParams, advance
+from driftmon.alerting import AlertState, AlertTable, advance
 from driftmon.binning import (
     MAX_KEPT_CATEGORY_CHARS,
-    NumericBinner,
     normalise_categorical,
     normalise_numeric,
 )
 from driftmon.config import (
-    AlertRule,
     Config,
     FeatureConfig,
     SampleWindow,
     StreamConfig,
     TimeWindow,
 )
-from driftmon.divergence import METRICS, PackedDivergence, PackedWasserstein
+from driftmon.divergence import METRICS
+from driftmon.evaluation import ALL_METRICS, AlertPair, Evaluation, Monitor
 from driftmon.history import HistoryRing, HistoryState, MonitorKey
-from driftmon.kinds import KindLayout, ValueKindTotals
-from driftmon.multiple_testing import PValueFamilies, combined_p_values
+from driftmon.kinds import ValueKindTotals
+from driftmon.multiple_testing import combined_p_values
+from driftmon.packing import Packing, StreamLayout, bin_rows, build_packing
 from driftmon.reference import (
-    Binner,
     Reference,
     ReferenceError,
     build_reference,
@@ -62,117 +67,12 @@ from driftmon.reference import (
     load_reference_file,
     load_snapshot,
 )
-from driftmon.window import NOT_REACHED, Carry, LiveWindow, PaneWindow
+from driftmon.window import Carry, LiveWindow, PaneWindow
 from driftmon.window import SampleWindow as SampleRing
-
-ALL_METRICS: tuple[str, ...] = (*METRICS, "wasserstein")
-"""Every per-monitor value an evaluation publishes, in the order of :attr:`Evaluation.values`."""
-
-# Packing generations are unique across Engine instances, so a batch binned
-# against one engine is binned again when applied to the engine a reload made.
-_GENERATIONS = itertools.count(1)
 
 
 class UnknownStreamError(KeyError):
     """Rows for a stream the config does not name."""
-
-
-@dataclass(frozen=True)
-class Monitor:
-    """One (stream, feature) pair: a view of ``n_bins`` bins at ``offset``."""
-
-    stream: str
-    feature: str
-    type: str
-    index: int
-    offset: int
-    binner: Binner
-    smoothing: float
-
-    @property
-    def n_bins(self) -> int:
-        """Number of bins, special bins included."""
-        return self.binner.n_bins
-
-    @property
-    def bins(self) -> slice:
-        """This monitor's bins in the packed arrays."""
-        return slice(self.offset, self.offset + self.binner.n_bins)
-
-
-@dataclass(frozen=True)
-class AlertPair:
-    """One alert rule applied to one monitor."""
-
-    rule: AlertRule
-    monitor: int
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """An immutable result of one evaluation pass.
-
-    ``values[name]`` is float64[M] for every name of :data:`ALL_METRICS`; NaN
-    means absent (no reference, an empty window, or ``wasserstein`` of a
-    categorical monitor). ``alert_p_values[i]`` is the p-value pair ``i``'s
-    rule judged with ``max_p_value``: corrected over its family when the rule
-    has a ``p_value_correction``, else its monitor's raw p-value (NaN: the
-    pair got no verdict). ``stream_p_values`` holds each stream's combined
-    p-value (:func:`~driftmon.multiple_testing.combined_p_values`) when at
-    least one of its monitors has a p-value.
-    """
-
-    time: float
-    monitors: tuple[Monitor, ...]
-    values: Mapping[str, np.ndarray]
-    window_samples: np.ndarray
-    reference_samples: np.ndarray
-    alert_pairs: tuple[AlertPair, ...]
-    alerts: AlertTable
-    duration_s: float
-    alert_p_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    stream_p_values: Mapping[str, float] = field(default_factory=dict)
-    # The counts this evaluation saw (float64[B], read-only), so that pages show the
-    # same histograms as the divergences they print; empty for an evaluation made by hand.
-    live_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    reference_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    def shifted(self, offset_s: float) -> Evaluation:
-        """This evaluation with its time and alert times moved ``offset_s`` seconds.
-
-        The daemon evaluates on its steady clock and publishes wall-clock times
-        (:class:`~driftmon.clock.SteadyClock`); NaN times stay NaN.
-        """
-        if offset_s == 0.0:
-            return self
-        table = self.alerts
-        alerts = AlertTable(
-            table.state,
-            table.active_at + offset_s,
-            table.fired_at + offset_s,
-            table.cleared_at + offset_s,
-        )
-        return dataclasses.replace(self, time=self.time + offset_s, alerts=alerts)
-
-    def firing_rules(self, monitor: int) -> list[str]:
-        """Names of the rules firing for monitor number ``monitor``."""
-        return [
-            pair.rule.name
-            for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True)
-            if pair.monitor == monitor and state == AlertState.FIRING
-        ]
-
-    def drifting_features(self) -> dict[tuple[str, str], int]:
-        """(stream, rule) → how many of the stream's monitors the rule fires for.
-
-        One entry for every (stream, rule) where the rule matches at least one
-        monitor, 0 included: what a single per-stream alert counts on.
-        """
-        counts: dict[tuple[str, str], int] = {}
-        for pair, state in zip(self.alert_pairs, self.alerts.state, strict=True):
-            key = (self.monitors[pair.monitor].stream, pair.rule.name)
-            counts[key] = counts.get(key, 0) + (1 if state == AlertState.FIRING else 0)
-        return counts
 
 
 @dataclass
@@ -222,111 +122,6 @@ class _Stream:
 
 
 @dataclass(frozen=True)
-class _Packing:
-    """What one packing derives from the streams' layouts: monitors, offsets, reference
-    counts, kernels and alert pairs; no live counts, so it is built without the lock."""
-
-    generation: int
-    slices: tuple[tuple[int, int, tuple[Monitor, ...]], ...]  # per stream: start, stop, monitors
-    monitors: tuple[Monitor, ...]
-    n_bins: int
-    reference: np.ndarray
-    bin_offsets: np.ndarray
-    reference_samples: np.ndarray
-    divergence: PackedDivergence
-    kind_layout: KindLayout
-    numeric_index: np.ndarray
-    wasserstein: PackedWasserstein
-    alert_pairs: tuple[AlertPair, ...]
-    pair_rules: np.ndarray  # each pair's rule, as its index in ``config.alerts``
-    alert_params: RuleParams
-    alert_metric_rows: np.ndarray
-    alert_monitors: np.ndarray
-    p_value_families: PValueFamilies
-
-
-def _build_packing(config: Config, references: Sequence[Reference | None]) -> _Packing:
-    """Pack ``config``'s streams (``references[i]`` is stream ``i``'s; ``None``: no monitors)."""
-    monitors: list[Monitor] = []
-    offset = 0
-    reference_parts: list[np.ndarray] = []
-    slices: list[tuple[int, int, tuple[Monitor, ...]]] = []
-    for stream_config, stream_reference in zip(config.streams, references, strict=True):
-        start = offset
-        stream_monitors: list[Monitor] = []
-        if stream_reference is not None:
-            for feature, binner, counts in zip(
-                stream_config.features,
-                stream_reference.binners,
-                stream_reference.counts,
-                strict=True,
-            ):
-                monitor = Monitor(
-                    stream=stream_config.name,
-                    feature=feature.name,
-                    type=feature.type,
-                    index=len(monitors),
-                    offset=offset,
-                    binner=binner,
-                    smoothing=feature.smoothing,
-                )
-                monitors.append(monitor)
-                stream_monitors.append(monitor)
-                reference_parts.append(counts)
-                offset += binner.n_bins
-        slices.append((start, offset, tuple(stream_monitors)))
-    reference = (
-        np.concatenate(reference_parts) if reference_parts else np.zeros(0, dtype=np.float64)
-    )
-    bin_offsets = np.array([m.offset for m in monitors] + [offset], dtype=np.int64)
-    smoothing = np.array([m.smoothing for m in monitors], dtype=np.float64)
-    numeric = [m for m in monitors if isinstance(m.binner, NumericBinner)]
-    pairs: list[AlertPair] = []
-    pair_rules: list[int] = []
-    for r, rule in enumerate(config.alerts):
-        for monitor in monitors:
-            if not rule.selects(monitor.stream, monitor.feature):
-                continue
-            if rule.metric == "wasserstein" and monitor.type != "numeric":
-                continue
-            pairs.append(AlertPair(rule, monitor.index))
-            pair_rules.append(r)
-    return _Packing(
-        generation=next(_GENERATIONS),
-        slices=tuple(slices),
-        monitors=tuple(monitors),
-        n_bins=offset,
-        reference=reference,
-        bin_offsets=bin_offsets,
-        reference_samples=(
-            np.add.reduceat(reference, bin_offsets[:-1])
-            if monitors
-            else np.zeros(0, dtype=np.float64)
-        ),
-        divergence=PackedDivergence(reference, bin_offsets, smoothing, base=config.engine.log_base),
-        kind_layout=KindLayout.build(
-            [(m.stream, m.feature) for m in monitors],
-            [m.n_bins for m in monitors],
-            [isinstance(m.binner, NumericBinner) for m in monitors],
-        ),
-        numeric_index=np.array([m.index for m in numeric], dtype=np.int64),
-        wasserstein=PackedWasserstein(
-            reference,
-            np.array([m.offset for m in numeric], dtype=np.int64),
-            [np.asarray(m.binner.edges, dtype=np.float64) for m in numeric],  # type: ignore[union-attr]
-        ),
-        alert_pairs=tuple(pairs),
-        pair_rules=np.array(pair_rules, dtype=np.int64),
-        alert_params=RuleParams.from_rules([p.rule for p in pairs]),
-        alert_metric_rows=np.array(
-            [ALL_METRICS.index(p.rule.metric) for p in pairs], dtype=np.int64
-        ),
-        alert_monitors=np.array([p.monitor for p in pairs], dtype=np.int64),
-        p_value_families=_families(pairs, monitors),
-    )
-
-
-@dataclass(frozen=True)
 class FreezePlan:
     """A warmup freeze learnt without the ingest lock (:meth:`Engine.plan_freeze`).
 
@@ -338,7 +133,7 @@ class FreezePlan:
     base_generation: int  # the packing it was planned against
     backlog: list[_Held]  # identifies the warmup it freezes
     reference: Reference | None
-    packing: _Packing | None = None
+    packing: Packing | None = None
     bin_at: int = 0  # the stream's bins go in at this offset ...
     n_bins: int = 0
     monitor_at: int = 0  # ... and its monitors at this index
@@ -412,7 +207,7 @@ class Engine:
 
     def _pack(self) -> None:
         """(Re)build the packed arrays from the streams' layouts; windows start empty."""
-        self._install(_build_packing(self.config, [s.reference for s in self._streams.values()]))
+        self._install(build_packing(self.config, [s.reference for s in self._streams.values()]))
         self.live = np.zeros(self.n_bins, dtype=np.float64)
         self.ingested = np.zeros(self.n_bins, dtype=np.float64)
         for stream in self._streams.values():
@@ -426,7 +221,7 @@ class Engine:
             tolerance_s=engine_config.evaluate_every_s / 2,
         )
 
-    def _install(self, packing: _Packing) -> None:
+    def _install(self, packing: Packing) -> None:
         """Take ``packing``'s layout (not its counts: the caller sets those)."""
         for stream, (start, stop, monitors) in zip(
             self._streams.values(), packing.slices, strict=True
@@ -699,7 +494,7 @@ class Engine:
         k = list(self._streams).index(name)
         references = [s.reference for s in self._streams.values()]
         references[k] = reference
-        new = _build_packing(self.config, references)
+        new = build_packing(self.config, references)
         start, stop, monitors = new.slices[k]
         monitor_at = monitors[0].index
         n_monitors = len(monitors)
@@ -1127,19 +922,6 @@ class EngineState:
     history: HistoryState | None = None  # None: none kept (an older checkpoint)
 
 
-def _families(pairs: Sequence[AlertPair], monitors: Sequence[Monitor]) -> PValueFamilies:
-    """One family per (rule with a ``p_value_correction``, stream) over ``pairs``."""
-    members: dict[tuple[int, str], list[int]] = {}
-    methods: dict[tuple[int, str], str] = {}
-    for i, pair in enumerate(pairs):
-        if pair.rule.p_value_correction == "none":
-            continue
-        key = (id(pair.rule), monitors[pair.monitor].stream)
-        members.setdefault(key, []).append(i)
-        methods[key] = pair.rule.p_value_correction
-    return PValueFamilies(list(members.values()), [methods[key] for key in members], len(pairs))
-
-
 def _widened(counts: np.ndarray, at: int, width: int) -> np.ndarray:
     """A copy of ``counts`` with ``width`` zeros inserted at ``at``."""
     widened = np.empty(counts.size + width, dtype=counts.dtype)
@@ -1161,85 +943,6 @@ def _kept_for_warmup(feature: FeatureConfig, values: Sequence[object] | np.ndarr
         return normalise_numeric(values)
     longest = max((len(c) for c in feature.categories or ()), default=0)
     return normalise_categorical(values, max(MAX_KEPT_CATEGORY_CHARS, longest))
-
-
-def _is_float_column(binner: Binner, values: Sequence[object] | np.ndarray) -> bool:
-    """Whether ``values`` can take the numeric kernels' float64 fast path."""
-    return (
-        isinstance(binner, NumericBinner)
-        and isinstance(values, np.ndarray)
-        and values.dtype == np.float64
-        and values.ndim == 1
-    )
-
-
-def _add_values(binner: Binner, values: Sequence[object] | np.ndarray, counts: np.ndarray) -> None:
-    """Bin a column into ``counts``: the fast float path for float arrays."""
-    if _is_float_column(binner, values):
-        assert isinstance(binner, NumericBinner) and isinstance(values, np.ndarray)
-        binner.add(np.ascontiguousarray(values), counts)
-    else:
-        binner.add_values(values, counts)
-
-
-@dataclass(frozen=True)
-class StreamLayout:
-    """A stream's monitors and bins in one packing (``generation``) of an engine."""
-
-    monitors: tuple[Monitor, ...]
-    start: int
-    size: int
-    samples: bool  # a {samples: N} window: per-row bin indices too
-    generation: int
-
-
-def bin_rows(
-    layout: StreamLayout,
-    columns: Mapping[str, Sequence[object] | np.ndarray],
-    n_rows: int,
-    first_row: int = 0,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Counts over the stream's bins of rows ``first_row:``; per-row indices for samples.
-
-    A feature absent from ``columns`` is not reached (its counts stay zero,
-    its indices ``NOT_REACHED``). Touches no shared state.
-    """
-    size = layout.size
-    if layout.samples:
-        shape = (n_rows - first_row, len(layout.monitors))
-        picked = [columns.get(monitor.feature) for monitor in layout.monitors]
-        if all(values is not None for values in picked):
-            indices = np.empty(shape, dtype=np.int32)  # every cell is written below
-        else:
-            indices = np.full(shape, NOT_REACHED, dtype=np.int32)
-        counts = np.zeros(size, dtype=np.float64)
-        for j, (monitor, values) in enumerate(zip(layout.monitors, picked, strict=True)):
-            if values is None:
-                continue
-            if first_row:
-                values = values[first_row:]
-            rel = monitor.offset - layout.start
-            layout_index = monitor.binner.index_values(values)
-            np.add(layout_index, np.int32(rel), out=indices[:, j])
-            view = counts[rel : rel + monitor.n_bins]
-            binner = monitor.binner
-            if _is_float_column(binner, values) and getattr(binner, "kind", "") == "uniform":
-                # The uniform counting kernel reads the floats again faster
-                # than np.bincount reads the indices (it widens them to
-                # int64); the explicit-edges kernel does not (bench_engine).
-                _add_values(binner, values, view)
-            else:
-                view += np.bincount(layout_index, minlength=monitor.n_bins)
-        return counts, indices
-    counts = np.zeros(size, dtype=np.float64)
-    for monitor in layout.monitors:
-        values = columns.get(monitor.feature)
-        if values is None:
-            continue
-        rel = monitor.offset - layout.start
-        view = counts[rel : rel + monitor.n_bins]
-        _add_values(monitor.binner, values[first_row:] if first_row else values, view)
-    return counts, None
 
 
 def reusable_references(engine: Engine, config: Config) -> dict[str, Reference | None]:

@@ -2,7 +2,7 @@
 
 :class:`DriftCollector` builds fresh metric families on every scrape from a
 :class:`Status`, an immutable picture of the daemon that its ``status``
-callable returns: the latest :class:`~driftmon.engine.Evaluation` plus the
+callable returns: the latest :class:`~driftmon.evaluation.Evaluation` plus the
 ingest counters. Nothing here keeps state between scrapes, so a monitor that
 a reload removes simply stops appearing, and a divergence that is absent
 (NaN: no reference or an empty window) has no series at all.
@@ -37,7 +37,7 @@ from driftmon import __version__
 from driftmon.alerting import AlertState
 from driftmon.cluster.status import ClusterStatus
 from driftmon.config.errors import exact_number
-from driftmon.engine import Evaluation, Monitor
+from driftmon.evaluation import Evaluation, Monitor
 from driftmon.kinds import CATEGORICAL_KINDS, NUMERIC_KINDS, ValueKindTotals
 from driftmon.kinds import VALUE_KINDS as VALUE_KINDS
 from driftmon.names import (

@@ -8,7 +8,7 @@ import os
 import time
 
 from driftmon.alerting import AlertState
-from driftmon.engine import Evaluation
+from driftmon.evaluation import Evaluation
 
 __all__ = ["WarmupLog", "configure_logging", "log_transitions", "monitor_url"]
 

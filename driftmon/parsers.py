@@ -5,7 +5,7 @@ core (bench/README.md). With ``ingest.processes: N`` a worker thread hands a
 body to an idle child and waits, GIL released, for the counts (and per-row
 bin indices for ``{samples: N}`` windows) that :meth:`Engine.apply` takes.
 A child gets only the stream's binners and offsets
-(:class:`~driftmon.engine.StreamLayout`), tagged with the engine's
+(:class:`~driftmon.packing.StreamLayout`), tagged with the engine's
 ``generation``; what it cannot do (a warmup, a layout changed meanwhile, no
 child alive) the worker does in-process. A child that dies is dropped and
 its job redone in-process; :meth:`ParseProcesses.maintain`, called by the
@@ -29,7 +29,7 @@ from multiprocessing.process import BaseProcess
 import numpy as np
 
 from driftmon.config import StreamConfig
-from driftmon.engine import StreamLayout
+from driftmon.packing import StreamLayout
 from driftmon.reference import numeric_fields
 from driftmon.sources import BodyError, UnsupportedMediaType
 
@@ -282,8 +282,8 @@ def _serve(conn: Connection) -> None:
     # kill a child before the daemon has drained; the child ends when the pipe does.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    from driftmon.engine import bin_rows
     from driftmon.kernels import warm_up_all
+    from driftmon.packing import bin_rows
     from driftmon.sources import parse_body
 
     warm_up_all()

@@ -34,7 +34,8 @@ from naive import METRICS, divergences_one, histogram_edges, histogram_uniform, 
 
 from driftmon.alerting import AlertState
 from driftmon.config import Config, parse_config, parse_duration
-from driftmon.engine import ALL_METRICS, Engine, Evaluation, UnknownStreamError
+from driftmon.engine import Engine, UnknownStreamError
+from driftmon.evaluation import ALL_METRICS, Evaluation
 from driftmon.reference import Reference, ReferenceError, build_reference
 from driftmon.sources import Batch, parse_body, read_table
 

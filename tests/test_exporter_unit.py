@@ -17,7 +17,7 @@ from driftmon.alerting import AlertState, AlertTable
 from driftmon.binning import CategoricalBinner, NumericBinner
 from driftmon.cluster.status import ClusterStatus
 from driftmon.config import AlertRule
-from driftmon.engine import ALL_METRICS, AlertPair, Evaluation, Monitor
+from driftmon.evaluation import ALL_METRICS, AlertPair, Evaluation, Monitor
 from driftmon.exporter import DIVERGENCE_FAMILIES, DriftCollector, DurationHistogram, Status
 
 NAN = math.nan

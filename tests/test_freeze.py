@@ -31,7 +31,8 @@ from test_engine import (
 from driftmon.alerting import AlertState
 from driftmon.checkpoint import read_checkpoint, write_checkpoint
 from driftmon.config import Config
-from driftmon.engine import ALL_METRICS, Engine, FreezePlan
+from driftmon.engine import Engine, FreezePlan
+from driftmon.evaluation import ALL_METRICS
 from driftmon.ingest import Gate
 from driftmon.reference import build_reference
 from driftmon.sources import Batch

@@ -10,7 +10,7 @@ import pytest
 
 from driftmon.config import ALERT_METRICS, AlertMetric, ConfigError, parse_config
 from driftmon.divergence import METRICS as KERNEL_ROWS
-from driftmon.engine import ALL_METRICS
+from driftmon.evaluation import ALL_METRICS
 from driftmon.exporter import DIVERGENCE_FAMILIES
 from driftmon.names import MONITOR_METRIC, MONITOR_METRICS
 from driftmon.tools.replay import RECORD_KEYS

@@ -40,7 +40,8 @@ from driftmon.config import (
     UniformBins,
     parse_config,
 )
-from driftmon.engine import Engine, Evaluation
+from driftmon.engine import Engine
+from driftmon.evaluation import Evaluation
 from driftmon.exporter import (
     DIVERGENCE_FAMILIES,
     DurationHistogram,

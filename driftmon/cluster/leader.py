@@ -24,7 +24,8 @@ import redis
 from driftmon.alerting import AlertTable
 from driftmon.cluster.store import Store, StreamLayout, layout_fingerprint, pane_width_us
 from driftmon.config import TimeWindow
-from driftmon.engine import Engine, Evaluation
+from driftmon.engine import Engine
+from driftmon.evaluation import Evaluation
 from driftmon.reference import layout_key
 
 log = logging.getLogger("driftmon.cluster")

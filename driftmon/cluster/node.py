@@ -46,7 +46,8 @@ from driftmon.cluster.replica import (
 from driftmon.cluster.status import ClusterStatus
 from driftmon.cluster.store import Store, StreamLayout, connect, read_password
 from driftmon.config import ClusterConfig
-from driftmon.engine import Engine, Evaluation
+from driftmon.engine import Engine
+from driftmon.evaluation import Evaluation
 from driftmon.ingest import QueueFull
 
 log = logging.getLogger("driftmon.cluster")

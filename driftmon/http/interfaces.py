@@ -9,7 +9,7 @@ from typing import Protocol
 from aiohttp import web
 
 from driftmon.config import Config
-from driftmon.engine import Evaluation
+from driftmon.evaluation import Evaluation
 from driftmon.history import MonitorHistory
 from driftmon.http.responses import ReadingBodies
 from driftmon.ingest import CloudEventsResult, IngestResult

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from driftmon.engine import ALL_METRICS, Evaluation
+from driftmon.evaluation import ALL_METRICS, Evaluation
 from driftmon.history import json_number
 from driftmon.http.interfaces import VIEWS_KEY
 from driftmon.http.responses import error, json_response, unavailable

@@ -1,4 +1,4 @@
-"""What the pages show, computed from one :class:`~driftmon.engine.Evaluation`.
+"""What the pages show, computed from one :class:`~driftmon.evaluation.Evaluation`.
 
 Nothing here reads the engine: a :class:`MonitorView` is built from the
 evaluation snapshot alone (its values, samples, alert table and the counts it
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from driftmon.binning import NumericBinner
-from driftmon.engine import Evaluation
+from driftmon.evaluation import Evaluation
 
 STATES = ("inactive", "pending", "firing")
 """Alert states by their number in the alert table."""

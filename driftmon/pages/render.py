@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from driftmon.engine import Evaluation
+from driftmon.evaluation import Evaluation
 from driftmon.history import MonitorHistory
 from driftmon.pages.model import (
     SHOWN_METRICS,

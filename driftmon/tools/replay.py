@@ -28,7 +28,8 @@ from typing import TextIO
 import numpy as np
 
 from driftmon.config import Config, TimeWindow
-from driftmon.engine import Engine, Evaluation
+from driftmon.engine import Engine
+from driftmon.evaluation import Evaluation
 from driftmon.names import MONITOR_METRICS
 from driftmon.reference import numeric_fields
 from driftmon.sources.columnar import iter_batches
