@@ -28,7 +28,6 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.utils import floatToGoString
 from test_http import CONFIG, FakeGate, views
 
-from driftmon import exporter
 from driftmon.binning import NumericBinner
 from driftmon.config import (
     AlertRule,
@@ -48,11 +47,11 @@ from driftmon.exporter import (
     Scrape,
     SharedScrapes,
     Status,
-    _go_floats,
     new_registry,
     render_scrape,
     render_text,
 )
+from driftmon.exporter import scrape as exporter
 from driftmon.http.app import HttpListener, make_app
 from driftmon.reference import Reference
 
@@ -272,7 +271,7 @@ def test_bulk_floats_match_float_to_go_string() -> None:
             rng.integers(0, 10**9, 5_000).astype(np.float64),
         ]
     )
-    assert _go_floats(values) == [floatToGoString(v) for v in values.tolist()]
+    assert exporter._go_floats(values) == [floatToGoString(v) for v in values.tolist()]
 
 
 def test_a_real_daemon_gzips_for_scrapers_that_accept_it_and_speaks_openmetrics(
