@@ -7,6 +7,12 @@ checkpoint loops, and dispatches the signal queue (TERM/INT drain and
 checkpoint, HUP reloads). It keeps the parse processes up from its main
 loop. It imports no HTTP code: :mod:`driftmon.cli` hands it a listener.
 Durability: docs/durability.md.
+
+It is one module of about 780 lines because the order of a daemon's life
+(lock the state dir, listen, load, restore, serve, reload, drain, final
+checkpoint, release) is what must be read and reviewed as a whole; the
+parts that need no ordering live elsewhere (the ingest gate, the parse
+processes, the HTTP layer, logging).
 """
 
 from __future__ import annotations
