@@ -5,57 +5,11 @@ Alerting is pure: :func:`advance` takes the current states of ``N`` pairs
 this evaluation's metric values, p-values and window sample counts, and the
 clock reading ``now``; it returns the next table. No hidden clock, no I/O, no
 Python loop per pair: one call costs a few dozen numpy passes over ``N``.
-
-Semantics follow Prometheus ``rules/alerting.go`` (``inactive`` →
-``pending`` → ``firing``, ``for`` counted from the active-at time, a pending
-alert dropped at once when its condition fails, ``keep_firing_for``) plus
-driftmon's ``clear_below`` hysteresis. With ``over = metric > threshold``,
-``above_clear = metric > clear_threshold`` and ``significant = p_value <
-max_p_value`` (always true when the rule has no ``max_p_value``):
-
-=========  ===========================================  ==========================
-state      at this evaluation                            next state
-=========  ===========================================  ==========================
-inactive   ``over and significant``                      pending, ``active_at = now``
-                                                         (and at once firing when
-                                                         ``for_s == 0``, see below)
-pending    not ``over and significant``                  inactive
-pending    ``over and significant`` and                  firing, ``fired_at = now``
-           ``now - active_at >= for_s``
-firing     ``above_clear and significant``               firing, ``cleared_at``
-                                                         forgotten
-firing     otherwise (the condition cleared);            inactive once
-           ``cleared_at`` = first such evaluation        ``now - cleared_at >=
-                                                         keep_firing_for_s``
-=========  ===========================================  ==========================
-
-Consequences worth spelling out:
-
-- ``metric == threshold`` is not over (strict ``>``), so it never starts a
-  pending period and it drops a pending one; ``metric == clear_threshold``
-  clears a firing alert.
-- Between ``clear_threshold`` and ``threshold`` a firing alert keeps firing
-  (hysteresis) and a ``keep_firing_for`` countdown is cancelled, since the
-  firing alert's condition holds again; an inactive one does not start.
-- ``keep_firing_for_s == 0`` resolves at the first evaluation where the
-  condition cleared (``now - cleared_at == 0 >= 0``).
-- ``active_at`` is kept while firing (Prometheus ``ActiveAt``); every time
-  field is NaN once the pair is inactive again.
-
-**Held pairs.** A pair whose window has fewer than ``min_samples`` rows, whose
-metric is NaN (the monitor has no divergence: no reference or an empty window,
-docs/divergences.md), or whose rule has ``max_p_value`` while its p-value is NaN,
-gets no verdict: its state and all of its times are left exactly as they
-were. So nothing new starts, a pending alert is not dropped, and a firing
-alert keeps firing and does not clear (its ``keep_firing_for`` countdown, if
-one was running, is neither cancelled nor completed). The clock still runs:
-``for`` and ``keep_firing_for`` compare ``now`` with the stored times, so a
-pending alert whose condition holds on both sides of a gap fires at the first
-evaluation after it if ``for`` has elapsed meanwhile, and a cleared firing
-alert still cleared after a gap resolves at once if ``keep_firing_for`` has.
-
-Times are seconds on any clock the caller chooses, as long as ``now`` never
-decreases from one call to the next for the same table.
+The transitions, their edge cases (strict ``>``, hysteresis, held pairs: no
+verdict below ``min_samples`` or for a NaN metric) are documented in the
+docs' state table and tested in tests/test_alerting.py. Times are seconds on
+any clock the caller chooses, as long as ``now`` never decreases from one
+call to the next for the same table.
 """
 
 from __future__ import annotations

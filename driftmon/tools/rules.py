@@ -1,82 +1,12 @@
-"""Prometheus alerting rules equivalent to a config's ``alerts:`` (docs/divergences.md).
+"""Prometheus alerting rules equivalent to a config's ``alerts:``.
 
-``driftmon rules -c FILE`` prints one rule group (``driftmon``) with one
-alerting rule per driftmon alert rule, so that Prometheus (and through it
-Alertmanager) raises the same alerts from the scraped series as the daemon's
-own state machine (:mod:`driftmon.alerting`) does, with the same
-``threshold``, ``for``, ``clear_below``, ``min_samples``, ``max_p_value``
-and ``keep_firing_for``.
-
-Alert names. Prometheus 2.x requires an alert name to be a valid metric
-name (``[a-zA-Z_:][a-zA-Z0-9_:]*``) while a driftmon rule name may be any
-string, so each alert is named ``Driftmon`` followed by the rule name's
-ASCII letter-and-digit runs, each with its first letter upper-cased:
-``js-high`` → ``DriftmonJsHigh``, ``psi significant`` →
-``DriftmonPsiSignificant``. When two rule names give the same alert name
-(``js-high`` and ``js_high``), the later rules in config order get ``_2``,
-``_3``, … appended (a suffix no base name can hold, so suffixed names never
-collide). The exact rule name is the ``rule`` label of every alert, next to
-``severity`` and the ``stream`` and ``feature`` of its series (plus the
-``job`` and ``instance`` labels the scrape adds).
-
-The expression, for a rule with metric series ``M`` (``driftmon_js_divergence``
-etc., selected by the rule's globs as regex label matchers), threshold ``T``,
-``clear_below`` ``C``, ``min_samples`` ``N`` and ``max_p_value`` ``P``::
-
-    (
-      (M > T)
-      or
-      (M > C and on(stream, feature) ALERTS{alertname="A", alertstate="firing"})
-    )
-    and on(stream, feature) (driftmon_window_samples >= N)
-    and on(stream, feature) (driftmon_drift_p_value < P)
-    or
-    (
-      M
-      and on(stream, feature) ALERTS{alertname="A", alertstate="firing"}
-      and on(stream, feature) (driftmon_window_samples < N)
-    )
-
-- the first branch is the condition, ``metric > threshold`` (and
-  ``p_value < max_p_value``), which starts a pending period that fires after
-  ``for``, exactly as the daemon's;
-- the ``ALERTS`` term is the ``clear_below`` hysteresis: Prometheus writes
-  an ``ALERTS`` series for each active alert at every evaluation, carrying
-  the alert's labels (so ``stream`` and ``feature``), and the rule reads the
-  one written at the previous evaluation, so an alert that is firing keeps
-  firing while the metric is above ``clear_below``; it is left out when
-  ``clear_below`` is not below ``threshold``;
-- the last branch holds a firing alert while its window has fewer than
-  ``min_samples`` rows (the daemon gives such a monitor no verdict and keeps
-  its state); both it and the samples gate are left out when
-  ``min_samples`` is 0, and the p-value gate when there is no ``max_p_value``;
-- a rule with ``p_value_correction`` gates on ``driftmon_alert_p_value{rule="R"}``
-  instead of ``driftmon_drift_p_value``: the daemon's corrected p-value of the
-  monitor, since the correction spans all the monitors the rule matches in a stream;
-- ``for`` and ``keep_firing_for`` are Prometheus's own (``keep_firing_for``
-  needs Prometheus 2.42 or later, and is written only when it is set).
-
-Every label match is ``on(stream, feature)``, which relies on each
-(stream, feature) being exported by one daemon at a time. With
-``cluster.mode: shared`` that daemon is the current leader, which can
-change: every driftmon series is then read as ``max without (instance,
-pod) (...)``, so the alert keeps its labels, and its pending time, across a
-leader change.
-
-Where Prometheus cannot follow the daemon exactly (documented, not hidden):
-
-- a monitor whose divergence series is absent (an empty window, a daemon
-  that is down, a monitor a reload removed) has no series to keep an alert
-  alive, so its alert resolves in Prometheus (after ``keep_firing_for``)
-  while the daemon holds it; an alert should not outlive its series;
-- below ``min_samples`` only a *firing* alert is held; a pending one is
-  dropped (Prometheus has no way to pause a ``for`` countdown), and a
-  ``keep_firing_for`` countdown running when the window fell below
-  ``min_samples`` starts again afterwards rather than continuing;
-- Prometheus durations have millisecond resolution, so ``for`` and
-  ``keep_firing_for`` are rounded to the nearest millisecond, and the
-  evaluation times are Prometheus's (``evaluation_interval``), not the
-  daemon's ``engine.evaluate_every``.
+``driftmon rules -c FILE`` prints one rule group with one alerting rule per
+driftmon alert rule, so that Prometheus raises the same alerts from the
+scraped series as the daemon's own state machine (:mod:`driftmon.alerting`).
+How alerts are named, the PromQL each rule becomes and where Prometheus
+cannot follow the daemon exactly: docs/divergences.md, "The same alerts in
+Prometheus". Tested against the real ``promtool test rules`` in
+tests/test_rules.py.
 """
 
 from __future__ import annotations
