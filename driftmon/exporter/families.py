@@ -432,36 +432,39 @@ def _value_kind_family(
     )
 
 
+def _counter(
+    name: str, documentation: str, label: str, counts: Iterable[tuple[object, float]]
+) -> CounterMetricFamily:
+    """A counter family with one series per ``(label value, count)``, in the order given."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for key, count in counts:
+        family.add_metric([str(key)], float(count))
+    return family
+
+
 def _ingest_families(status: Status) -> Iterator[Family]:
-    rows = CounterMetricFamily(
-        "driftmon_ingest_rows", "Rows accepted, by stream.", labels=["stream"]
+    yield _counter(
+        "driftmon_ingest_rows", "Rows accepted, by stream.", "stream", status.stream_rows.items()
     )
-    for stream, count in status.stream_rows.items():
-        rows.add_metric([stream], float(count))
-    yield rows
     yield _value_kind_family(status.value_kinds)
-    unknown = CounterMetricFamily(
+    yield _counter(
         "driftmon_ingest_unknown_fields",
         "Values under fields that no feature monitors (ignored), by stream.",
-        labels=["stream"],
+        "stream",
+        status.unknown_fields.items(),
     )
-    for stream, count in status.unknown_fields.items():
-        unknown.add_metric([stream], float(count))
-    yield unknown
-    requests = CounterMetricFamily(
-        "driftmon_ingest_requests", "Ingest requests by HTTP status code.", labels=["code"]
+    yield _counter(
+        "driftmon_ingest_requests",
+        "Ingest requests by HTTP status code.",
+        "code",
+        sorted(status.requests_by_code.items(), key=lambda item: str(item[0])),
     )
-    for code, count in sorted(status.requests_by_code.items(), key=lambda item: str(item[0])):
-        requests.add_metric([str(code)], float(count))
-    yield requests
-    dropped = CounterMetricFamily(
+    yield _counter(
         "driftmon_ingest_dropped_events",
         "CloudEvents that fed no stream, by reason.",
-        labels=["reason"],
+        "reason",
+        sorted(status.dropped_events.items()),
     )
-    for reason, count in sorted(status.dropped_events.items()):
-        dropped.add_metric([reason], float(count))
-    yield dropped
     if status.connections is not None:
         open_now, closed = status.connections
         connections = GaugeMetricFamily(
@@ -469,15 +472,13 @@ def _ingest_families(status: Status) -> Iterator[Family]:
         )
         connections.add_metric([], float(open_now))
         yield connections
-        closed_family = CounterMetricFamily(
+        yield _counter(
             "driftmon_http_connections_closed",
             "HTTP connections the daemon closed early, by reason: header_timeout, evicted "
             "(idle, to make room at server.max_connections), refused (503, none idle).",
-            labels=["reason"],
+            "reason",
+            ((reason, closed.get(reason, 0)) for reason in CONNECTION_CLOSE_REASONS),
         )
-        for reason in CONNECTION_CLOSE_REASONS:
-            closed_family.add_metric([reason], float(closed.get(reason, 0)))
-        yield closed_family
     queue = GaugeMetricFamily("driftmon_ingest_queue_rows", "Rows accepted but not yet binned.")
     queue.add_metric([], float(status.queue_rows))
     yield queue
@@ -537,14 +538,12 @@ def _daemon_families(status: Status) -> Iterator[Metric]:
     )
     failures.add_metric([], float(status.checkpoint_failures))
     yield failures
-    moved_aside = CounterMetricFamily(
+    yield _counter(
         "driftmon_state_files_moved_aside",
         "Unusable checkpoints renamed aside (.corrupt-), by kind (checkpoint).",
-        labels=["kind"],
+        "kind",
+        sorted(status.files_moved_aside.items()),
     )
-    for kind, count in sorted(status.files_moved_aside.items()):
-        moved_aside.add_metric([kind], float(count))
-    yield moved_aside
     reload_ok = GaugeMetricFamily(
         "driftmon_config_last_reload_successful",
         "1 if the last configuration load succeeded, 0 otherwise.",
