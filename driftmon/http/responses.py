@@ -191,7 +191,8 @@ class ReadingBodies:
             (b for b in others if now - b.last_progress >= self.stall_s),
             key=lambda b: b.last_progress,
         )
-        rates = {b: b.rate(now) for b in others if b not in stalled}
+        moving = set(others).difference(stalled)
+        rates = {b: b.rate(now) for b in moving}
         slow = sorted(
             (b for b, rate in rates.items() if rate is not None and rate < MIN_BODY_RATE),
             key=lambda b: rates[b] or 0.0,
