@@ -191,12 +191,13 @@ class ReadingBodies:
             (b for b in others if now - b.last_progress >= self.stall_s),
             key=lambda b: b.last_progress,
         )
-        moving = set(others).difference(stalled)
-        rates = {b: b.rate(now) for b in moving}
-        slow = sorted(
-            (b for b, rate in rates.items() if rate is not None and rate < MIN_BODY_RATE),
-            key=lambda b: rates[b] or 0.0,
-        )
+        slow_rates: dict[_Body, float] = {}
+        for body in others:
+            if now - body.last_progress < self.stall_s:
+                rate = body.rate(now)
+                if rate is not None and rate < MIN_BODY_RATE:
+                    slow_rates[body] = rate
+        slow = sorted(slow_rates, key=slow_rates.__getitem__)
         for body in (*stalled, *slow):
             if self.bytes <= bound:
                 break
