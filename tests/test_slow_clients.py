@@ -244,20 +244,29 @@ def test_idle_connections_beyond_the_bound_are_closed_and_health_answers(
 # --- the read bound is not held hostage -----------------------------------------------------
 
 
+def hold_the_read_bound(
+    process: DaemonProcess, path: str, short_by: int, **headers: str
+) -> list[socket.socket]:
+    """Four connections, each declaring a 16 MiB body and sending all of it but
+    ``short_by`` bytes: together they hold the 64 MiB read bound but for 4 × short_by."""
+    chunk = b" " * 2**20
+    connections = [connect(process.url) for _ in range(4)]
+    for connection in connections:
+        connection.sendall(post_head(path, MAX_BODY_BYTES, **AUTH, **headers))
+        for _ in range(15):
+            connection.sendall(chunk)
+        connection.sendall(chunk[:-short_by])
+    return connections
+
+
 @pytest.mark.parametrize("path", [ROWS_PATH, "/v1/cloudevents"])
 def test_stalled_senders_do_not_lock_others_out(patient: DaemonProcess, path: str) -> None:
     """Four bodies declaring 16 MiB, all but the last byte sent, then nothing: 64 MiB held,
     the whole read bound. A body that progresses takes the room of the stalled ones (which
     get 408) long before the 60 s body timeout."""
-    chunk = b" " * 2**20
     headers = {"Ce-Specversion": "1.0"} if path != ROWS_PATH else {}
-    stalled = [connect(patient.url) for _ in range(4)]
+    stalled = hold_the_read_bound(patient, path, 1, **headers)
     try:
-        for connection in stalled:
-            connection.sendall(post_head(path, MAX_BODY_BYTES, **AUTH, **headers))
-            for _ in range(15):
-                connection.sendall(chunk)
-            connection.sendall(chunk[:-1])
         time.sleep(1.5)  # they stall for longer than a second
         started = time.monotonic()
         wait_for(lambda: post_small(patient, path) == 200, 20.0, "a normal post taken")
@@ -269,15 +278,13 @@ def test_stalled_senders_do_not_lock_others_out(patient: DaemonProcess, path: st
             connection.close()
 
 
-
 def test_trickling_senders_do_not_lock_others_out(patient: DaemonProcess) -> None:
     """Four bodies that fill the read bound but for 4 000 bytes, then send a byte every
     0.3 s: never stalled for a second, far slower than 16 KiB/s. A normal body of 8 KB
     takes the room of the slowest."""
-    chunk = b" " * 2**20
     rows = json.dumps([{"x": 1.5, "c": "red"}] * 400).encode()
     assert len(rows) > 8000
-    trickling = [connect(patient.url) for _ in range(4)]
+    trickling = hold_the_read_bound(patient, ROWS_PATH, 1000)
     stop = threading.Event()
 
     def trickle() -> None:
@@ -286,11 +293,6 @@ def test_trickling_senders_do_not_lock_others_out(patient: DaemonProcess) -> Non
                 with contextlib.suppress(OSError):
                     connection.sendall(b" ")
 
-    for connection in trickling:
-        connection.sendall(post_head(ROWS_PATH, MAX_BODY_BYTES, **AUTH))
-        for _ in range(15):
-            connection.sendall(chunk)
-        connection.sendall(chunk[:-1000])
     sender = threading.Thread(target=trickle, daemon=True)
     sender.start()
     try:
