@@ -17,7 +17,8 @@ without binning the column again.
 
 A column may come as several arrays (the row groups of a Parquet file),
 searched in place. Small columns, and numpy versions without those
-helpers, take ``np.quantile`` itself."""
+helpers, take ``np.quantile`` itself.
+"""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ buckets that hold a wanted order statistic. numpy does each with a temporary
 as large as the column (``bincount`` widens int32 indices to intp first; a
 gather by ``take[index]`` builds a boolean mask); these loops read the
 column once each and write only what they return. Nothing here validates
-its arguments: only ``driftmon.quantiles`` calls it."""
+its arguments: only ``driftmon.quantiles`` calls it.
+"""
 
 from __future__ import annotations
 
