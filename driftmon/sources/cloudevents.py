@@ -15,10 +15,9 @@ import binascii
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import unquote
 
-from driftmon.config import StreamConfig
 from driftmon.sources.jsonrows import Batch
 from driftmon.sources.jsontext import BodyError, load_json
 from driftmon.sources.jsontext import json_type as _json_type
@@ -285,11 +284,35 @@ class Route:
     features: tuple[str, ...]
 
 
+class EventMapping(Protocol):
+    """A stream's ``cloudevents:`` mapping, as :class:`Router` reads it
+    (:class:`driftmon.config.CloudEventsMapping` is one)."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+    @property
+    def outputs(self) -> tuple[str, ...]: ...
+
+
+class MappedStream(Protocol):
+    """What :class:`Router` reads of a stream (:class:`driftmon.config.StreamConfig` is
+    one): sources know nothing else of the config."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def cloudevents(self) -> EventMapping | None: ...
+
+
 class Router:
     """Finds the stream and features of an event from the streams' ``cloudevents:`` mappings."""
 
-    def __init__(self, streams: Sequence[StreamConfig]) -> None:
-        self._streams: dict[tuple[str, str | None], StreamConfig] = {}
+    def __init__(self, streams: Sequence[MappedStream]) -> None:
+        self._streams: dict[tuple[str, str | None], MappedStream] = {}
         for stream in streams:
             mapping = stream.cloudevents
             if mapping is not None:
@@ -370,7 +393,7 @@ def _merge(stream: str, side: Side, batches: list[Batch]) -> PlannedBatch:
 
 
 def plan_request(
-    headers: Mapping[str, str], body: bytes, streams: Sequence[StreamConfig]
+    headers: Mapping[str, str], body: bytes, streams: Sequence[MappedStream]
 ) -> IngestPlan:
     """Read, route and decode every event of one request, applying nothing.
 
