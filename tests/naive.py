@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, special, stats
 from scipy.spatial import distance
 
 METRICS = (
@@ -32,14 +33,49 @@ def smoothed(counts: np.ndarray, smoothing: float) -> np.ndarray:
     return (counts + smoothing) / (counts.sum() + counts.size * smoothing)
 
 
-def g_test_p_value(reference: np.ndarray, live: np.ndarray) -> float:
-    """docs/divergences.md p_value: G-test of homogeneity on the raw 2xK table."""
-    reference = np.asarray(reference, dtype=np.float64)
-    live = np.asarray(live, dtype=np.float64)
+def chi2_isf_one(log_p: float) -> float:
+    """Q with P(χ²(1) >= Q) = exp(log_p), via scipy (a root of log_ndtr below 1e-300)."""
+    if log_p >= 0.0:
+        return 0.0
+    if log_p > -690.0:
+        return float(stats.chi2.isf(math.exp(log_p), 1))
+    # P(χ²(1) >= Q) = 2 Φ(-√Q)
+    root = optimize.brentq(
+        lambda x: special.log_ndtr(-x) + math.log(2.0) - log_p,
+        1.0, 2.0 * math.sqrt(-log_p) + 10.0, xtol=1e-300, rtol=1e-15,
+    )
+    return root * root
+
+
+def outside_chance(m: float, live: float, reference: float) -> float:
+    """ln P(at least m of `live` values lie outside the range of `reference` others), all
+    exchangeable: (m + 1) f(m) - m f(m + 1) with f(k) = C(live, k) / C(live + reference, k),
+    in exact fractions for whole counts (gammaln for the real counts of decayed windows)."""
+    if m <= 0:
+        return 0.0
+    if all(float(x).is_integer() for x in (m, live, reference)) and m <= 5_000:
+        whole_m, whole_l, total = int(m), int(live), int(live + reference)
+        f_m = Fraction(1)
+        for j in range(whole_m):
+            f_m *= Fraction(whole_l - j, total - j)
+        chance = (whole_m + 1) * f_m - whole_m * f_m * Fraction(whole_l - whole_m, total - whole_m)
+        return min(math.log(chance.numerator) - math.log(chance.denominator), 0.0)
+    total = live + reference
+
+    def log_f(k: float) -> float:
+        return float(
+            special.gammaln(live + 1) - special.gammaln(live - k + 1)
+            - special.gammaln(total + 1) + special.gammaln(total - k + 1)
+        )
+
+    # f(m + 1) / f(m) = (live - m) / (total - m)
+    return min(log_f(m) + math.log((m + 1) - m * (live - m) / (total - m)), 0.0)
+
+
+def g_test_statistic(reference: np.ndarray, live: np.ndarray) -> float:
+    """G = 2 Σ O ln(O/E) over the 2xK table, bins empty on both sides left out."""
     keep = (reference + live) > 0
     r, q = reference[keep], live[keep]
-    if keep.sum() <= 1:
-        return 1.0
     big_r, big_l = r.sum(), q.sum()
     n = big_r + big_l
     expected_r = (r + q) * big_r / n
@@ -51,8 +87,25 @@ def g_test_p_value(reference: np.ndarray, live: np.ndarray) -> float:
     for li, fi in zip(q, expected_l, strict=True):
         if li > 0:
             g += li * math.log(li / fi)
-    g *= 2.0
-    return float(stats.chi2.sf(max(g, 0.0), keep.sum() - 1))
+    return max(2.0 * g, 0.0)
+
+
+def g_test_p_value(reference: np.ndarray, live: np.ndarray) -> float:
+    """docs/divergences.md p_value: the G-test of homogeneity over the bins the reference
+    has counts in, and the exact chance of the live values in the bins it has none of."""
+    reference = np.asarray(reference, dtype=np.float64)
+    live = np.asarray(live, dtype=np.float64)
+    populated = reference > 0
+    k_r = int(populated.sum())
+    if k_r == reference.size:
+        if k_r <= 1:
+            return 1.0
+        return float(stats.chi2.sf(g_test_statistic(reference, live), k_r - 1))
+    outside = float(live[~populated].sum())
+    inside = live[populated]
+    g = g_test_statistic(reference[populated], inside) if inside.sum() > 0 else 0.0
+    q = chi2_isf_one(outside_chance(outside, float(live.sum()), float(reference.sum())))
+    return float(stats.chi2.sf(g + q, k_r))
 
 
 def divergences_one(

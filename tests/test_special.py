@@ -1,4 +1,4 @@
-"""The χ² survival function of the kernels against scipy (docs/divergences.md ``p_value``)."""
+"""The kernels' special functions against scipy and exact counts (divergences.md p_value)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from scipy import special, stats
 from driftmon.kernels.special import (
     LN2_HI,
     LN2_LO,
+    chi2_isf_one,
     chi2_sf,
     chi2_sf_array,
     gammaincc,
     log_branchless,
+    log_outside_chance,
 )
 
 ABSOLUTE_TOLERANCE = 1e-9
@@ -170,3 +172,74 @@ def test_log_special_values() -> None:
     assert got[1] == math.inf
     assert math.isnan(got[2])
     assert got[3] == 0.0
+
+
+def test_chi2_one_quantile_inverts_scipy_from_one_down_to_1e_minus_300() -> None:
+    chances = np.concatenate([np.logspace(-300, -1e-12, 3001), [0.5, 0.9, 1 - 1e-9, 1 - 1e-15]])
+    for p in chances:
+        got = chi2_isf_one(math.log(p))
+        want = float(stats.chi2.isf(p, 1))
+        assert abs(got - want) <= 1e-13 * want, (p, got, want)
+
+
+@pytest.mark.parametrize("log_p", [-700.0, -745.5, -800.0, -5e3, -1e6, -1e10, -1e100, -1e300])
+def test_chi2_one_quantile_of_chances_below_the_smallest_double(log_p: float) -> None:
+    # P(χ²(1) >= Q) = 2 Φ(-√Q); scipy's log_ndtr is accurate that far out.
+    q = chi2_isf_one(log_p)
+    back = float(special.log_ndtr(-math.sqrt(q))) + math.log(2.0)
+    assert abs(back - log_p) <= 1e-14 * abs(log_p), (log_p, q, back)
+
+
+def test_chi2_one_quantile_edges() -> None:
+    assert chi2_isf_one(0.0) == 0.0
+    assert chi2_isf_one(1e-300) == 0.0
+    assert chi2_isf_one(-math.inf) == math.inf
+    assert math.isnan(chi2_isf_one(math.nan))
+
+
+def _outside_counts(reference: int, live: int) -> np.ndarray:
+    """How many of the C(N, live) placements of the live values among N ranks leave
+    exactly m live values below every reference value or above every one."""
+    from itertools import combinations
+
+    total = reference + live
+    counts = np.zeros(live + 1)
+    for placement in combinations(range(total), live):
+        taken = set(placement)
+        low = 0
+        while low in taken:
+            low += 1
+        high = 0
+        while total - 1 - high in taken and total - 1 - high > low:
+            high += 1
+        counts[low + high] += 1
+    return counts
+
+
+@pytest.mark.parametrize(("reference", "live"), [(1, 1), (1, 4), (6, 4), (9, 3), (3, 9), (12, 6)])
+def test_outside_chance_is_the_exact_share_of_placements(reference: int, live: int) -> None:
+    counts = _outside_counts(reference, live)
+    for m in range(live + 1):
+        exact = counts[m:].sum() / counts.sum()
+        got = math.exp(log_outside_chance(float(m), float(live), float(reference)))
+        assert abs(got - exact) <= 1e-14, (reference, live, m, got, exact)
+
+
+def test_outside_chance_of_big_windows_and_real_counts() -> None:
+    # One value past a 100 000-value reference's range in a 1 000-value window: about 2L/N.
+    live, total = 1_000.0, 101_000.0
+    expected = 2 * live / total - live * (live - 1) / (total * (total - 1))
+    assert abs(math.exp(log_outside_chance(1.0, live, total - live)) - expected) <= 1e-15
+    # Past 64 the product gives way to lgamma; both agree where both apply.
+    for m in (64.0, 65.0, 200.0):
+        direct = sum(math.log((live - j) / (total - j)) for j in range(int(m)))
+        bracket = math.log((m + 1) - m * (live - m) / (total - m))
+        got = log_outside_chance(m, live, total - live)
+        assert abs(got - (direct + bracket)) <= 1e-9 * abs(direct)
+    # a lone reference value: every live value is outside its range, chance 1
+    assert log_outside_chance(2.0**53, 2.0**53, 1.0) == 0.0
+    assert log_outside_chance(5.0, 5.0, 1.0) == 0.0
+    # decayed windows hold real counts: monotone in m, 0 at m = 0
+    values = [log_outside_chance(m, 10.5, 19.75) for m in np.linspace(0.0, 10.5, 43)]
+    assert values[0] == 0.0
+    assert all(b < a for a, b in zip(values, values[1:], strict=False))

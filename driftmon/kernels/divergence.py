@@ -42,12 +42,16 @@ Numerics (docs/divergences.md), for one monitor, ``a`` its smoothing:
 - ``log_scale`` (1 for nats, 1/ln 2 for bits) multiplies ``kl``,
   ``kl_reverse``, ``js``, the entropies and ``cross_entropy = H(P) + KL``.
 - ``p_value``: G-test of homogeneity on the raw counts,
-  ``G/2 = Σ r ln(r/E) + l ln(l/F)`` over the ``K'`` bins with ``s = r + l > 0``,
+  ``G/2 = Σ r ln(r/E) + l ln(l/F)`` over the bins with ``s = r + l > 0``,
   evaluated as ``r (ln(r/s) - ln(R/N)) + l (ln(l/s) - ln(L/N))``: every log
   is of a correctly rounded quotient, so a bin whose counts are in the
   proportion of the totals contributes exactly 0 when the counts are whole
   numbers (no rounding noise posing as drift), and the error is a few ulps of
-  ``r`` per bin, like scipy's. ``p = chi2_sf(G, K' - 1)``, 1 when ``K' <= 1``.
+  ``r`` per bin, like scipy's. With ``K_R`` bins where ``r > 0``:
+  ``p = chi2_sf(G, K_R - 1)`` (1 when ``K_R <= 1``) if that is every bin;
+  otherwise the ``M`` live values in the bins the reference has none of are
+  scored by their exact chance instead of the χ² approximation, which is
+  poorest there (:func:`_g_test_p_value`), on ``K_R`` degrees of freedom.
 - A monitor with ``R = 0`` or ``L = 0`` gets NaN in all nine rows; no other
   input gives NaN (the public wrappers reject non-finite counts and totals
   that overflow).
@@ -75,7 +79,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from driftmon.kernels.special import chi2_sf, log_branchless
+from driftmon.kernels.special import (
+    chi2_isf_one,
+    chi2_sf,
+    log_branchless,
+    log_outside_chance,
+)
 
 ROWS = (
     "kl",
@@ -96,9 +105,10 @@ REF_COUNT, REF_LOG_P = 0, 1
 MON_TOTAL, MON_ENTROPY, MON_INVERSE = 0, 1, 2
 """Rows of ``reference_monitors[3, M]`` (the inverse is 0 where it overflows)."""
 
-# Rows of the per-monitor scratch table of per-bin terms.
-_KL, _KL_REVERSE, _ENTROPY_LIVE, _JS, _HELLINGER_SQ, _G_HALF = 0, 1, 2, 3, 4, 5
-_N_TERMS = 6
+# Rows of the per-monitor scratch table of per-bin terms (_OUTSIDE: the live
+# count of a bin the reference has none of, else 0).
+_KL, _KL_REVERSE, _ENTROPY_LIVE, _JS, _HELLINGER_SQ, _G_HALF, _OUTSIDE = 0, 1, 2, 3, 4, 5, 6
+_N_TERMS = 7
 
 _PARALLEL_CHUNKS = 64
 _LN2 = math.log(2.0)
@@ -258,13 +268,13 @@ def _monitor_terms_fast(
     reference_bins: np.ndarray,
     terms: np.ndarray,
 ) -> tuple[int, int]:
-    """Per-bin terms of one monitor into ``terms[6, :K]``, without a branch.
+    """Per-bin terms of one monitor into ``terms[7, :K]``, without a branch.
 
-    Returns ``(non-empty bins, suspicious bins)``: a bin is suspicious when
+    Returns ``(bins the reference has counts in, suspicious bins)``: a bin is suspicious when
     a quotient with a positive numerator underflowed to 0, whose log here
     would be -inf; the caller then redoes the monitor carefully.
     """
-    nonempty = 0
+    populated = 0
     suspicious = 0
     for k in range(hi - lo):
         i = lo + k
@@ -296,8 +306,9 @@ def _monitor_terms_fast(
         g_r = r * (log_branchless(share_r) - log_share_r) if r > 0.0 else 0.0
         g_l = count * (log_branchless(share_l) - log_share_l) if count > 0.0 else 0.0
         terms[_G_HALF, k] = g_r + g_l
+        terms[_OUTSIDE, k] = count if r == 0.0 else 0.0
 
-        nonempty += 1 if both > 0.0 else 0
+        populated += 1 if r > 0.0 else 0
         underflow = (
             (q_has_mass and q == 0.0)
             or ((p_has_mass or q_has_mass) and half_mixture == 0.0)
@@ -305,7 +316,7 @@ def _monitor_terms_fast(
             or (count > 0.0 and share_l == 0.0)
         )
         suspicious += 1 if underflow else 0
-    return nonempty, suspicious
+    return populated, suspicious
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -324,12 +335,13 @@ def _monitor_terms_careful(
     reference_bins: np.ndarray,
     terms: np.ndarray,
 ) -> int:
-    """:func:`_monitor_terms_fast` with every underflow guarded; returns the non-empty bins.
+    """:func:`_monitor_terms_fast` with every underflow guarded; returns the bins the
+    reference has counts in.
 
     Equal to the fast loop wherever nothing underflows (same formulas), and
     finite wherever the mathematics is.
     """
-    nonempty = 0
+    populated = 0
     for k in range(hi - lo):
         i = lo + k
         r = reference_bins[REF_COUNT, i]
@@ -358,13 +370,14 @@ def _monitor_terms_careful(
         root_gap = math.sqrt(p) - math.sqrt(q)
         terms[_HELLINGER_SQ, k] = root_gap * root_gap
         both = r + count
-        if both > 0.0:
-            nonempty += 1
-            if r > 0.0:
-                terms[_G_HALF, k] += r * (_log_quotient(r, both) - log_share_r)
-            if count > 0.0:
-                terms[_G_HALF, k] += count * (_log_quotient(count, both) - log_share_l)
-    return nonempty
+        if r > 0.0:
+            populated += 1
+            terms[_G_HALF, k] += r * (_log_quotient(r, both) - log_share_r)
+        else:
+            terms[_OUTSIDE, k] = count
+        if count > 0.0:
+            terms[_G_HALF, k] += count * (_log_quotient(count, both) - log_share_l)
+    return populated
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -447,14 +460,14 @@ def _monitor_values(
 
     suspicious = 1
     if inverse > 0.0 and ref_inverse > 0.0:
-        nonempty, suspicious = _monitor_terms_fast(
+        populated, suspicious = _monitor_terms_fast(
             lo, hi, live_counts, a, inverse, ref_inverse, log_share_r, log_share_l,
             reference_bins, terms,
         )
     if suspicious > 0:
         # The reference's denominator, computed exactly as prepare_reference did.
         ref_denominator = ref_total + (hi - lo) * a
-        nonempty = _monitor_terms_careful(
+        populated = _monitor_terms_careful(
             lo, hi, live_counts, a, denominator, inverse, log_branchless(denominator),
             ref_denominator, ref_inverse, log_share_r, log_share_l, reference_bins, terms,
         )
@@ -479,10 +492,65 @@ def _monitor_values(
     out[5, m] = entropy_reference * log_scale
     out[6, m] = max(entropy_live, 0.0) * log_scale
     out[7, m] = (entropy_reference + kl) * log_scale
-    if nonempty <= 1:
-        out[8, m] = 1.0
-    else:
-        out[8, m] = chi2_sf(max(2.0 * g_half, 0.0), nonempty - 1.0)
+    outside = 0.0
+    if populated < n_bins:
+        outside = min(_sum_row(terms, _OUTSIDE, n_bins), live_total)
+        if outside > 0.0:
+            # Live values where the reference has none: G over the populated bins alone.
+            g_half = _g_half_populated(
+                lo, hi, live_counts, reference_bins, ref_total, live_total - outside
+            )
+    out[8, m] = _g_test_p_value(
+        2.0 * g_half, populated, n_bins, outside, ref_total, live_total
+    )
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _g_half_populated(
+    lo: int,
+    hi: int,
+    live_counts: np.ndarray,
+    reference_bins: np.ndarray,
+    ref_total: float,
+    live_inside: float,
+) -> float:
+    """``G/2`` of the bins ``lo:hi`` with ``r > 0``, whose live total is ``live_inside``:
+    the careful path's per-bin terms with that table's shares of the totals."""
+    if live_inside <= 0.0:
+        return 0.0
+    grand_total = ref_total + live_inside
+    log_share_r = _log_quotient(ref_total, grand_total)
+    log_share_l = _log_quotient(live_inside, grand_total)
+    g_half = 0.0
+    for i in range(lo, hi):
+        r = reference_bins[REF_COUNT, i]
+        if r > 0.0:
+            count = live_counts[i]
+            both = r + count
+            g_half += r * (_log_quotient(r, both) - log_share_r)
+            if count > 0.0:
+                g_half += count * (_log_quotient(count, both) - log_share_l)
+    return g_half
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _g_test_p_value(
+    g: float, populated: int, n_bins: int, outside: float, ref_total: float, live_total: float
+) -> float:
+    """The ``p_value`` of one monitor.
+
+    ``g``: the G statistic of the ``populated`` bins (those with ``r > 0``);
+    ``outside``: the live count ``M`` in the other bins. Every bin populated:
+    ``chi2_sf(G, K_R - 1)``. Otherwise the bins the reference has none of take
+    one degree of freedom together, and ``M`` is scored by the exact chance of
+    that many live values past the reference's range, as its χ²(1) quantile.
+    """
+    statistic = max(g, 0.0)
+    if populated == n_bins:
+        return 1.0 if populated <= 1 else chi2_sf(statistic, populated - 1.0)
+    if outside > 0.0:
+        statistic += chi2_isf_one(log_outside_chance(outside, live_total, ref_total))
+    return chi2_sf(statistic, float(populated))
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

@@ -1,4 +1,5 @@
-"""Special functions for the kernels: a vectorisable ``log`` and the χ² survival function.
+"""Special functions for the kernels: a vectorisable ``log``, the χ² survival function,
+the χ²(1) upper quantile and the chance of live values past the reference's range.
 
 ``log_branchless(x)`` is the natural log written as straight-line arithmetic
 (no call, no branch), so that LLVM can vectorise the divergence loops that use
@@ -26,6 +27,22 @@ limit), which ``tests/test_special.py`` checks against ``scipy.stats.chi2.sf``.
 Both expansions converge in ``O(sqrt(a))`` steps near ``x = a`` and faster
 elsewhere. No scipy at run time.
 
+``chi2_isf_one(log_p)`` is the ``Q`` with ``P(χ²(1) >= Q) = exp(log_p)``,
+i.e. ``2 x²`` for ``erfc(x) = p``, taking ``ln p`` so that chances far below
+the smallest double still get a finite quantile. ``ln erfc`` is decreasing
+and concave on ``x >= 0``, so Newton's method on ``ln erfc(x) - ln p`` from
+a point right of the root descends to it monotonically;
+``ln erfc`` is ``log1p(-erf x)`` below 0.5, ``log(erfc x)`` up to 26 and the
+asymptotic series (four terms, below 1e-11 relative there) beyond, where
+``erfc`` underflows.
+
+``log_outside_chance(m, live, reference)`` is the log of the exact chance
+that at least ``m`` of ``live`` values fall below the smallest or above the
+largest of ``reference`` values, all drawn from one continuous distribution:
+``(m + 1) f(m) - m f(m + 1)`` with ``f(m) = C(live, m) / C(live + reference,
+m)`` the chance that ``m`` given extreme positions all hold live values
+(docs/divergences.md, ``p_value``).
+
 Pure functions over floats and arrays; imports only numpy and numba.
 
 Numba's on-disk cache (``cache=True``) keys each kernel on its own source
@@ -48,6 +65,10 @@ _MAX_ITERATIONS = 100_000
 # exp() of anything below this is 0 in float64 even after multiplying by the
 # series or continued-fraction factor, which stays below ~10 here.
 _LOG_UNDERFLOW = -760.0
+_MAX_NEWTON = 200
+_ERFC_SERIES_FROM = 26.0
+_LOG_SQRT_PI = 0.5 * math.log(math.pi)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 # ln 2 = LN2_HI + LN2_LO: LN2_HI is ln 2 truncated to 32 significant bits,
 # LN2_LO the rest rounded to double (tests/test_special.py re-derives both).
@@ -165,6 +186,90 @@ def chi2_sf(g: float, df: float) -> float:
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
+def _log_erfc(x: float) -> tuple[float, float]:
+    """``ln erfc(x)`` and its derivative ``-2/√π · exp(-x²) / erfc(x)`` for ``x >= 0``,
+    both finite however large ``x`` is."""
+    if x < _ERFC_SERIES_FROM:
+        value = math.log1p(-math.erf(x)) if x < 0.5 else math.log(math.erfc(x))
+        return value, -_TWO_OVER_SQRT_PI * math.exp(-x * x - value)
+    # erfc(x) = exp(-x²) / (x √π) · (1 - 1/(2x²) + 3/(2x²)² - 15/(2x²)³ + 105/(2x²)⁴ ...)
+    u = 1.0 / (2.0 * x * x)
+    series = 1.0 + u * (-1.0 + u * (3.0 + u * (-15.0 + u * 105.0)))
+    return -x * x - math.log(x) - _LOG_SQRT_PI + math.log(series), -2.0 * x / series
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def chi2_isf_one(log_p: float) -> float:
+    """The χ²(1) upper quantile of ``p = exp(log_p)``: ``Q`` with ``P(χ²(1) >= Q) = p``.
+
+    0 for ``log_p >= 0``; NaN for NaN; +Inf for ``log_p = -inf``.
+    """
+    if math.isnan(log_p):
+        return math.nan
+    if log_p >= 0.0:
+        return 0.0
+    if log_p < -1e200:
+        # x² would overflow; Q = -2 ln p - ln(-ln p) - ln π + ... is -2 ln p to the last bit.
+        return -2.0 * log_p
+    # Newton on h(x) = ln erfc(x) - ln p from a point right of the root: there h is
+    # negative and concave, so every step stays right of the root and descends to it.
+    # For p < 1/e that point is √(-ln p) (erfc(x) < exp(-x²) when x > 1/√π); above,
+    # the first step from 0 lands there.
+    x = math.sqrt(-log_p) if log_p < -1.0 else 0.0
+    for _ in range(_MAX_NEWTON):
+        log_erfc, slope = _log_erfc(x)
+        step = (log_erfc - log_p) / slope
+        if x > 0.0 and step <= 4.0 * _EPS * x:
+            break
+        x -= step
+    return 2.0 * x * x
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _log_extremes_live(m: float, live: float, reference: float) -> float:
+    """``ln f(m)``, ``f(m) = C(live, m) / C(live + reference, m)``, for ``0 < m <= live``.
+
+    ``f(m) = Π_{j<m} (live - j) / (reference + live - j)
+    = Π_{1<=i<=reference} (live - m + i) / (live + i)``: the shorter product when
+    it is of whole numbers and at most 64 factors (exact to rounding), else
+    ``lgamma`` (real counts of decayed windows; the error is a few ulps of the
+    largest ``lgamma``, far below anything a p-value shows).
+    """
+    if m <= 64.0 and m == math.floor(m) and m <= reference:
+        product = 1.0
+        for j in range(int(m)):
+            product *= (live - j) / (reference + (live - j))
+        if product > 1e-280:
+            return math.log(product)
+    elif reference <= 64.0 and reference == math.floor(reference):
+        product = 1.0
+        for i in range(1, int(reference) + 1):
+            product *= ((live - m) + i) / (live + i)
+        if product > 1e-280:
+            return math.log(product)
+    return (
+        math.lgamma(live + 1.0) - math.lgamma((live - m) + 1.0)
+        - math.lgamma(reference + live + 1.0) + math.lgamma(reference + (live - m) + 1.0)
+    )
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def log_outside_chance(m: float, live: float, reference: float) -> float:
+    """``ln`` of the chance that ``m`` or more of ``live`` values lie outside the range of
+    ``reference`` other values (all exchangeable): ``(m + 1) f(m) - m f(m + 1)``.
+
+    ``0 <= m <= live``, ``reference > 0``; 0 (chance 1) when ``m <= 0``.
+    """
+    if m <= 0.0:
+        return 0.0
+    m = min(m, live)
+    # f(m + 1) / f(m) = (live - m) / (reference + live - m) <= 1: the bracket is >= 1.
+    rest = live - m
+    bracket = (m + 1.0) - m * (rest / (reference + rest))
+    return min(_log_extremes_live(m, live, reference) + math.log(bracket), 0.0)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def chi2_sf_array(g: np.ndarray, df: np.ndarray, out: np.ndarray) -> None:
     """Elementwise :func:`chi2_sf` over float64 arrays of one length, into ``out``."""
     for i in range(g.shape[0]):
@@ -180,3 +285,5 @@ def warm_up() -> None:
     chi2_sf_array(g, df, out)
     chi2_sf(1.0, 1.0)
     gammaincc(1.0, 1.0)
+    chi2_isf_one(-1.0)
+    log_outside_chance(1.0, 10.0, 90.0)
