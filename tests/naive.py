@@ -75,6 +75,8 @@ def outside_chance(m: float, live: float, reference: float) -> float:
 def g_test_statistic(reference: np.ndarray, live: np.ndarray) -> float:
     """G = 2 Σ O ln(O/E) over the 2xK table, bins empty on both sides left out."""
     keep = (reference + live) > 0
+    if keep.sum() <= 1:
+        return 0.0  # one bin: both sides are in the proportion of the totals
     r, q = reference[keep], live[keep]
     big_r, big_l = r.sum(), q.sum()
     n = big_r + big_l

@@ -105,10 +105,9 @@ REF_COUNT, REF_LOG_P = 0, 1
 MON_TOTAL, MON_ENTROPY, MON_INVERSE = 0, 1, 2
 """Rows of ``reference_monitors[3, M]`` (the inverse is 0 where it overflows)."""
 
-# Rows of the per-monitor scratch table of per-bin terms (_OUTSIDE: the live
-# count of a bin the reference has none of, else 0).
-_KL, _KL_REVERSE, _ENTROPY_LIVE, _JS, _HELLINGER_SQ, _G_HALF, _OUTSIDE = 0, 1, 2, 3, 4, 5, 6
-_N_TERMS = 7
+# Rows of the per-monitor scratch table of per-bin terms.
+_KL, _KL_REVERSE, _ENTROPY_LIVE, _JS, _HELLINGER_SQ, _G_HALF = 0, 1, 2, 3, 4, 5
+_N_TERMS = 6
 
 _PARALLEL_CHUNKS = 64
 _LN2 = math.log(2.0)
@@ -256,6 +255,40 @@ def _prepare_monitor(
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
+def _split_by_reference(
+    lo: int, hi: int, live_counts: np.ndarray, reference_bins: np.ndarray
+) -> tuple[float, float, int]:
+    """``(L', M, E)`` of the bins ``lo:hi``: the live count in the bins with ``r > 0``, the
+    live count in the others, and how many others there are. Each sum is taken over its
+    own bins (two running sums each), so that ``L'`` of a table whose values all lie
+    in one populated bin equals that bin's count exactly."""
+    in0 = 0.0
+    in1 = 0.0
+    out0 = 0.0
+    out1 = 0.0
+    empty = 0
+    i = lo
+    while i + 2 <= hi:
+        count0 = live_counts[i]
+        count1 = live_counts[i + 1]
+        empty0 = reference_bins[REF_COUNT, i] == 0.0
+        empty1 = reference_bins[REF_COUNT, i + 1] == 0.0
+        in0 += 0.0 if empty0 else count0
+        in1 += 0.0 if empty1 else count1
+        out0 += count0 if empty0 else 0.0
+        out1 += count1 if empty1 else 0.0
+        empty += (1 if empty0 else 0) + (1 if empty1 else 0)
+        i += 2
+    if i < hi:
+        if reference_bins[REF_COUNT, i] == 0.0:
+            out0 += live_counts[i]
+            empty += 1
+        else:
+            in0 += live_counts[i]
+    return in0 + in1, out0 + out1, empty
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
 def _monitor_terms_fast(
     lo: int,
     hi: int,
@@ -267,14 +300,15 @@ def _monitor_terms_fast(
     log_share_l: float,
     reference_bins: np.ndarray,
     terms: np.ndarray,
-) -> tuple[int, int]:
-    """Per-bin terms of one monitor into ``terms[7, :K]``, without a branch.
+) -> int:
+    """Per-bin terms of one monitor into ``terms[6, :K]``, without a branch.
 
-    Returns ``(bins the reference has counts in, suspicious bins)``: a bin is suspicious when
-    a quotient with a positive numerator underflowed to 0, whose log here
-    would be -inf; the caller then redoes the monitor carefully.
+    Returns the number of suspicious bins: a bin is suspicious when a
+    quotient with a positive numerator underflowed to 0, whose log here would
+    be -inf; the caller then redoes the monitor carefully. The G-test's terms
+    are those of the bins with ``r > 0`` (``log_share_l`` is the share of the
+    live values that lie in them).
     """
-    populated = 0
     suspicious = 0
     for k in range(hi - lo):
         i = lo + k
@@ -304,11 +338,9 @@ def _monitor_terms_fast(
         root_gap = math.sqrt(p) - math.sqrt(q)
         terms[_HELLINGER_SQ, k] = root_gap * root_gap
         g_r = r * (log_branchless(share_r) - log_share_r) if r > 0.0 else 0.0
-        g_l = count * (log_branchless(share_l) - log_share_l) if count > 0.0 else 0.0
-        terms[_G_HALF, k] = g_r + g_l
-        terms[_OUTSIDE, k] = count if r == 0.0 else 0.0
+        g_l = count * (log_branchless(share_l) - log_share_l)
+        terms[_G_HALF, k] = g_r + g_l if (count > 0.0) & (r > 0.0) else g_r
 
-        populated += 1 if r > 0.0 else 0
         underflow = (
             (q_has_mass and q == 0.0)
             or ((p_has_mass or q_has_mass) and half_mixture == 0.0)
@@ -316,7 +348,7 @@ def _monitor_terms_fast(
             or (count > 0.0 and share_l == 0.0)
         )
         suspicious += 1 if underflow else 0
-    return populated, suspicious
+    return suspicious
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -334,14 +366,12 @@ def _monitor_terms_careful(
     log_share_l: float,
     reference_bins: np.ndarray,
     terms: np.ndarray,
-) -> int:
-    """:func:`_monitor_terms_fast` with every underflow guarded; returns the bins the
-    reference has counts in.
+) -> None:
+    """:func:`_monitor_terms_fast` with every underflow guarded.
 
     Equal to the fast loop wherever nothing underflows (same formulas), and
     finite wherever the mathematics is.
     """
-    populated = 0
     for k in range(hi - lo):
         i = lo + k
         r = reference_bins[REF_COUNT, i]
@@ -371,13 +401,9 @@ def _monitor_terms_careful(
         terms[_HELLINGER_SQ, k] = root_gap * root_gap
         both = r + count
         if r > 0.0:
-            populated += 1
             terms[_G_HALF, k] += r * (_log_quotient(r, both) - log_share_r)
-        else:
-            terms[_OUTSIDE, k] = count
-        if count > 0.0:
-            terms[_G_HALF, k] += count * (_log_quotient(count, both) - log_share_l)
-    return populated
+            if count > 0.0:
+                terms[_G_HALF, k] += count * (_log_quotient(count, both) - log_share_l)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -452,22 +478,27 @@ def _monitor_values(
     denominator = live_total + (hi - lo) * a
     inverse = _safe_inverse(denominator)
     ref_inverse = reference_monitors[MON_INVERSE, ref_column]
-    # The G-test's shares of the raw totals, computed as the per-bin shares
-    # are, so that a bin in proportion contributes exactly 0.
-    grand_total = ref_total + live_total
+    # The G-test's table is the bins the reference has values in; the live
+    # values in the others (``outside``) are scored apart (_g_test_p_value).
+    # Its shares of the totals are computed as the per-bin shares are, so
+    # that a bin in proportion contributes exactly 0.
+    live_inside, outside, empty = _split_by_reference(lo, hi, live_counts, reference_bins)
+    if outside == 0.0:
+        live_inside = live_total
+    grand_total = ref_total + live_inside
     log_share_r = _log_quotient(ref_total, grand_total)
-    log_share_l = _log_quotient(live_total, grand_total)
+    log_share_l = _log_quotient(live_inside, grand_total) if live_inside > 0.0 else 0.0
 
     suspicious = 1
     if inverse > 0.0 and ref_inverse > 0.0:
-        populated, suspicious = _monitor_terms_fast(
+        suspicious = _monitor_terms_fast(
             lo, hi, live_counts, a, inverse, ref_inverse, log_share_r, log_share_l,
             reference_bins, terms,
         )
     if suspicious > 0:
         # The reference's denominator, computed exactly as prepare_reference did.
         ref_denominator = ref_total + (hi - lo) * a
-        populated = _monitor_terms_careful(
+        _monitor_terms_careful(
             lo, hi, live_counts, a, denominator, inverse, log_branchless(denominator),
             ref_denominator, ref_inverse, log_share_r, log_share_l, reference_bins, terms,
         )
@@ -492,45 +523,9 @@ def _monitor_values(
     out[5, m] = entropy_reference * log_scale
     out[6, m] = max(entropy_live, 0.0) * log_scale
     out[7, m] = (entropy_reference + kl) * log_scale
-    outside = 0.0
-    if populated < n_bins:
-        outside = min(_sum_row(terms, _OUTSIDE, n_bins), live_total)
-        if outside > 0.0:
-            # Live values where the reference has none: G over the populated bins alone.
-            g_half = _g_half_populated(
-                lo, hi, live_counts, reference_bins, ref_total, live_total - outside
-            )
     out[8, m] = _g_test_p_value(
-        2.0 * g_half, populated, n_bins, outside, ref_total, live_total
+        2.0 * g_half, n_bins - empty, n_bins, outside, ref_total, live_total
     )
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def _g_half_populated(
-    lo: int,
-    hi: int,
-    live_counts: np.ndarray,
-    reference_bins: np.ndarray,
-    ref_total: float,
-    live_inside: float,
-) -> float:
-    """``G/2`` of the bins ``lo:hi`` with ``r > 0``, whose live total is ``live_inside``:
-    the careful path's per-bin terms with that table's shares of the totals."""
-    if live_inside <= 0.0:
-        return 0.0
-    grand_total = ref_total + live_inside
-    log_share_r = _log_quotient(ref_total, grand_total)
-    log_share_l = _log_quotient(live_inside, grand_total)
-    g_half = 0.0
-    for i in range(lo, hi):
-        r = reference_bins[REF_COUNT, i]
-        if r > 0.0:
-            count = live_counts[i]
-            both = r + count
-            g_half += r * (_log_quotient(r, both) - log_share_r)
-            if count > 0.0:
-                g_half += count * (_log_quotient(count, both) - log_share_l)
-    return g_half
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
