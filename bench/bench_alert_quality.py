@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         raw_flags = flagged(p_values, psi, "none", args.alpha)
         per_check = float(raw_flags.mean())
-        # The G-test's chi-square approximation is poorest for a bin the reference has 0 of
-        # and the window 1 or 2 (a value past the reference's minimum or maximum).
+        # Checks with a value past the reference's minimum or maximum: a bin the reference
+        # has 0 of, where the previous p-value's chi-square approximation was poorest.
         share_outside = float(outside.mean())
         inside = float(raw_flags[~outside].mean()) if (~outside).any() else math.nan
         cells = []
