@@ -467,11 +467,11 @@ def _ingest_families(status: Status) -> Iterator[Family]:
     )
     if status.connections is not None:
         open_now, closed = status.connections
-        connections = GaugeMetricFamily(
-            "driftmon_http_connections", "HTTP connections open (server.max_connections bounds)."
+        yield GaugeMetricFamily(
+            "driftmon_http_connections",
+            "HTTP connections open (server.max_connections bounds).",
+            value=float(open_now),
         )
-        connections.add_metric([], float(open_now))
-        yield connections
         yield _counter(
             "driftmon_http_connections_closed",
             "HTTP connections the daemon closed early, by reason: header_timeout, evicted "
@@ -479,28 +479,28 @@ def _ingest_families(status: Status) -> Iterator[Family]:
             "reason",
             ((reason, closed.get(reason, 0)) for reason in CONNECTION_CLOSE_REASONS),
         )
-    queue = GaugeMetricFamily("driftmon_ingest_queue_rows", "Rows accepted but not yet binned.")
-    queue.add_metric([], float(status.queue_rows))
-    yield queue
-    capacity = GaugeMetricFamily(
-        "driftmon_ingest_queue_capacity_rows", "Bound of the ingest queue (ingest.queue_rows)."
+    yield GaugeMetricFamily(
+        "driftmon_ingest_queue_rows",
+        "Rows accepted but not yet binned.",
+        value=float(status.queue_rows),
     )
-    capacity.add_metric([], float(status.queue_capacity_rows))
-    yield capacity
+    yield GaugeMetricFamily(
+        "driftmon_ingest_queue_capacity_rows",
+        "Bound of the ingest queue (ingest.queue_rows).",
+        value=float(status.queue_capacity_rows),
+    )
     if status.parse_processes is not None:
-        parsers = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "driftmon_ingest_parse_processes",
             "Parse processes alive (of ingest.processes); the workers parse what they cannot.",
+            value=float(status.parse_processes),
         )
-        parsers.add_metric([], float(status.parse_processes))
-        yield parsers
     if status.parse_process_jobs is not None:
-        jobs = CounterMetricFamily(
+        yield CounterMetricFamily(
             "driftmon_ingest_parse_process_jobs",
             "Ingest bodies parsed and binned by a parse process (the rest by the workers).",
+            value=float(status.parse_process_jobs),
         )
-        jobs.add_metric([], float(status.parse_process_jobs))
-        yield jobs
     warmup = GaugeMetricFamily(
         "driftmon_warmup_rows",
         "Rows collected so far by a stream whose warmup reference is not frozen yet.",
@@ -520,36 +520,33 @@ def _daemon_families(status: Status) -> Iterator[Metric]:
     yield durations
     evaluation = status.evaluation
     if evaluation is not None:
-        last = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "driftmon_last_evaluation_timestamp_seconds",
             "Unix time at the end of the last evaluation.",
+            value=evaluation.time + evaluation.duration_s,
         )
-        last.add_metric([], evaluation.time + evaluation.duration_s)
-        yield last
     if status.checkpoint_last_success_s is not None:
-        checkpoint = GaugeMetricFamily(
+        yield GaugeMetricFamily(
             "driftmon_checkpoint_last_success_timestamp_seconds",
             "Unix time of the last checkpoint written successfully.",
+            value=status.checkpoint_last_success_s,
         )
-        checkpoint.add_metric([], status.checkpoint_last_success_s)
-        yield checkpoint
-    failures = CounterMetricFamily(
-        "driftmon_checkpoint_failures", "Checkpoints that could not be written."
+    yield CounterMetricFamily(
+        "driftmon_checkpoint_failures",
+        "Checkpoints that could not be written.",
+        value=float(status.checkpoint_failures),
     )
-    failures.add_metric([], float(status.checkpoint_failures))
-    yield failures
     yield _counter(
         "driftmon_state_files_moved_aside",
         "Unusable checkpoints renamed aside (.corrupt-), by kind (checkpoint).",
         "kind",
         sorted(status.files_moved_aside.items()),
     )
-    reload_ok = GaugeMetricFamily(
+    yield GaugeMetricFamily(
         "driftmon_config_last_reload_successful",
         "1 if the last configuration load succeeded, 0 otherwise.",
+        value=1.0 if status.config_reload_ok else 0.0,
     )
-    reload_ok.add_metric([], 1.0 if status.config_reload_ok else 0.0)
-    yield reload_ok
     build = GaugeMetricFamily(
         "driftmon_build_info", "driftmon version; the value is always 1.", labels=["version"]
     )
@@ -559,17 +556,16 @@ def _daemon_families(status: Status) -> Iterator[Metric]:
 
 def _cluster_families(cluster: ClusterStatus) -> Iterator[Metric]:
     """Shared mode (driftmon/cluster/): this replica's part in the cluster."""
-    leader = GaugeMetricFamily(
+    yield GaugeMetricFamily(
         "driftmon_cluster_leader",
         "1 while this replica holds the lease and exports the divergence and alert series.",
+        value=1.0 if cluster.leader else 0.0,
     )
-    leader.add_metric([], 1.0 if cluster.leader else 0.0)
-    yield leader
-    reachable = GaugeMetricFamily(
-        "driftmon_cluster_store_up", "1 if the last call to the shared store succeeded."
+    yield GaugeMetricFamily(
+        "driftmon_cluster_store_up",
+        "1 if the last call to the shared store succeeded.",
+        value=1.0 if cluster.store_reachable else 0.0,
     )
-    reachable.add_metric([], 1.0 if cluster.store_reachable else 0.0)
-    yield reachable
     flushes = HistogramMetricFamily(
         "driftmon_cluster_flush_duration_seconds",
         "Duration of flushes of pane deltas to the shared store (one pipelined round trip).",
@@ -593,15 +589,12 @@ def _cluster_families(cluster: ClusterStatus) -> Iterator[Metric]:
             cluster.late_rows,
         ),
     ):
-        counter = CounterMetricFamily(name, text)
-        counter.add_metric([], float(value))
-        yield counter
-    offset = GaugeMetricFamily(
+        yield CounterMetricFamily(name, text, value=float(value))
+    yield GaugeMetricFamily(
         "driftmon_cluster_clock_offset_seconds",
         "The shared store's clock minus this replica's, as last measured.",
+        value=cluster.clock_offset_s,
     )
-    offset.add_metric([], cluster.clock_offset_s)
-    yield offset
 
 
 def new_registry(status: Callable[[], Status]) -> CollectorRegistry:
